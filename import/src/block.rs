@@ -46,7 +46,9 @@ pub fn check_range(name: &str, size: u64, offset: u64, len: usize) -> io::Result
         Some(end) if end <= size => Ok(()),
         _ => Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
-            format!("{name}: read of {len} bytes at offset {offset} is past the end ({size} bytes)"),
+            format!(
+                "{name}: read of {len} bytes at offset {offset} is past the end ({size} bytes)"
+            ),
         )),
     }
 }
@@ -62,7 +64,11 @@ impl FileSource {
     pub fn open(path: &Path) -> io::Result<FileSource> {
         let file = File::open(path)?;
         let len = file.metadata()?.len();
-        Ok(FileSource { file, len, name: path.display().to_string() })
+        Ok(FileSource {
+            file,
+            len,
+            name: path.display().to_string(),
+        })
     }
 
     /// The open file, for format readers that parse headers before choosing a view.
@@ -95,7 +101,12 @@ pub struct Window {
 impl Window {
     /// A window of `len` bytes starting at `start`. Fails when the window does not fit inside
     /// `inner`, so a partition table pointing past the end of the disk is caught here.
-    pub fn new(inner: Arc<dyn BlockSource>, start: u64, len: u64, name: String) -> io::Result<Window> {
+    pub fn new(
+        inner: Arc<dyn BlockSource>,
+        start: u64,
+        len: u64,
+        name: String,
+    ) -> io::Result<Window> {
         match start.checked_add(len) {
             Some(end) if end <= inner.len() => Ok(Window { inner, start, len, name }),
             _ => Err(io::Error::new(
@@ -131,7 +142,10 @@ pub struct MemSource {
 
 impl MemSource {
     pub fn new(data: Vec<u8>, name: impl Into<String>) -> MemSource {
-        MemSource { data, name: name.into() }
+        MemSource {
+            data,
+            name: name.into(),
+        }
     }
 }
 

@@ -1,1 +1,97 @@
-//! (being written)
+//! Virtual disk formats: each one is a `BlockSource` over the guest's virtual disk, read lazily.
+//!
+//! `open_disk` recognises the format by its magic bytes (never by the file name) and returns the
+//! reader, so nothing above this module knows which format a disk came in.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::block::BlockSource;
+
+/// Why a disk image cannot be read. Every variant names the file; format errors also name the
+/// structure and the byte offset, so a user can see exactly what is damaged.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("{file}: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{file}: {structure} at offset {offset}: {problem}")]
+    Corrupt {
+        file: String,
+        structure: &'static str,
+        offset: u64,
+        problem: String,
+    },
+    #[error("{file}: unsupported: {what}")]
+    Unsupported { file: String, what: String },
+}
+
+impl DiskError {
+    pub fn io(file: impl Into<String>, source: io::Error) -> DiskError {
+        DiskError::Io {
+            file: file.into(),
+            source,
+        }
+    }
+    pub fn corrupt(
+        file: impl Into<String>,
+        structure: &'static str,
+        offset: u64,
+        problem: impl Into<String>,
+    ) -> DiskError {
+        DiskError::Corrupt {
+            file: file.into(),
+            structure,
+            offset,
+            problem: problem.into(),
+        }
+    }
+    pub fn unsupported(file: impl Into<String>, what: impl Into<String>) -> DiskError {
+        DiskError::Unsupported {
+            file: file.into(),
+            what: what.into(),
+        }
+    }
+}
+
+impl From<DiskError> for io::Error {
+    fn from(e: DiskError) -> io::Error {
+        let kind = match &e {
+            DiskError::Io { source, .. } => source.kind(),
+            DiskError::Corrupt { .. } => io::ErrorKind::InvalidData,
+            DiskError::Unsupported { .. } => io::ErrorKind::Unsupported,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// What a disk image is, for `inspect-disk` and the import summary.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DiskInfo {
+    /// `raw`, `qcow2`, `vdi`, `vmdk`, `vhd`, `vhdx`.
+    pub format: String,
+    /// Variant within the format: `v3`, `dynamic`, `fixed`, `differencing`, `monolithicSparse`,
+    /// `streamOptimized`, ...
+    pub subformat: String,
+    pub file: PathBuf,
+    pub virtual_size: u64,
+    /// The parent image this one reads unallocated data from, if any.
+    pub backing: Option<Box<DiskInfo>>,
+    /// Things the user should know: "dirty: refcounts may be stale, data is readable", ...
+    pub notes: Vec<String>,
+}
+
+/// Choices the user can make about how disks are opened.
+#[derive(Debug, Clone, Default)]
+pub struct DiskOptions {
+    /// The parent of a differencing image (VDI), when it is not beside the child.
+    pub parent: Option<PathBuf>,
+}
+
+/// An opened virtual disk: its bytes, and what it is.
+pub trait DiskImage: BlockSource {
+    fn info(&self) -> DiskInfo;
+}

@@ -51,6 +51,9 @@ pub struct Entry {
     /// For a regular file with more than one name: (volume id, inode number). All names with the
     /// same key are one file; the first one written carries the data.
     pub hardlink_key: Option<(u64, u64)>,
+    /// Bytes the file really occupies on its filesystem, when the source knows it. Much less than
+    /// `size` means a file full of holes (a VM's `lastlog` can claim terabytes).
+    pub allocated: Option<u64>,
 }
 
 impl Entry {
@@ -68,6 +71,7 @@ impl Entry {
             device: None,
             xattrs: Vec::new(),
             hardlink_key: None,
+            allocated: None,
         }
     }
 
