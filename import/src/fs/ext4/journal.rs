@@ -15,7 +15,7 @@ use crate::block::BlockSource;
 pub enum JournalError {
     #[error("{file}: journal: {problem}")]
     Corrupt { file: String, problem: String },
-    #[error("{file}: journal: {0}", 0 = .source)]
+    #[error("{file}: journal: {source}")]
     Io {
         file: String,
         #[source]
