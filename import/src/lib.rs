@@ -8,6 +8,8 @@
 pub mod block;
 pub mod disk;
 pub mod fs;
+pub mod fstab;
+pub mod graft;
 pub mod inspect;
 pub mod policy;
 pub mod tarball;
