@@ -11,6 +11,7 @@ pub mod fs;
 pub mod fstab;
 pub mod graft;
 pub mod inspect;
+pub mod plan;
 pub mod policy;
 pub mod tarball;
 pub mod volume;
