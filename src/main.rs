@@ -1,1 +1,75 @@
-fn main() {}
+//! The `decant` binary: flags, glue and output. Every behaviour lives in the library crates
+//! (`import`, `snapshot`) where tests reach it; this file only parses the command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod output;
+
+#[derive(Parser)]
+#[command(name = "decant", version, about = "Lift virtual machines into OCI containers, unprivileged")]
+struct Cli {
+    /// The image store (an OCI image layout). Default: $DECANT_ROOT, /var/lib/decant as root,
+    /// else $XDG_DATA_HOME/decant.
+    #[arg(long, global = true, value_name = "DIR")]
+    store: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import a VM disk, a partition dump or a tarball as a single-layer image.
+    Import(cmd::import::Args),
+    /// Show what a disk holds: format, partitions, volumes, filesystems, root and mount plan.
+    InspectDisk(cmd::inspect_disk::Args),
+    /// List images.
+    Images(cmd::images::Args),
+    /// Show images' configuration and layers as JSON.
+    Inspect(cmd::inspect::Args),
+    /// Show how an image was made.
+    History(cmd::history::Args),
+    /// Give an image another name.
+    Tag(cmd::tag::Args),
+    /// Remove images (untag, and delete what nothing else uses).
+    Rmi(cmd::rmi::Args),
+    /// Manage images (ls, rm, prune, inspect, history, tag).
+    #[command(subcommand)]
+    Image(cmd::image::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = cmd::Context { store: cli.store };
+    let result = match cli.command {
+        Command::Import(a) => cmd::import::run(&ctx, a),
+        Command::InspectDisk(a) => cmd::inspect_disk::run(&ctx, a),
+        Command::Images(a) => cmd::images::run(&ctx, a),
+        Command::Inspect(a) => cmd::inspect::run(&ctx, a),
+        Command::History(a) => cmd::history::run(&ctx, a),
+        Command::Tag(a) => cmd::tag::run(&ctx, a),
+        Command::Rmi(a) => cmd::rmi::run(&ctx, a),
+        Command::Image(c) => cmd::image::run(&ctx, c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the chain of contexts, outermost first.
+            let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>();
+            let mut line = String::new();
+            for m in msg {
+                if !line.contains(&m) {
+                    if !line.is_empty() {
+                        line.push_str(": ");
+                    }
+                    line.push_str(&m);
+                }
+            }
+            eprintln!("decant: {line}");
+            ExitCode::from(1)
+        }
+    }
+}

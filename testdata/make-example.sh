@@ -73,8 +73,8 @@ head -c 524288 /dev/urandom > "$B/initrd.img-6.1.0-example"
 echo 'set default=0' > "$B/grub/grub.cfg"
 
 rm -f "$OUT/root.ext4" "$OUT/boot.ext4"
-mkfs.ext4 -q -F -d "$R" -E root_owner=0:0 -U "$ROOT_UUID" -L root "$OUT/root.ext4" 48M
-mkfs.ext4 -q -F -d "$B" -E root_owner=0:0 -U "$BOOT_UUID" -L boot "$OUT/boot.ext4" 16M
+mkfs.ext4 -q -F -d "$R" -E root_owner=0:0 -U "$ROOT_UUID" -L root "$OUT/root.ext4" 48M >/dev/null
+mkfs.ext4 -q -F -d "$B" -E root_owner=0:0 -U "$BOOT_UUID" -L boot "$OUT/boot.ext4" 16M >/dev/null
 
 # GPT: 1 MiB alignment; p1 boot 16 MiB, p2 root 48 MiB, p3 swap 4 MiB.
 rm -f "$OUT/disk.raw"

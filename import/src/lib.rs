@@ -11,7 +11,6 @@ pub mod fs;
 pub mod fstab;
 pub mod graft;
 pub mod inspect;
-pub mod plan;
 pub mod policy;
 pub mod tarball;
 pub mod volume;

@@ -1,0 +1,227 @@
+//! `decant import`: a disk, a partition dump or a tarball → a single-layer image.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::Args as ClapArgs;
+use import::job::{self, ImportReport, ImportRequest};
+use import::plan::{self, PlanOptions};
+use import::policy::PolicyOptions;
+use snapshot::layer::writer::{Compression, LayerOptions};
+use snapshot::store::Reference;
+
+use super::Context;
+use crate::output;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// A disk image (raw, qcow2, vdi, vmdk, vhd), a partition dump, a tarball, or - for a
+    /// tarball on stdin.
+    pub source: PathBuf,
+    /// Name the image REPOSITORY[:TAG].
+    #[arg(short, long)]
+    pub tag: Option<String>,
+    /// Apply a Dockerfile instruction to the image config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL,
+    /// USER, WORKDIR, VOLUME, STOPSIGNAL).
+    #[arg(short, long = "change", value_name = "INSTRUCTION")]
+    pub changes: Vec<String>,
+    /// Commit message for the history.
+    #[arg(short, long)]
+    pub message: Option<String>,
+    /// Layer compression: gzip (read by every tool) or zstd (Docker 23+, containerd 1.5+).
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+    /// Compression level (gzip 1-9, zstd 1-19).
+    #[arg(long)]
+    pub level: Option<i32>,
+    /// Clamp file times to this Unix time (default: $SOURCE_DATE_EPOCH when set).
+    #[arg(long, value_name = "EPOCH")]
+    pub timestamp: Option<i64>,
+    /// Keep kernels and initrds in /boot.
+    #[arg(long)]
+    pub keep_boot: bool,
+    /// Keep /lib/modules.
+    #[arg(long)]
+    pub keep_modules: bool,
+    /// Leave out paths matching GLOB (`/var/cache/**`).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Keep paths matching GLOB even when a rule would leave them out.
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Keep security.selinux labels (dropped by default: they mean nothing on another host).
+    #[arg(long)]
+    pub keep_selinux: bool,
+    /// The root volume when a disk holds several: partition number, UUID=, LABEL=, PARTUUID=,
+    /// PARTLABEL= or VG/LV.
+    #[arg(long, value_name = "VOLUME")]
+    pub root: Option<String>,
+    /// The parent of a differencing disk (VDI), when it is not beside it.
+    #[arg(long, value_name = "FILE")]
+    pub parent: Option<PathBuf>,
+    /// Show the plan (what would be imported) and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// No progress bar and no summary; print only the image ID.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print the report as JSON instead of the summary.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+}
+
+pub fn run(ctx: &Context, a: Args) -> Result<()> {
+    let tag = a.tag.as_deref().map(Reference::parse).transpose().context("--tag")?;
+    let compression: Compression = a.compression.parse().map_err(|e| anyhow::anyhow!("--compression: {e}"))?;
+    let clamp = match a.timestamp {
+        Some(t) => Some(t),
+        None => std::env::var("SOURCE_DATE_EPOCH").ok().map(|v| v.trim().parse::<i64>()).transpose().context("SOURCE_DATE_EPOCH is not a number")?,
+    };
+    let json = match a.format.as_deref() {
+        None => false,
+        Some("json") => true,
+        Some(f) => anyhow::bail!("--format {f}: only json is supported"),
+    };
+    let store = ctx.open_store()?;
+    let opts = PlanOptions {
+        root: a.root.clone(),
+        disk: import::disk::DiskOptions { parent: a.parent.clone() },
+        spool_dir: store.temp_dir(),
+    };
+    let opened = plan::open(&a.source, &opts).with_context(|| format!("importing {}", a.source.display()))?;
+    if a.dry_run {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&opened.plan)?);
+        } else {
+            super::inspect_disk::print_plan(&opened.plan);
+        }
+        return Ok(());
+    }
+    let req = ImportRequest {
+        tag,
+        policy: PolicyOptions {
+            keep_boot: a.keep_boot,
+            keep_modules: a.keep_modules,
+            exclude: a.exclude.clone(),
+            include: a.include.clone(),
+            ..PolicyOptions::default()
+        },
+        layer: LayerOptions {
+            compression,
+            level: a.level,
+            keep_selinux: a.keep_selinux,
+            clamp_mtime: clamp,
+            ..LayerOptions::default()
+        },
+        changes: a.changes.clone(),
+        message: a.message.clone(),
+    };
+
+    let counter = Arc::new(AtomicU64::new(0));
+    let expected = opened.plan.expected_bytes;
+    let show_bar = !a.quiet && !json && std::io::stderr().is_terminal();
+    let bar = show_bar.then(|| {
+        let pb = indicatif::ProgressBar::new(expected.max(1));
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} {wide_bar} {bytes_per_sec} {eta}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        pb
+    });
+    let report = std::thread::scope(|s| {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Some(pb) = &bar {
+            let (pb, counter, done) = (pb.clone(), counter.clone(), done.clone());
+            s.spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    let n = counter.load(Ordering::Relaxed);
+                    if n > pb.length().unwrap_or(0) {
+                        pb.set_length(n);
+                    }
+                    pb.set_position(n);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                pb.finish_and_clear();
+            });
+        }
+        let r = job::run(opened, &req, &store, counter.clone());
+        done.store(true, Ordering::Relaxed);
+        r
+    })
+    .with_context(|| format!("importing {}", a.source.display()))?;
+
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        if !a.quiet {
+            print_summary(&report);
+        }
+        println!("{}", report.image_id);
+    }
+    Ok(())
+}
+
+fn print_summary(r: &ImportReport) {
+    let p = &r.plan;
+    let mut what = format!("{}", p.source.display());
+    if let Some(d) = &p.disk {
+        what.push_str(&format!(" ({} {}, {} virtual, {})", d.format, d.subformat, output::bytes(d.virtual_size), p.scheme));
+    } else {
+        what.push_str(&format!(" ({})", p.kind));
+    }
+    eprintln!("Imported {what}");
+    if let Some(root) = &p.root {
+        eprintln!("  root: volume {root}");
+    }
+    for m in &p.mounts {
+        match m.status.as_str() {
+            "grafted" => eprintln!("  grafted {} from volume {}", m.mountpoint, m.volume.as_deref().unwrap_or("?")),
+            "unresolved" => eprintln!("  not grafted: {} ({}): {}", m.mountpoint, m.spec, m.reason.as_deref().unwrap_or("")),
+            _ => {}
+        }
+    }
+    if let Some(g) = &p.guest {
+        let os = g.os_release.as_ref().and_then(|o| o.pretty_name.clone()).unwrap_or_else(|| g.os.clone());
+        eprintln!("  guest: {os}, {}", g.architecture);
+    }
+    for n in &p.notes {
+        eprintln!("  note: {n}");
+    }
+    if !r.policy.excluded.is_empty() {
+        eprintln!("Left out (a VM is not a container; --keep-boot, --keep-modules, --include change this):");
+        for g in &r.policy.excluded {
+            eprintln!("  {:<48} {:>7} files {:>11}", g.reason, g.count, output::bytes(g.bytes));
+        }
+    }
+    for (path, size) in &r.policy.truncated {
+        eprintln!("  truncated {path}: hole-filled log of apparent size {}", output::bytes(*size));
+    }
+    for s in &r.layer.skipped {
+        eprintln!("  skipped: {s}");
+    }
+    eprintln!(
+        "Layer: {} entries, {} tar, {} {}",
+        r.layer.entries,
+        output::bytes(r.layer.tar_size),
+        output::bytes(r.layer.size),
+        r.layer.media_type.rsplit('+').next().unwrap_or("tar")
+    );
+    eprintln!("  diff_id {}", r.layer.diff_id);
+    eprintln!("  digest  {}", r.layer.digest);
+    match &r.tag {
+        Some(t) => eprintln!("Image {} tagged {t}", short_id(&r.image_id)),
+        None => eprintln!("Image {} (untagged)", short_id(&r.image_id)),
+    }
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    eprintln!("Done in {} ({}/s read)", output::duration(r.elapsed), output::bytes((r.bytes_read as f64 / secs) as u64));
+}
+
+pub fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(12)]
+}

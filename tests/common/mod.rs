@@ -1,0 +1,220 @@
+//! The end-to-end harness: runs the built `decant` binary in a temp dir with its own store, and
+//! drives the real peers (skopeo, umoci, oci-image-tool, mkfs.ext4, qemu-img) around it.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// A temp dir with a store inside it.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            status: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(self.status, 0, "command failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env { dir: tempfile::Builder::new().prefix("decant-e2e").tempdir().expect("tempdir") }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+    pub fn decant(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_decant"));
+        c.env("DECANT_ROOT", self.store()).env_remove("SOURCE_DATE_EPOCH").current_dir(self.path());
+        c
+    }
+    /// Runs decant with `args`; stdin is empty.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.decant().args(args).stdin(Stdio::null()).output().expect("spawn decant"))
+    }
+    /// Index.json and the blob names: what "the store did not change" compares.
+    pub fn store_state(&self) -> (String, Vec<String>) {
+        let index = std::fs::read_to_string(self.store().join("index.json")).unwrap_or_default();
+        let mut blobs: Vec<String> = std::fs::read_dir(self.store().join("blobs/sha256"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        blobs.sort();
+        (index, blobs)
+    }
+}
+
+/// Runs a tool; panics with its output when it fails or is missing (CI installs every tool;
+/// a missing one is a broken CI, not a reason to skip).
+#[track_caller]
+pub fn tool(cmd: &str, args: &[&str]) -> String {
+    let o = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} could not run ({e}); .ci/run installs it"));
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// Fails loudly when a root-only test runs unprivileged (CI is root).
+#[track_caller]
+pub fn require_root(why: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    eprintln!("SKIPPED (needs root: {why}); CI runs as root and runs it");
+    false
+}
+
+/// The example disk from testdata/make-example.sh, built once per test binary.
+pub fn example() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("example");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/make-example.sh");
+        let lock = dir.with_extension("lock");
+        let _ = std::fs::create_dir_all(dir.parent().expect("parent"));
+        let f = std::fs::File::create(&lock).expect("lock file");
+        f.lock().expect("lock");
+        if !dir.join("disk.qcow2").exists() {
+            tool("bash", &[script.to_str().expect("utf8"), dir.to_str().expect("utf8")]);
+        }
+        dir
+    })
+}
+
+/// One file as a test compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: char,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub size: u64,
+    pub sha256: Option<String>,
+    pub target: Option<Vec<u8>>,
+    pub rdev: Option<(u32, u32)>,
+}
+
+/// lstat-based view of a directory tree, keyed by relative path bytes.
+pub fn walk(root: &Path) -> BTreeMap<Vec<u8>, Meta> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("read_dir") {
+            let e = e.expect("dirent");
+            let p = e.path();
+            let md = std::fs::symlink_metadata(&p).expect("lstat");
+            let rel = p.strip_prefix(root).expect("prefix").as_os_str().as_bytes().to_vec();
+            let ft = md.file_type();
+            let kind = if ft.is_dir() {
+                'd'
+            } else if ft.is_symlink() {
+                'l'
+            } else if ft.is_file() {
+                '-'
+            } else {
+                use std::os::unix::fs::FileTypeExt;
+                if ft.is_char_device() {
+                    'c'
+                } else if ft.is_block_device() {
+                    'b'
+                } else if ft.is_fifo() {
+                    'p'
+                } else {
+                    's'
+                }
+            };
+            let sha256 = (kind == '-').then(|| sha256_file(&p));
+            let target = (kind == 'l').then(|| std::fs::read_link(&p).expect("readlink").as_os_str().as_bytes().to_vec());
+            let rdev = matches!(kind, 'c' | 'b').then(|| {
+                let r = md.rdev();
+                (((r >> 8) & 0xfff) as u32 | ((r >> 32) & !0xfff) as u32, ((r & 0xff) | ((r >> 12) & !0xff)) as u32)
+            });
+            out.insert(
+                rel,
+                Meta {
+                    kind,
+                    mode: md.mode() & 0o7777,
+                    uid: md.uid(),
+                    gid: md.gid(),
+                    mtime: md.mtime(),
+                    size: if kind == '-' { md.size() } else { 0 },
+                    sha256,
+                    target,
+                    rdev,
+                },
+            );
+            if kind == 'd' {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
+pub fn sha256_file(p: &Path) -> String {
+    let out = tool("sha256sum", &[p.to_str().expect("utf8 path")]);
+    out.split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// `getfattr -R -d -m -` of a tree: relative path → sorted (name, hex value).
+pub fn xattrs(root: &Path) -> BTreeMap<String, Vec<(String, String)>> {
+    let o = Command::new("getfattr")
+        .args(["-R", "-P", "-h", "-d", "-m", "-", "-e", "hex", "--absolute-names"])
+        .arg(root)
+        .output()
+        .expect("getfattr (package attr) could not run; .ci/run installs it");
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    let mut current = String::new();
+    let prefix = format!("{}/", root.display());
+    for line in text.lines() {
+        if let Some(f) = line.strip_prefix("# file: ") {
+            current = f.strip_prefix(&prefix).unwrap_or(f).to_string();
+        } else if let Some((k, v)) = line.split_once('=') {
+            if k != "security.selinux" {
+                out.entry(current.clone()).or_default().push((k.to_string(), v.to_string()));
+            }
+        }
+    }
+    for v in out.values_mut() {
+        v.sort();
+    }
+    out
+}
