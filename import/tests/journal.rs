@@ -233,15 +233,36 @@ fn debugfs_journal_ext3() {
 /// A disk copied from a running VM: the image is copied while mounted, after `sync`.
 #[test]
 fn copy_of_mounted_filesystem_replays_like_e2fsck() {
+    mounted_copy(&["-b", "4096"], "loop,commit=1", "journal_checksum_v3");
+    // A v1 checksum (crc32 over the transaction in its commit block): a flipped byte in a
+    // logged block ends the replay before that transaction, as in the kernel.
+    let copy = mounted_copy(
+        &["-b", "4096", "-O", "^metadata_csum"],
+        "loop,commit=1,journal_checksum",
+        "journal_checksum ",
+    );
+    let blocks = journal_blocks(&copy.1);
+    let mut data = std::fs::read(&copy.1).unwrap();
+    // Journal block 2 is the first logged block of the first transaction.
+    data[blocks[2] as usize * 4096 + 77] ^= 0x20;
+    let base: Arc<dyn BlockSource> = Arc::new(MemSource::new(data, "v1.img"));
+    let replayed = replay(base, 4096, blocks).unwrap().unwrap();
+    assert_eq!(replayed.transactions(), 0);
+    assert!(replayed.stopped_early().unwrap().contains("bad commit checksum"));
+}
+
+/// Makes an image, mounts it, writes, and copies it while mounted; checks the replay of the copy
+/// against e2fsck's and that the journal has `feature`. Returns the dir and the copy.
+fn mounted_copy(mkfs_args: &[&str], options: &str, feature: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempdir();
-    let img = mkfs(dir.path(), "live.img", &["-b", "4096"], "64M");
+    let img = mkfs(dir.path(), "live.img", mkfs_args, "64M");
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let copy = dir.path().join("copy.img");
     let mut reason = String::new();
     for attempt in 0..3 {
         run(Command::new("mount")
-            .args(["-o", "loop,commit=1"])
+            .args(["-o", options])
             .arg(&img)
             .arg(&mnt));
         // Several synced batches make several transactions; removing a directory frees
@@ -281,7 +302,9 @@ fn copy_of_mounted_filesystem_replays_like_e2fsck() {
                 assert!(replayed.transactions() > 0);
                 assert!(replayed.replayed_blocks() > 0);
                 assert_same_as_e2fsck(&copy, &replayed);
-                return;
+                let features = dumpe2fs_field(&copy, "Journal features");
+                assert!(format!("{features} ").contains(feature), "{features}");
+                return (dir, copy);
             }
             None => reason = "the copy's journal was already checkpointed (s_start 0)".into(),
         }
