@@ -76,7 +76,11 @@ fn journal_blocks(img: &Path) -> Vec<u64> {
 fn debugfs(img: &Path, commands: &str) {
     let script = img.with_extension("cmds");
     std::fs::write(&script, commands).unwrap();
-    let out = run(Command::new("debugfs").arg("-w").arg("-f").arg(&script).arg(img));
+    let out = run(Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&script)
+        .arg(img));
     assert!(
         !out.contains("rror") && !out.contains("sage:"),
         "debugfs complained: {out}"
@@ -181,7 +185,11 @@ fn debugfs_journal(extra: &[&str], size: &str, open: &str) {
     assert_eq!(replayed.transactions(), 3);
     assert_eq!(replayed.stopped_early(), None);
     let blocks: Vec<u64> = replayed.replayed_block_numbers().collect();
-    assert_eq!(blocks, vec![b, c, d], "a is revoked, the uncommitted c copy is ignored");
+    assert_eq!(
+        blocks,
+        vec![b, c, d],
+        "a is revoked, the uncommitted c copy is ignored"
+    );
     assert_eq!(read_block(&replayed, a, bs), read_block(&base, a, bs));
     let escaped = read_block(&replayed, b, bs);
     assert_eq!(escaped[..4], MAGIC, "escaped block gets its magic back");
@@ -248,7 +256,10 @@ fn copy_of_mounted_filesystem_replays_like_e2fsck() {
     let base: Arc<dyn BlockSource> = Arc::new(MemSource::new(data, "v1.img"));
     let replayed = replay(base, 4096, blocks).unwrap().unwrap();
     assert_eq!(replayed.transactions(), 0);
-    assert!(replayed.stopped_early().unwrap().contains("bad commit checksum"));
+    assert!(replayed
+        .stopped_early()
+        .unwrap()
+        .contains("bad commit checksum"));
 }
 
 /// Makes an image, mounts it, writes, and copies it while mounted; checks the replay of the copy
@@ -298,7 +309,11 @@ fn mounted_copy(mkfs_args: &[&str], options: &str, feature: &str) -> (tempfile::
         }
         match open_replay(&copy).unwrap() {
             Some(replayed) => {
-                eprintln!("mounted copy: attempt {attempt}, {} transactions, {} blocks", replayed.transactions(), replayed.replayed_blocks());
+                eprintln!(
+                    "mounted copy: attempt {attempt}, {} transactions, {} blocks",
+                    replayed.transactions(),
+                    replayed.replayed_blocks()
+                );
                 assert!(replayed.transactions() > 0);
                 assert!(replayed.replayed_blocks() > 0);
                 assert_same_as_e2fsck(&copy, &replayed);
@@ -317,11 +332,19 @@ fn mounted_copy(mkfs_args: &[&str], options: &str, feature: &str) -> (tempfile::
 #[test]
 fn fast_commit_journal() {
     let dir = tempdir();
-    let img = mkfs(dir.path(), "fc.img", &["-b", "4096", "-O", "fast_commit"], "64M");
+    let img = mkfs(
+        dir.path(),
+        "fc.img",
+        &["-b", "4096", "-O", "fast_commit"],
+        "64M",
+    );
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let (plain, fast) = (dir.path().join("plain.img"), dir.path().join("fast.img"));
-    run(Command::new("mount").args(["-o", "loop,commit=30"]).arg(&img).arg(&mnt));
+    run(Command::new("mount")
+        .args(["-o", "loop,commit=30"])
+        .arg(&img)
+        .arg(&mnt));
     let work = || -> std::io::Result<()> {
         std::fs::write(mnt.join("synced"), "synced\n")?;
         sync()?;
@@ -339,7 +362,10 @@ fn fast_commit_journal() {
     let replayed = open_replay(&plain).unwrap().expect("a dirty journal");
     assert_same_as_e2fsck(&plain, &replayed);
     let err = open_replay(&fast).err().expect("fast commits are refused");
-    assert!(err.to_string().contains("fast commits for transaction"), "{err}");
+    assert!(
+        err.to_string().contains("fast commits for transaction"),
+        "{err}"
+    );
 }
 
 fn sync() -> std::io::Result<()> {
@@ -413,7 +439,8 @@ fn wrapped_log_replays_like_e2fsck() {
         let j = Dirty::new(open);
         let plain = j.replay().unwrap().unwrap();
         let bs = j.bs as usize;
-        let maxlen = u32::from_be_bytes(j.data[j.offset(0, 16)..j.offset(0, 20)].try_into().unwrap());
+        let maxlen =
+            u32::from_be_bytes(j.data[j.offset(0, 16)..j.offset(0, 20)].try_into().unwrap());
         let ring = maxlen as usize - 1;
         let shift = ring - 3;
         let mut data = j.data.clone();
@@ -503,7 +530,10 @@ fn hostile_bad_checksums_stop_or_fail() {
     let replayed = j.replay().unwrap().unwrap();
     assert_eq!(replayed.transactions(), 0);
     assert_eq!(replayed.replayed_blocks(), 0);
-    assert!(replayed.stopped_early().unwrap().contains("bad commit checksum"));
+    assert!(replayed
+        .stopped_early()
+        .unwrap()
+        .contains("bad commit checksum"));
 
     // A flipped superblock byte.
     let mut j = Dirty::new("jo -c -v 3");

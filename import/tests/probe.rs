@@ -64,7 +64,7 @@ fn ext_versions() {
 fn other_filesystems() {
     let dir = tempfile::TempDir::new().unwrap();
     let src = content(dir.path());
-    let mut check = |name: &str, size: u64, cmd: &mut Command, expected: FsKind| {
+    let check = |name: &str, size: u64, cmd: &mut Command, expected: FsKind| {
         let img = blank(dir.path(), name, size);
         run(cmd.arg(&img));
         let got = kind(&img);
@@ -75,7 +75,12 @@ fn other_filesystems() {
         assert!(msg.ends_with("decant reads ext2/3/4 only"), "{msg}");
         std::fs::remove_file(&img).unwrap();
     };
-    check("xfs.img", 320 * MIB, Command::new("mkfs.xfs").arg("-q"), FsKind::Xfs);
+    check(
+        "xfs.img",
+        320 * MIB,
+        Command::new("mkfs.xfs").arg("-q"),
+        FsKind::Xfs,
+    );
     check(
         "btrfs.img",
         128 * MIB,
@@ -90,14 +95,24 @@ fn other_filesystems() {
             FsKind::Vfat,
         );
     }
-    check("exfat.img", 16 * MIB, &mut Command::new("mkfs.exfat"), FsKind::Exfat);
+    check(
+        "exfat.img",
+        16 * MIB,
+        &mut Command::new("mkfs.exfat"),
+        FsKind::Exfat,
+    );
     check(
         "ntfs.img",
         16 * MIB,
         Command::new("mkfs.ntfs").args(["-q", "-F", "-f"]),
         FsKind::Ntfs,
     );
-    check("swap.img", 4 * MIB, &mut Command::new("mkswap"), FsKind::Swap);
+    check(
+        "swap.img",
+        4 * MIB,
+        &mut Command::new("mkswap"),
+        FsKind::Swap,
+    );
     let key = dir.path().join("key");
     std::fs::write(&key, "not a secret").unwrap();
     for luks in ["luks1", "luks2"] {
@@ -115,10 +130,11 @@ fn other_filesystems() {
 
     // Tools that write their own output file.
     let squash = dir.path().join("root.squashfs");
-    run(Command::new("mksquashfs")
-        .arg(&src)
-        .arg(&squash)
-        .args(["-quiet", "-no-progress", "-noappend"]));
+    run(Command::new("mksquashfs").arg(&src).arg(&squash).args([
+        "-quiet",
+        "-no-progress",
+        "-noappend",
+    ]));
     assert_eq!(kind(&squash), FsKind::Squashfs);
     let iso = dir.path().join("cd.iso");
     run(Command::new("genisoimage")
@@ -151,7 +167,11 @@ fn partition_tables() {
         )
         .unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "sfdisk: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "sfdisk: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(kind(&img), FsKind::PartitionTable, "{label}");
         std::fs::remove_file(&img).unwrap();
     }
@@ -164,7 +184,9 @@ fn lvm_physical_volume() {
     let img = blank(dir.path(), "pv.img", 16 * MIB);
     let loop_dev = run(Command::new("losetup").args(["-f", "--show"]).arg(&img));
     let loop_dev = loop_dev.trim().to_string();
-    let created = Command::new("pvcreate").args(["-y", "-ff", &loop_dev]).output();
+    let created = Command::new("pvcreate")
+        .args(["-y", "-ff", &loop_dev])
+        .output();
     run(Command::new("losetup").args(["-d", &loop_dev]));
     let created = created.expect("pvcreate is installed (lvm2)");
     assert!(
@@ -187,7 +209,10 @@ fn damaged_and_truncated_images_never_fail_or_panic() {
     }
     let mut flipped = data[..8192].to_vec();
     flipped[1024 + 56] ^= 0xFF;
-    assert_eq!(probe(&MemSource::new(flipped, "flipped")).unwrap(), FsKind::Unknown);
+    assert_eq!(
+        probe(&MemSource::new(flipped, "flipped")).unwrap(),
+        FsKind::Unknown
+    );
     let src = MemSource::new(data, "whole");
     assert!(src.len() > 65536);
     assert_eq!(probe(&src).unwrap(), FsKind::Ext { version: 4 });

@@ -245,8 +245,16 @@ mod tests {
     #[test]
     fn messages_are_one_line_and_name_the_source() {
         let msg = FsKind::Xfs.unsupported_message("disk.img");
-        assert_eq!(msg, "disk.img: this is an XFS filesystem; decant reads ext2/3/4 only");
-        for kind in [FsKind::Luks, FsKind::Unknown, FsKind::PartitionTable, FsKind::Swap] {
+        assert_eq!(
+            msg,
+            "disk.img: this is an XFS filesystem; decant reads ext2/3/4 only"
+        );
+        for kind in [
+            FsKind::Luks,
+            FsKind::Unknown,
+            FsKind::PartitionTable,
+            FsKind::Swap,
+        ] {
             let msg = kind.unsupported_message("d.raw partition 2");
             assert!(msg.starts_with("d.raw partition 2: ") && !msg.contains('\n'));
             assert!(!kind.is_supported());

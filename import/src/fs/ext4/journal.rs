@@ -146,11 +146,17 @@ impl BlockSource for JournalReplay {
             let Some(dst) = buf.get_mut(dst) else {
                 continue;
             };
-            let src = copy.at.checked_mul(self.block_size).and_then(|b| b.checked_add(in_block));
+            let src = copy
+                .at
+                .checked_mul(self.block_size)
+                .and_then(|b| b.checked_add(in_block));
             let Some(src) = src else {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("{}: journal: copy of block {block} is past the end", self.name()),
+                    format!(
+                        "{}: journal: copy of block {block} is past the end",
+                        self.name()
+                    ),
                 ));
             };
             self.base.read_at(src, dst)?;
@@ -210,7 +216,6 @@ struct Journal {
     compat: u32,
     incompat: u32,
     csum_seed: u32,
-    num_fc_blocks: u32,
     fs_blocks: u64,
 }
 
@@ -316,7 +321,10 @@ impl Journal {
             return Err(corrupt("the journal inode has no blocks".into()));
         }
         let total_blocks = u32::try_from(map.len()).map_err(|_| {
-            corrupt(format!("the journal inode has {} blocks, more than jbd2 allows", map.len()))
+            corrupt(format!(
+                "the journal inode has {} blocks, more than jbd2 allows",
+                map.len()
+            ))
         })?;
         let mut journal = Journal {
             fs_blocks: base.len() / u64::from(block_size),
@@ -331,7 +339,6 @@ impl Journal {
             compat: 0,
             incompat: 0,
             csum_seed: 0,
-            num_fc_blocks: 0,
         };
         let mut sb = vec![0u8; journal.block_size];
         journal.read(0, &mut sb)?;
@@ -372,7 +379,10 @@ impl Journal {
         if journal.first == 0 || journal.first >= maxlen {
             return Err(journal.corrupt(
                 0,
-                format!("s_first {} is outside the journal (s_maxlen {maxlen})", journal.first),
+                format!(
+                    "s_first {} is outside the journal (s_maxlen {maxlen})",
+                    journal.first
+                ),
             ));
         }
         journal.sequence = be32(&sb, 24);
@@ -400,7 +410,6 @@ impl Journal {
                     0 => DEFAULT_FAST_COMMIT_BLOCKS,
                     n => n,
                 };
-                journal.num_fc_blocks = n;
                 journal.last = match maxlen.checked_sub(n) {
                     Some(last) if last > journal.first => last,
                     _ => {
@@ -457,13 +466,19 @@ impl Journal {
         let Some(&fs_block) = self.map.get(block as usize) else {
             return Err(self.corrupt(
                 block,
-                format!("past the end of the journal inode ({} blocks)", self.map.len()),
+                format!(
+                    "past the end of the journal inode ({} blocks)",
+                    self.map.len()
+                ),
             ));
         };
         let offset = fs_block.checked_mul(self.block_size as u64);
         let result = match offset {
             Some(offset) => self.base.read_at(offset, buf),
-            None => Err(io::Error::new(io::ErrorKind::InvalidData, "offset overflows")),
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "offset overflows",
+            )),
         };
         result.map_err(|e| JournalError::Io {
             file: self.base.name().to_string(),
@@ -738,7 +753,10 @@ impl Journal {
             if be32(&block, 0) != JBD2_MAGIC || sequence != next_id {
                 return Err(self.corrupt(
                     this,
-                    format!("the log ends before transaction {} found by the scan", scan.end),
+                    format!(
+                        "the log ends before transaction {} found by the scan",
+                        scan.end
+                    ),
                 ));
             }
             match be32(&block, 4) {
