@@ -125,10 +125,13 @@ pub fn open_disk(
     raw::open(path, opts)
 }
 
+/// Recognises one format from the file's first bytes: the `matches` function of a format module.
+type MatchFn = fn(&[u8]) -> bool;
+
 /// Opens one format: the `open` function of a format module.
 type OpenFn =
     fn(&std::path::Path, &DiskOptions) -> Result<std::sync::Arc<dyn DiskImage>, DiskError>;
 
 /// The formats with a magic, tried in this order; raw (no magic) is the fallback after them all.
 /// Add a format as one line: `("qcow2", qcow2::matches, qcow2::open),` (likewise vdi, vhd).
-const FORMATS: &[(&str, fn(&[u8]) -> bool, OpenFn)] = &[("vmdk", vmdk::matches, vmdk::open)];
+const FORMATS: &[(&str, MatchFn, OpenFn)] = &[("vmdk", vmdk::matches, vmdk::open)];
