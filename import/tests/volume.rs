@@ -34,9 +34,18 @@ fn sfdisk(img: &Path, script: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("cannot run sfdisk (is it installed?)");
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "sfdisk: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sfdisk: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A small ext4 image with a few files.
@@ -47,7 +56,15 @@ fn ext4(dir: &Path, name: &str, mib: u64) -> Vec<u8> {
     let img = dir.join(format!("{name}.ext4"));
     run(
         "mkfs.ext4",
-        &["-q", "-d", src.to_str().unwrap(), "-E", "root_owner=0:0", img.to_str().unwrap(), &format!("{mib}M")],
+        &[
+            "-q",
+            "-d",
+            src.to_str().unwrap(),
+            "-E",
+            "root_owner=0:0",
+            img.to_str().unwrap(),
+            &format!("{mib}M"),
+        ],
     );
     fs::read(img).unwrap()
 }
@@ -96,12 +113,21 @@ fn gpt_three_partitions() {
     assert!(l.notes.is_empty(), "{:?}", l.notes);
     let v = &l.volumes;
     assert_eq!(v.len(), 3);
-    assert_eq!((v[0].index, v[0].start, v[0].size), (1, 2048 * 512, 2048 * 512));
+    assert_eq!(
+        (v[0].index, v[0].start, v[0].size),
+        (1, 2048 * 512, 2048 * 512)
+    );
     assert_eq!(v[0].type_name, "EFI System");
-    assert_eq!(v[0].partuuid.as_deref(), Some("11111111-2222-3333-4444-555555555555"));
+    assert_eq!(
+        v[0].partuuid.as_deref(),
+        Some("11111111-2222-3333-4444-555555555555")
+    );
     assert_eq!(v[0].partlabel.as_deref(), Some("esp"));
     assert_eq!(v[1].part_type, "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709");
-    assert_eq!(v[1].partuuid.as_deref(), Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"));
+    assert_eq!(
+        v[1].partuuid.as_deref(),
+        Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee")
+    );
     assert_eq!(v[2].type_name, "Linux swap");
     assert_eq!(read_all(&*v[1].source), fs_bytes);
 }
@@ -114,7 +140,13 @@ fn gpt_damaged_primary_uses_backup() {
     put(&img, 512 + 60, b"\xff\xff");
     let l = layout(&img);
     assert_eq!(l.volumes.len(), 3);
-    assert!(l.notes.iter().any(|n| n.contains("primary GPT header damaged")), "{:?}", l.notes);
+    assert!(
+        l.notes
+            .iter()
+            .any(|n| n.contains("primary GPT header damaged")),
+        "{:?}",
+        l.notes
+    );
     assert_eq!(read_all(&*l.volumes[1].source), fs_bytes);
 }
 
@@ -148,9 +180,17 @@ fn gpt_partition_past_end_of_disk() {
     sfdisk(&img, GPT_SCRIPT);
     // Keep the backup header valid by moving it: simplest is to cut the disk and let the
     // primary (still valid) describe partitions beyond the new end.
-    fs::OpenOptions::new().write(true).open(&img).unwrap().set_len(5 << 20).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(5 << 20)
+        .unwrap();
     let err = discover(open(&img)).unwrap_err().to_string();
-    assert!(err.contains("partition 2") || err.contains("partition 3"), "{err}");
+    assert!(
+        err.contains("partition 2") || err.contains("partition 3"),
+        "{err}"
+    );
     assert!(err.contains("past the end"), "{err}");
 }
 
@@ -177,8 +217,19 @@ fn mbr_with_logical_partitions() {
     let (img, fs_bytes) = mbr_disk(dir.path());
     let l = layout(&img);
     assert_eq!(l.scheme, "mbr");
-    let got: Vec<_> = l.volumes.iter().map(|v| (v.index, v.start / 512, v.size / 512, v.part_type.as_str())).collect();
-    assert_eq!(got, vec![(1, 2048, 2048, "0x83"), (5, 6144, 2048, "0x82"), (6, 10240, 8192, "0x83")]);
+    let got: Vec<_> = l
+        .volumes
+        .iter()
+        .map(|v| (v.index, v.start / 512, v.size / 512, v.part_type.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (1, 2048, 2048, "0x83"),
+            (5, 6144, 2048, "0x82"),
+            (6, 10240, 8192, "0x83")
+        ]
+    );
     assert_eq!(l.volumes[2].partuuid.as_deref(), Some("1234abcd-06"));
     assert_eq!(l.volumes[1].type_name, "Linux swap");
     assert_eq!(read_all(&*l.volumes[2].source), fs_bytes);
@@ -206,7 +257,10 @@ fn mbr_looping_ebr_chain_is_an_error() {
     put(&img, ebr2 * 512 + 446 + 16, &next);
     let t = std::time::Instant::now();
     let err = discover(open(&img)).unwrap_err().to_string();
-    assert!(err.contains("loops") && err.contains("EBR") && err.contains("mbr.img"), "{err}");
+    assert!(
+        err.contains("loops") && err.contains("EBR") && err.contains("mbr.img"),
+        "{err}"
+    );
     assert!(t.elapsed().as_secs() < 2);
 }
 
@@ -214,9 +268,17 @@ fn mbr_looping_ebr_chain_is_an_error() {
 fn mbr_partition_past_end_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let (img, _) = mbr_disk(dir.path());
-    fs::OpenOptions::new().write(true).open(&img).unwrap().set_len(8 << 20).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
     let err = discover(open(&img)).unwrap_err().to_string();
-    assert!(err.contains("partition 6") && err.contains("past the end"), "{err}");
+    assert!(
+        err.contains("partition 6") && err.contains("past the end"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -239,7 +301,11 @@ fn hostile_bytes_never_panic() {
     let gorig = fs::read(&gimg).unwrap();
     let t = std::time::Instant::now();
     for (path, data, ranges) in [
-        (&img, &orig, vec![440..512, 4096 * 512 + 440..4096 * 512 + 512]),
+        (
+            &img,
+            &orig,
+            vec![440..512, 4096 * 512 + 440..4096 * 512 + 512],
+        ),
         (&gimg, &gorig, vec![440..512, 512..700, 1024..1300]),
     ] {
         for r in ranges {
@@ -261,7 +327,9 @@ fn lvm_two_segment_lv() {
     let dir = tempfile::tempdir().unwrap();
     let pv = dir.path().join("pv.img");
     fs::File::create(&pv).unwrap().set_len(48 << 20).unwrap();
-    let loopdev = run("losetup", &["-f", "--show", pv.to_str().unwrap()]).trim().to_string();
+    let loopdev = run("losetup", &["-f", "--show", pv.to_str().unwrap()])
+        .trim()
+        .to_string();
     struct Detach(String);
     impl Drop for Detach {
         fn drop(&mut self) {
@@ -280,14 +348,61 @@ fn lvm_two_segment_lv() {
     };
     tool("pvcreate", &[&loopdev]);
     tool("vgcreate", &["-s", "1M", &vg, &loopdev]);
-    tool("lvcreate", &["--zero", "n", "--activate", "n", "-L", "8M", "-n", "root", &vg]);
-    tool("lvcreate", &["--zero", "n", "--activate", "n", "-L", "4M", "-n", "other", &vg]);
+    tool(
+        "lvcreate",
+        &[
+            "--zero",
+            "n",
+            "--activate",
+            "n",
+            "-L",
+            "8M",
+            "-n",
+            "root",
+            &vg,
+        ],
+    );
+    tool(
+        "lvcreate",
+        &[
+            "--zero",
+            "n",
+            "--activate",
+            "n",
+            "-L",
+            "4M",
+            "-n",
+            "other",
+            &vg,
+        ],
+    );
     tool("lvextend", &["-L", "16M", &format!("{vg}/root")]);
-    let pe_start: u64 = tool("pvs", &["--noheadings", "--units", "b", "--nosuffix", "-o", "pe_start", &loopdev])
-        .trim()
-        .parse()
-        .unwrap();
-    let segs = tool("lvs", &["--noheadings", "--separator", ",", "-o", "seg_pe_ranges", &format!("{vg}/root")]);
+    let pe_start: u64 = tool(
+        "pvs",
+        &[
+            "--noheadings",
+            "--units",
+            "b",
+            "--nosuffix",
+            "-o",
+            "pe_start",
+            &loopdev,
+        ],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let segs = tool(
+        "lvs",
+        &[
+            "--noheadings",
+            "--separator",
+            ",",
+            "-o",
+            "seg_pe_ranges",
+            &format!("{vg}/root"),
+        ],
+    );
     drop(_detach);
 
     // Write an ext4 image across root's segments (1 MiB extents).
@@ -316,8 +431,17 @@ fn lvm_two_segment_lv() {
     // The same PV inside an MBR partition of type 0x8e.
     let disk = dir.path().join("disk.img");
     let pv_bytes = fs::read(&pv).unwrap();
-    fs::File::create(&disk).unwrap().set_len((1 << 20) + pv_bytes.len() as u64).unwrap();
-    sfdisk(&disk, &format!("label: dos\nstart=2048, size={}, type=8e\n", pv_bytes.len() / 512));
+    fs::File::create(&disk)
+        .unwrap()
+        .set_len((1 << 20) + pv_bytes.len() as u64)
+        .unwrap();
+    sfdisk(
+        &disk,
+        &format!(
+            "label: dos\nstart=2048, size={}, type=8e\n",
+            pv_bytes.len() / 512
+        ),
+    );
     put(&disk, 1 << 20, &pv_bytes);
     let l = layout(&disk);
     assert_eq!(l.volumes.len(), 2);
