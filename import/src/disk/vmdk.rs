@@ -364,7 +364,7 @@ fn open_chain(path: &Path, seen: &mut HashSet<PathBuf>, depth: usize) -> Result<
         };
         // The file itself is the only extent, whatever name its embedded descriptor gives it:
         // a renamed file still opens.
-        let sparse = open_sparse(file, h, 0)?;
+        let sparse = open_sparse(file, h)?;
         let len = sparse.0;
         let extents = vec![Extent {
             start: 0,
@@ -520,7 +520,7 @@ fn open_extents(
                 })?;
                 if line.kind == b"SPARSE" {
                     let h = parse_header(&file, 0)?;
-                    let (cap, sparse) = open_sparse(file, h, line.offset)?;
+                    let (cap, sparse) = open_sparse(file, h)?;
                     if cap < len {
                         return Err(corrupt(
                             &fpath.display().to_string(),
@@ -564,11 +564,7 @@ fn open_extents(
 }
 
 /// Checks a sparse header and loads its grain directory; returns the capacity in bytes too.
-fn open_sparse(
-    file: FileSource,
-    mut h: SparseHeader,
-    _offset: u64,
-) -> Result<(u64, Sparse), DiskError> {
+fn open_sparse(file: FileSource, mut h: SparseHeader) -> Result<(u64, Sparse), DiskError> {
     let name = file.name().to_string();
     if h.gd_offset == GD_AT_END {
         // VMware's streamOptimized layout: the real header is the footer, 1024 bytes before the
@@ -788,7 +784,7 @@ impl Sparse {
 }
 
 impl Vmdk {
-    /// Fills `buf` from the extent at `idx`, `off` bytes into it; unallocated grains come from
+    /// Fills `buf` from extent `e`, `off` bytes into it; unallocated grains come from
     /// the parent at virtual offset `virt`.
     fn read_extent(&self, e: &Extent, off: u64, virt: u64, buf: &mut [u8]) -> io::Result<()> {
         match &e.kind {
