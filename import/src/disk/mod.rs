@@ -95,3 +95,43 @@ pub struct DiskOptions {
 pub trait DiskImage: BlockSource {
     fn info(&self) -> DiskInfo;
 }
+
+pub mod raw;
+pub mod vmdk;
+
+/// How many bytes of the file `open_disk` reads to recognise the format.
+const SNIFF_LEN: usize = 512;
+
+/// Opens a virtual disk of any known format, recognised by its first bytes (never by its name).
+/// A file with no known magic is a raw disk.
+pub fn open_disk(
+    path: &std::path::Path,
+    opts: &DiskOptions,
+) -> Result<std::sync::Arc<dyn DiskImage>, DiskError> {
+    use std::io::Read;
+    let name = path.display().to_string();
+    let mut file = std::fs::File::open(path).map_err(|e| DiskError::io(&name, e))?;
+    let mut header = Vec::with_capacity(SNIFF_LEN);
+    (&mut file)
+        .take(SNIFF_LEN as u64)
+        .read_to_end(&mut header)
+        .map_err(|e| DiskError::io(&name, e))?;
+    drop(file);
+    for (_, matches, open) in FORMATS {
+        if matches(&header) {
+            return open(path, opts);
+        }
+    }
+    raw::open(path, opts)
+}
+
+/// Recognises one format from the file's first bytes: the `matches` function of a format module.
+type MatchFn = fn(&[u8]) -> bool;
+
+/// Opens one format: the `open` function of a format module.
+type OpenFn =
+    fn(&std::path::Path, &DiskOptions) -> Result<std::sync::Arc<dyn DiskImage>, DiskError>;
+
+/// The formats with a magic, tried in this order; raw (no magic) is the fallback after them all.
+/// Add a format as one line: `("qcow2", qcow2::matches, qcow2::open),` (likewise vdi, vhd).
+const FORMATS: &[(&str, MatchFn, OpenFn)] = &[("vmdk", vmdk::matches, vmdk::open)];
