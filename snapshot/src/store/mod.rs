@@ -431,7 +431,7 @@ impl Store {
             }
             Ok((lines, true))
         })?;
-        gc::collect(self, false)?;
+        self.collect_quietly();
         Ok(lines)
     }
 
@@ -452,7 +452,7 @@ impl Store {
             let changed = !lines.is_empty();
             Ok((lines, changed))
         })?;
-        gc::collect(self, false)?;
+        self.collect_quietly();
         Ok(lines)
     }
 
@@ -476,6 +476,13 @@ impl Store {
         let c: ImageConfiguration = serde_json::from_slice(&bytes)
             .map_err(|e| bad_blob("config", rec.id.digest(), e.to_string()))?;
         Ok((c, bytes))
+    }
+
+    /// The blob sweep after rmi/prune: skipped when an import holds the store, and its errors
+    /// (a damaged manifest elsewhere, say) do not undo or fail the index change that already
+    /// happened; an explicit `gc` reports them.
+    fn collect_quietly(&self) {
+        let _ = gc::collect(self, false);
     }
 
     fn hold(&self) -> Result<Hold<'_>, StoreError> {
@@ -735,4 +742,34 @@ fn effective_uid() -> Option<u32> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;
     line.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_root_follows_the_environment() {
+        // The only test in this crate that touches these variables.
+        std::env::set_var("DECANT_ROOT", "/srv/decant-test");
+        assert_eq!(Store::default_root(), PathBuf::from("/srv/decant-test"));
+        std::env::remove_var("DECANT_ROOT");
+        let want = if effective_uid() == Some(0) {
+            PathBuf::from("/var/lib/decant")
+        } else {
+            match std::env::var_os("XDG_DATA_HOME").map(PathBuf::from) {
+                Some(x) if x.is_absolute() => x.join("decant"),
+                _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".local/share/decant"),
+            }
+        };
+        assert_eq!(Store::default_root(), want);
+    }
+
+    #[test]
+    fn image_id_display() {
+        let id = ImageId(format!("sha256:{}", "0123456789ab".repeat(5) + "cdef"));
+        assert_eq!(id.to_string(), "0123456789ab");
+        assert_eq!(id.short(), "0123456789ab");
+    }
 }
