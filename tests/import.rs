@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::{example, tool, Env};
@@ -247,10 +246,9 @@ fn concurrent_imports_and_tags_share_one_store() {
         assert!(listed.contains(&format!("\"{tag}\"")) && listed.contains(repo), "{t} listed: {listed}");
         assert!(listed.contains(&format!("\"{tag}-again\"")), "{t}-again listed");
     }
-    let store = env.store();
-    let idx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(store.join("index.json")).unwrap()).unwrap();
-    let name = idx["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap().to_string();
-    tool("oci-image-tool", &["validate", "--type", "image", "--ref", &format!("name={name}"), store.to_str().unwrap()]);
+    // oci-image-tool's --ref filter misbehaves with 3 or more descriptors; without it, it
+    // validates every image in the layout.
+    tool("oci-image-tool", &["validate", "--type", "image", env.store().to_str().unwrap()]);
 }
 
 #[test]
@@ -263,17 +261,12 @@ fn kill_9_during_import_leaves_a_valid_store() {
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill();
         let _ = child.wait();
-        let store = env.store();
-        let full_base = {
-            let idx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(store.join("index.json")).unwrap()).unwrap();
-            idx["manifests"].as_array().unwrap().iter().filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str()).find(|n| n.contains("base")).unwrap().to_string()
-        };
-        tool("oci-image-tool", &["validate", "--type", "image", "--ref", &format!("name={full_base}"), store.to_str().unwrap()]);
+        tool("oci-image-tool", &["validate", "--type", "image", env.store().to_str().unwrap()]);
     }
     // Running it again succeeds.
     env.run(&["import", disk.to_str().unwrap(), "--tag", "victim", "--quiet"]).ok();
-    assert!(env.run(&["images", "-q"]).ok().stdout.lines().count() >= 1);
-    let _ = Path::new("");
+    assert_eq!(env.run(&["images", "-q"]).ok().stdout.lines().count(), 1, "one image under two names");
+    tool("oci-image-tool", &["validate", "--type", "image", env.store().to_str().unwrap()]);
 }
 
 #[test]

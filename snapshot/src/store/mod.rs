@@ -269,6 +269,12 @@ impl Store {
         &self.paths.root
     }
 
+    /// A directory inside the store for temporary files (spooled tarballs): on the same
+    /// filesystem as the blobs, cleaned by `open` and `gc`.
+    pub fn temp_dir(&self) -> PathBuf {
+        self.paths.tmp()
+    }
+
     /// A writer for a new blob; see [`BlobWriter`].
     pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
         BlobWriter::new(&self.paths, self.pins.clone())
