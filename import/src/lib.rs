@@ -8,6 +8,7 @@
 pub mod block;
 pub mod disk;
 pub mod fs;
+pub mod glob;
 pub mod inspect;
 pub mod policy;
 pub mod tarball;
