@@ -32,7 +32,10 @@ enum Token {
     Byte(u8),
     AnyByte,
     AnyRun,
-    Class { negated: bool, ranges: Vec<(u8, u8)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(u8, u8)>,
+    },
 }
 
 /// A component of the pattern: `**` or a sequence of tokens.
@@ -81,7 +84,9 @@ impl Glob {
                 }
                 continue;
             }
-            parts.push(Part::Component(compile_component(comp).map_err(|p| err(&p))?));
+            parts.push(Part::Component(
+                compile_component(comp).map_err(|p| err(&p))?,
+            ));
         }
         // Like .gitignore, a trailing `/**` means "everything below", not the directory itself:
         // `--exclude '/var/cache/**'` keeps an empty /var/cache.
@@ -121,7 +126,9 @@ impl Glob {
                     p += 1;
                 }
                 Some(Part::Component(tokens))
-                    if comps.get(c).is_some_and(|name| match_component(tokens, name)) =>
+                    if comps
+                        .get(c)
+                        .is_some_and(|name| match_component(tokens, name)) =>
                 {
                     p += 1;
                     c += 1;
