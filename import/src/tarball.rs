@@ -741,11 +741,7 @@ impl Indexer<'_> {
         Ok(())
     }
 
-    fn parse_pax_records(
-        &self,
-        bytes: &[u8],
-        offset: u64,
-    ) -> Result<Vec<PaxRecord>, TarballError> {
+    fn parse_pax_records(&self, bytes: &[u8], offset: u64) -> Result<Vec<PaxRecord>, TarballError> {
         let mut out = Vec::new();
         let mut at = 0usize;
         while at < bytes.len() {
