@@ -68,6 +68,9 @@ fn host_goarch() -> &'static str {
     }
 }
 
+/// What `elf_arch` should say: (architecture, variant).
+type Expected = Option<(&'static str, Option<&'static str>)>;
+
 /// A 64-byte ELF header with the given class, byte order, machine and flags.
 fn elf(class: u8, data: u8, machine: u16, flags: u32) -> Vec<u8> {
     let mut h = vec![0u8; 64];
@@ -91,7 +94,7 @@ fn elf(class: u8, data: u8, machine: u16, flags: u32) -> Vec<u8> {
 fn elf_headers() {
     let sh = std::fs::read("/bin/sh").expect("/bin/sh");
     assert_eq!(elf_arch(&sh[..64]), Some((host_goarch().to_string(), None)));
-    let cases: &[(Vec<u8>, Option<(&str, Option<&str>)>)] = &[
+    let cases: &[(Vec<u8>, Expected)] = &[
         (elf(1, 1, 3, 0), Some(("386", None))),
         (elf(2, 1, 62, 0), Some(("amd64", None))),
         (elf(1, 1, 40, 0x0500_0400), Some(("arm", Some("v7")))),
