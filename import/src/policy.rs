@@ -18,7 +18,8 @@
 //!   ancestor, then `--exclude`, then the default rules in table order, then the hole-filled-file
 //!   check.
 //! - A hard link (`EntryKind::Hardlink`) whose target was left out is left out as well (its data
-//!   went with the target) and reported in its own group.
+//!   went with the target) and reported in its own group. For this the filter remembers the
+//!   paths of the regular files it left out (bounded by the size of the tree).
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read};

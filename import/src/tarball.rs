@@ -21,6 +21,9 @@
 //! non-directory of the archive is refused (it would be written through the link); a hard link
 //! to anything but an earlier regular file is refused; whiteout names (`.wh.*`) are refused;
 //! missing parent directories are made up (0755, root, the child's mtime).
+//!
+//! Memory: metadata only, per header (capped at `MAX_ENTRIES`); while the final path-ordered
+//! list is assembled the metadata is held twice for a moment. Content is never held in memory.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
