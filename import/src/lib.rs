@@ -9,6 +9,7 @@ pub mod block;
 pub mod disk;
 pub mod fs;
 pub mod fstab;
+pub mod glob;
 pub mod graft;
 pub mod inspect;
 pub mod policy;
