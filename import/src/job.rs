@@ -26,6 +26,8 @@ pub enum ImportError {
     Layer(#[from] snapshot::layer::writer::LayerError),
     #[error("{0}")]
     Store(#[from] snapshot::store::StoreError),
+    #[error("{0}")]
+    Policy(#[from] crate::glob::GlobError),
     #[error("--change {instruction:?}: {problem}")]
     Change { instruction: String, problem: String },
 }
@@ -69,16 +71,17 @@ pub fn run(opened: Opened, req: &ImportRequest, store: &Store, bytes_read: Arc<A
         if let Some(sh) = &g.shell {
             meta.cmd = Some(vec![sh.clone()]);
         }
-    } else {
-        meta.os = "linux".into();
-        meta.architecture = host_architecture().into();
+    }
+    if let Some(t) = req.layer.clamp_mtime {
+        // Reproducible images: the config's time is clamped like the files' times.
+        meta.created = image::rfc3339_utc(t);
     }
     for c in &req.changes {
         image::apply_change(&mut meta, c)
             .map_err(|e| ImportError::Change { instruction: c.clone(), problem: e.to_string() })?;
     }
 
-    let policy = Policy::new(req.policy.clone());
+    let policy = Policy::new(req.policy.clone())?;
     let mut filtered = PolicyFilter::new(CountingTree { inner: tree, count: bytes_read.clone() }, policy);
     let blob = store.blob_writer()?;
     let (blob, layer) = write_tree(&mut filtered, blob, req.layer.clone())?;
@@ -99,10 +102,11 @@ pub fn run(opened: Opened, req: &ImportRequest, store: &Store, bytes_read: Arc<A
         meta.labels.insert("io.decant.import.os".into(), pretty);
     }
     meta.history.push(image::HistoryEntry {
-        created_by: format!("decant import {source_name}"),
+        created: Some(meta.created.clone()),
+        author: None,
+        created_by: Some(format!("decant import {source_name}")),
         comment: req.message.clone(),
         empty_layer: false,
-        created: None,
     });
     let layer_ref = LayerRef {
         digest: layer.digest.clone(),
@@ -142,20 +146,5 @@ impl FileTree for CountingTree {
     }
     fn content(&mut self) -> &mut dyn Read {
         self
-    }
-}
-
-/// OCI's name for the architecture decant itself runs on (the fallback when a guest has no ELF
-/// shell to read).
-pub fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
     }
 }

@@ -216,6 +216,11 @@ impl TarballTree {
         self.items.len()
     }
 
+    /// Bytes of file data the tree will yield (for a progress bar's total).
+    pub fn total_bytes(&self) -> u64 {
+        self.items.iter().map(|i| i.entry.size).sum()
+    }
+
     /// True when the archive holds no entry besides the root.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
