@@ -28,10 +28,9 @@ use snapshot::{path_order, Entry, EntryKind, FileTree, Timestamp};
 const NS_VALUE: u32 = 123_456_789;
 
 fn run(cmd: &str, args: &[&OsStr]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd} (is it installed? the ext4 tests need it): {e}"));
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| {
+        panic!("cannot run {cmd} (is it installed? the ext4 tests need it): {e}")
+    });
     assert!(
         out.status.success(),
         "{cmd} {:?} failed: {}",
@@ -66,7 +65,9 @@ fn staged() -> &'static Path {
 
 fn stage(root: &Path) {
     let p = |s: &str| root.join(s);
-    for d in ["files", "hl", "links", "dev", "modes", "owners", "xattr", "names", "many", "times"] {
+    for d in [
+        "files", "hl", "links", "dev", "modes", "owners", "xattr", "names", "many", "times",
+    ] {
         fs::create_dir_all(p(d)).unwrap();
     }
     fs::write(p("files/empty"), b"").unwrap();
@@ -85,33 +86,87 @@ fn stage(root: &Path) {
     runs("mkfifo", &[p("dev/fifo").to_str().unwrap()]);
     runs("mknod", &[p("dev/null").to_str().unwrap(), "c", "1", "3"]);
     runs("mknod", &[p("dev/sda1").to_str().unwrap(), "b", "8", "1"]);
-    runs("mknod", &[p("dev/wide").to_str().unwrap(), "c", "259", "70000"]);
+    runs(
+        "mknod",
+        &[p("dev/wide").to_str().unwrap(), "c", "259", "70000"],
+    );
     let _sock = std::os::unix::net::UnixListener::bind(p("dev/sock")).unwrap();
     for (name, mode) in [("setuid", 0o4755), ("setgid", 0o2755), ("zero", 0o000)] {
         fs::write(p(&format!("modes/{name}")), name).unwrap();
-        fs::set_permissions(p(&format!("modes/{name}")), fs::Permissions::from_mode(mode)).unwrap();
+        fs::set_permissions(
+            p(&format!("modes/{name}")),
+            fs::Permissions::from_mode(mode),
+        )
+        .unwrap();
     }
     fs::create_dir(p("modes/sticky")).unwrap();
     fs::set_permissions(p("modes/sticky"), fs::Permissions::from_mode(0o1777)).unwrap();
-    for (name, uid, gid) in [("u1234", 1234, 5678), ("nobody", 65534, 65534), ("high", 4_000_000_000, 4_000_000_001)] {
+    for (name, uid, gid) in [
+        ("u1234", 1234, 5678),
+        ("nobody", 65534, 65534),
+        ("high", 4_000_000_000, 4_000_000_001),
+    ] {
         fs::write(p(&format!("owners/{name}")), name).unwrap();
         std::os::unix::fs::chown(p(&format!("owners/{name}")), Some(uid), Some(gid)).unwrap();
     }
     std::os::unix::fs::lchown(p("links/rel"), Some(1234), Some(5678)).unwrap();
     fs::write(p("xattr/small"), b"small").unwrap();
-    runs("setfattr", &["-n", "user.foo", "-v", "bar", p("xattr/small").to_str().unwrap()]);
-    runs("setfattr", &["-n", "trusted.t", "-v", "0x00ff", p("xattr/small").to_str().unwrap()]);
+    runs(
+        "setfattr",
+        &[
+            "-n",
+            "user.foo",
+            "-v",
+            "bar",
+            p("xattr/small").to_str().unwrap(),
+        ],
+    );
+    runs(
+        "setfattr",
+        &[
+            "-n",
+            "trusted.t",
+            "-v",
+            "0x00ff",
+            p("xattr/small").to_str().unwrap(),
+        ],
+    );
     fs::write(p("xattr/big"), b"big").unwrap();
     let hex: String = pattern(900, 9).iter().map(|b| format!("{b:02x}")).collect();
-    runs("setfattr", &["-n", "user.big", "-v", &format!("0x{hex}"), p("xattr/big").to_str().unwrap()]);
-    runs("setfattr", &["-n", "user.dir", "-v", "on-a-dir", p("xattr").to_str().unwrap()]);
+    runs(
+        "setfattr",
+        &[
+            "-n",
+            "user.big",
+            "-v",
+            &format!("0x{hex}"),
+            p("xattr/big").to_str().unwrap(),
+        ],
+    );
+    runs(
+        "setfattr",
+        &[
+            "-n",
+            "user.dir",
+            "-v",
+            "on-a-dir",
+            p("xattr").to_str().unwrap(),
+        ],
+    );
     fs::write(p("xattr/cap"), b"cap").unwrap();
-    runs("setcap", &["cap_net_raw+ep", p("xattr/cap").to_str().unwrap()]);
+    runs(
+        "setcap",
+        &["cap_net_raw+ep", p("xattr/cap").to_str().unwrap()],
+    );
     let f = fs::File::create(p("files/sparse")).unwrap();
     f.set_len(100 << 20).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&f, b"middle of nowhere", 50 << 20).unwrap();
     drop(f);
-    fs::write(p("names").join(OsStr::from_bytes(b"\xff\xfe")), b"not utf-8").unwrap();
+    fs::write(
+        p("names").join(OsStr::from_bytes(b"\xff\xfe")),
+        b"not utf-8",
+    )
+    .unwrap();
     fs::write(p("names").join("n".repeat(255)), b"long name").unwrap();
     let mut deep = p("deep");
     for i in 0..40 {
@@ -129,7 +184,10 @@ fn stage(root: &Path) {
         ("tns", "2020-01-01 00:00:00.123456789 UTC"),
     ] {
         fs::write(p(&format!("times/{name}")), name).unwrap();
-        runs("touch", &["-d", when, p(&format!("times/{name}")).to_str().unwrap()]);
+        runs(
+            "touch",
+            &["-d", when, p(&format!("times/{name}")).to_str().unwrap()],
+        );
     }
 }
 
@@ -144,7 +202,14 @@ fn make_image(dir: &Path, opts: &[&str], size: &str) -> PathBuf {
     }
     args.extend_from_slice(opts);
     let root = staged().to_str().unwrap();
-    args.extend_from_slice(&["-d", root, "-E", "root_owner=0:0", img.to_str().unwrap(), size]);
+    args.extend_from_slice(&[
+        "-d",
+        root,
+        "-E",
+        "root_owner=0:0",
+        img.to_str().unwrap(),
+        size,
+    ]);
     runs("mkfs.ext4", &args);
     if !opts.contains(&"128") {
         let ns = (NS_VALUE << 2).to_string();
@@ -215,7 +280,12 @@ fn staged_entries(root: &Path) -> BTreeMap<Vec<u8>, (PathBuf, fs::Metadata)> {
             let d = d.unwrap();
             let p = d.path();
             let md = fs::symlink_metadata(&p).unwrap();
-            let rel = p.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+            let rel = p
+                .strip_prefix(root)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
             if md.is_dir() {
                 rec(root, &p, out);
             }
@@ -227,9 +297,12 @@ fn staged_entries(root: &Path) -> BTreeMap<Vec<u8>, (PathBuf, fs::Metadata)> {
     out
 }
 
+/// Absolute path -> sorted (name, value) list.
+type XattrMap = HashMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>;
+
 /// The xattrs of every staged path (one recursive getfattr run; hex values), by absolute path.
-fn staged_xattrs() -> &'static HashMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>> {
-    static X: OnceLock<HashMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>>> = OnceLock::new();
+fn staged_xattrs() -> &'static XattrMap {
+    static X: OnceLock<XattrMap> = OnceLock::new();
     X.get_or_init(|| {
         let out = Command::new("getfattr")
             .args(["-R", "-h", "-d", "-m", "-", "-e", "hex", "--absolute-names"])
@@ -237,7 +310,7 @@ fn staged_xattrs() -> &'static HashMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>> {
             .output()
             .expect("cannot run getfattr (is the attr package installed?)");
         assert!(out.status.success(), "getfattr failed");
-        let mut map: HashMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>> = HashMap::new();
+        let mut map: XattrMap = HashMap::new();
         let mut current: Option<Vec<u8>> = None;
         for line in out.stdout.split(|&b| b == b'\n') {
             if let Some(name) = line.strip_prefix(b"# file: ") {
@@ -255,7 +328,9 @@ fn staged_xattrs() -> &'static HashMap<Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>> {
                     .collect(),
                 None => value.trim_matches('"').as_bytes().to_vec(),
             };
-            let list = map.entry(current.clone().expect("getfattr output")).or_default();
+            let list = map
+                .entry(current.clone().expect("getfattr output"))
+                .or_default();
             list.push((name.as_bytes().to_vec(), value));
             list.sort();
         }
@@ -268,8 +343,13 @@ fn unescape(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < s.len() {
-        if s[i] == b'\\' && i + 3 < s.len() && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = s[i + 1..i + 4].iter().fold(0u32, |a, c| a * 8 + u32::from(c - b'0'));
+        if s[i] == b'\\'
+            && i + 3 < s.len()
+            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = s[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |a, c| a * 8 + u32::from(c - b'0'));
             out.push(v as u8);
             i += 4;
         } else {
@@ -295,10 +375,19 @@ fn check_image(img: &Path, inode128: bool, inline: bool) {
     let fs = open(img).unwrap_or_else(|e| panic!("open {}: {e}", img.display()));
     let mut tree = fs.tree();
     let walked = walk(&mut tree).unwrap_or_else(|e| panic!("walk {}: {e}", img.display()));
-    assert_eq!(tree.sockets_skipped(), 1, "the staged socket is skipped and counted");
+    assert_eq!(
+        tree.sockets_skipped(),
+        1,
+        "the staged socket is skipped and counted"
+    );
     let staged = staged_entries(staged());
-    let ours: HashMap<&[u8], &Walked> = walked.iter().map(|w| (w.entry.path.as_slice(), w)).collect();
-    assert!(ours.get(&b"lost+found"[..]).is_some_and(|w| w.entry.kind == EntryKind::Dir));
+    let ours: HashMap<&[u8], &Walked> = walked
+        .iter()
+        .map(|w| (w.entry.path.as_slice(), w))
+        .collect();
+    assert!(ours
+        .get(&b"lost+found"[..])
+        .is_some_and(|w| w.entry.kind == EntryKind::Dir));
     for (rel, (p, md)) in &staged {
         let ft = md.file_type();
         use std::os::unix::fs::FileTypeExt;
@@ -307,7 +396,9 @@ fn check_image(img: &Path, inode128: bool, inline: bool) {
             continue;
         }
         let name = String::from_utf8_lossy(rel);
-        let w = ours.get(rel.as_slice()).unwrap_or_else(|| panic!("{name} missing from the walk"));
+        let w = ours
+            .get(rel.as_slice())
+            .unwrap_or_else(|| panic!("{name} missing from the walk"));
         let e = &w.entry;
         let kind = if ft.is_file() {
             EntryKind::File
@@ -336,7 +427,10 @@ fn check_image(img: &Path, inode128: bool, inline: bool) {
             let want = if rel.as_slice() == b"times/tns" || want.nanos == 0 {
                 want
             } else {
-                Timestamp { secs: want.secs, nanos: 0 }
+                Timestamp {
+                    secs: want.secs,
+                    nanos: 0,
+                }
             };
             assert_eq!(e.mtime, want, "{name}: mtime");
         }
@@ -347,16 +441,31 @@ fn check_image(img: &Path, inode128: bool, inline: bool) {
             assert_eq!(e.size, (50 << 20) + 4096, "{name}: size as mkfs wrote it");
         } else if ft.is_file() {
             assert_eq!(e.size, md.len(), "{name}: size");
-            assert_eq!(w.sha.as_deref(), Some(file_sha(p).as_slice()), "{name}: content");
-            assert_eq!(e.hardlink_key.is_some(), md.nlink() > 1, "{name}: hardlink key");
+            assert_eq!(
+                w.sha.as_deref(),
+                Some(file_sha(p).as_slice()),
+                "{name}: content"
+            );
+            assert_eq!(
+                e.hardlink_key.is_some(),
+                md.nlink() > 1,
+                "{name}: hardlink key"
+            );
             let alloc = e.allocated.unwrap();
-            assert!(alloc <= md.len().max(4096) * 2 + 65536, "{name}: allocated {alloc}");
+            assert!(
+                alloc <= md.len().max(4096) * 2 + 65536,
+                "{name}: allocated {alloc}"
+            );
         } else {
             assert_eq!(e.size, 0, "{name}: size");
         }
         if ft.is_symlink() {
             let target = fs::read_link(p).unwrap();
-            assert_eq!(e.link_target.as_deref(), Some(target.as_os_str().as_bytes()), "{name}: target");
+            assert_eq!(
+                e.link_target.as_deref(),
+                Some(target.as_os_str().as_bytes()),
+                "{name}: target"
+            );
         } else {
             assert_eq!(e.link_target, None);
         }
@@ -365,7 +474,10 @@ fn check_image(img: &Path, inode128: bool, inline: bool) {
         } else {
             assert_eq!(e.device, None);
         }
-        let want = staged_xattrs().get(p.as_os_str().as_bytes()).cloned().unwrap_or_default();
+        let want = staged_xattrs()
+            .get(p.as_os_str().as_bytes())
+            .cloned()
+            .unwrap_or_default();
         assert_eq!(e.xattrs, want, "{name}: xattrs");
     }
     // Everything staged but the socket, plus lost+found.
@@ -376,7 +488,13 @@ fn check_image(img: &Path, inode128: bool, inline: bool) {
         .map(|n| ours[n.as_bytes()].entry.hardlink_key.unwrap())
         .collect();
     assert!(keys.iter().all(|k| *k == keys[0] && k.0 == 7));
-    assert_eq!(walked.iter().filter(|w| w.entry.hardlink_key.is_some()).count(), 3);
+    assert_eq!(
+        walked
+            .iter()
+            .filter(|w| w.entry.hardlink_key.is_some())
+            .count(),
+        3
+    );
     // The sparse file occupies little.
     assert!(ours[&b"files/sparse"[..]].entry.allocated.unwrap() < 1 << 20);
 }
@@ -448,7 +566,18 @@ fn small_image(dir: &Path) -> PathBuf {
     let img = dir.join("small.img");
     runs(
         "mkfs.ext4",
-        &["-q", "-F", "-b", "4096", "-d", root.to_str().unwrap(), "-E", "root_owner=0:0", img.to_str().unwrap(), "8M"],
+        &[
+            "-q",
+            "-F",
+            "-b",
+            "4096",
+            "-d",
+            root.to_str().unwrap(),
+            "-E",
+            "root_owner=0:0",
+            img.to_str().unwrap(),
+            "8M",
+        ],
     );
     img
 }
@@ -460,18 +589,39 @@ fn debugfs(img: &Path, req: &str) -> String {
 /// Byte offset of the inode of `path`, from `debugfs imap` (4 KiB blocks).
 fn inode_offset(img: &Path, path: &str) -> u64 {
     let out = debugfs(img, &format!("imap {path}"));
-    let block: u64 = out.split("located at block ").nth(1).unwrap().split(',').next().unwrap().trim().parse().unwrap();
+    let block: u64 = out
+        .split("located at block ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let off = out.split("offset 0x").nth(1).unwrap().trim();
     block * 4096 + u64::from_str_radix(off, 16).unwrap()
 }
 
 fn inode_number(img: &Path, path: &str) -> u32 {
     let out = debugfs(img, &format!("stat {path}"));
-    out.split("Inode: ").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+    out.split("Inode: ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 fn first_block(img: &Path, path: &str) -> u64 {
-    debugfs(img, &format!("blocks {path}")).split_whitespace().next().unwrap().parse().unwrap()
+    debugfs(img, &format!("blocks {path}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// Opens `data` and walks it all, reading every file; the first error, or Ok.
@@ -485,10 +635,17 @@ fn open_and_walk(data: Vec<u8>) -> Result<usize, std::io::Error> {
 fn expect_err(data: Vec<u8>, what: &str) -> String {
     let start = Instant::now();
     let r = open_and_walk(data);
-    assert!(start.elapsed() < Duration::from_secs(3), "{what}: took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{what}: took {:?}",
+        start.elapsed()
+    );
     let e = r.expect_err(what).to_string();
     assert!(!e.contains('\n'), "{what}: message is one line: {e}");
-    assert!(e.contains("damaged.img"), "{what}: message names the file: {e}");
+    assert!(
+        e.contains("damaged.img"),
+        "{what}: message names the file: {e}"
+    );
     e
 }
 
@@ -550,7 +707,8 @@ fn ext4_damaged_images_fail_cleanly() {
     let mut patched = false;
     while off < 4096 {
         let ino = u32::from_le_bytes(d[base + off..base + off + 4].try_into().unwrap());
-        let rec = u16::from_le_bytes(d[base + off + 4..base + off + 6].try_into().unwrap()) as usize;
+        let rec =
+            u16::from_le_bytes(d[base + off + 4..base + off + 6].try_into().unwrap()) as usize;
         if ino == c {
             put32(&mut d, (base + off) as u64, a);
             patched = true;
@@ -576,7 +734,9 @@ fn ext4_random_damage_never_panics() {
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut errors = 0;
     for _ in 0..1500 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let off = (seed >> 33) as usize % hot;
         let flip = ((seed >> 20) as u8) | 1;
         let mut d = good.clone();
@@ -586,13 +746,21 @@ fn ext4_random_damage_never_panics() {
         }
     }
     assert!(errors > 0, "some damage must be noticed");
-    assert!(start.elapsed() < Duration::from_secs(60), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
 fn ext4_lookup_info_and_subtree() {
     let t = tempfile::tempdir().unwrap();
-    let img = make_image(t.path(), &["-L", "rootfs", "-U", "0123abcd-0000-4000-8000-00000000beef"], "64M");
+    let img = make_image(
+        t.path(),
+        &["-L", "rootfs", "-U", "0123abcd-0000-4000-8000-00000000beef"],
+        "64M",
+    );
     let fs = open(&img).unwrap();
     let info = fs.info();
     assert_eq!(info.kind, "ext4");
@@ -605,17 +773,30 @@ fn ext4_lookup_info_and_subtree() {
     assert!(info.features.iter().any(|f| f == "extent"));
 
     let e = fs.stat(b"/files/one").unwrap().unwrap();
-    assert_eq!((e.path.as_slice(), e.kind, e.size), (&b"files/one"[..], EntryKind::File, 1));
+    assert_eq!(
+        (e.path.as_slice(), e.kind, e.size),
+        (&b"files/one"[..], EntryKind::File, 1)
+    );
     assert!(fs.stat(b"/files/nope").unwrap().is_none());
     assert!(fs.stat(b"/files/one/x").unwrap().is_none());
     let l = fs.stat(b"/links/abs").unwrap().unwrap();
-    assert_eq!(l.link_target.as_deref(), Some(&b"/etc/passwd"[..]), "no symlink following");
+    assert_eq!(
+        l.link_target.as_deref(),
+        Some(&b"/etc/passwd"[..]),
+        "no symlink following"
+    );
     assert_eq!(fs.stat(b"/").unwrap().unwrap().kind, EntryKind::Dir);
     assert_eq!(fs.read_file(b"/files/big", 100).unwrap(), pattern(100, 3));
     assert_eq!(fs.read_file(b"/files/one", 100).unwrap(), b"x");
     assert!(fs.read_file(b"/files", 10).is_err());
-    assert_eq!(fs.read_file(b"/nope", 10).unwrap_err().kind(), std::io::ErrorKind::NotFound);
-    assert_eq!(fs.read_dir(b"/hl").unwrap(), vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    assert_eq!(
+        fs.read_file(b"/nope", 10).unwrap_err().kind(),
+        std::io::ErrorKind::NotFound
+    );
+    assert_eq!(
+        fs.read_dir(b"/hl").unwrap(),
+        vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+    );
     assert_eq!(fs.read_dir(b"/many").unwrap().len(), 3000);
 
     let mut sub = fs.tree_at(b"/deep/d0/d1").unwrap();
@@ -648,7 +829,9 @@ fn ext4_dirty_journal_reaches_replay_and_external_is_refused() {
     let mut d = fs::read(&img).unwrap();
     d[(jblock * 4096) as usize..(jblock * 4096) as usize + 16].fill(0xAB);
     let src: Arc<dyn BlockSource> = Arc::new(MemSource::new(d.clone(), "dirty.img"));
-    let err = Ext4::open(src, 1).err().expect("a dirty journal that cannot be replayed is an error");
+    let err = Ext4::open(src, 1)
+        .err()
+        .expect("a dirty journal that cannot be replayed is an error");
     assert!(matches!(err, Ext4Error::Journal(_)), "{err}");
     assert!(err.to_string().contains("journal"), "{err}");
 
@@ -670,29 +853,47 @@ fn ext4_matches_ext4_view() {
         let mut abs = b"/".to_vec();
         abs.extend_from_slice(&e.path);
         let path = ext4_view::Path::try_from(abs.as_slice()).unwrap();
-        let Ok(md) = view.symlink_metadata(path) else { continue };
+        let Ok(md) = view.symlink_metadata(path) else {
+            continue;
+        };
         let name = e.display_path();
         assert_eq!(u32::from(md.mode()), e.mode, "{name}: mode");
         assert_eq!((md.uid(), md.gid()), (e.uid, e.gid), "{name}: owner");
         let m = md.modified();
-        assert_eq!((m.seconds(), m.nanoseconds()), (e.mtime.secs, e.mtime.nanos), "{name}: mtime");
+        assert_eq!(
+            (m.seconds(), m.nanoseconds()),
+            (e.mtime.secs, e.mtime.nanos),
+            "{name}: mtime"
+        );
         match e.kind {
             EntryKind::File => {
                 assert_eq!(md.len(), e.size, "{name}: size");
                 let data = view.read(path).unwrap();
-                assert_eq!(Some(Sha256::digest(&data).to_vec()), w.sha, "{name}: content");
+                assert_eq!(
+                    Some(Sha256::digest(&data).to_vec()),
+                    w.sha,
+                    "{name}: content"
+                );
             }
             EntryKind::Symlink => {
                 // ext4-view refuses some long targets; compare the ones it reads.
                 if let Ok(target) = view.read_link(path) {
-                    assert_eq!(Some(target.as_ref()), e.link_target.as_deref(), "{name}: target");
+                    assert_eq!(
+                        Some(target.as_ref()),
+                        e.link_target.as_deref(),
+                        "{name}: target"
+                    );
                 }
             }
             _ => {}
         }
         checked += 1;
     }
-    assert!(checked * 10 >= ours.len() * 9, "ext4-view read only {checked} of {}", ours.len());
+    assert!(
+        checked * 10 >= ours.len() * 9,
+        "ext4-view read only {checked} of {}",
+        ours.len()
+    );
 }
 
 /// Reading a large contiguous file must go at device speed, not block by block.
@@ -704,7 +905,19 @@ fn ext4_content_throughput() {
     let data = pattern(96 << 20, 11);
     fs::write(root.join("big"), &data).unwrap();
     let img = t.path().join("big.img");
-    runs("mkfs.ext4", &["-q", "-F", "-b", "4096", "-d", root.to_str().unwrap(), img.to_str().unwrap(), "160M"]);
+    runs(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-b",
+            "4096",
+            "-d",
+            root.to_str().unwrap(),
+            img.to_str().unwrap(),
+            "160M",
+        ],
+    );
     let fs = open(&img).unwrap();
     let mut tree = fs.tree();
     let mut best = Duration::MAX;
@@ -745,7 +958,10 @@ fn ext4_content_throughput() {
 /// block maps with holes inside indirect blocks and data behind the triple indirect block.
 #[test]
 fn ext4_holes_unwritten_and_deep_maps() {
-    for (opts, bs) in [(&["-b", "4096"][..], 4096usize), (&["-b", "1024", "-O", "^extent,^64bit"][..], 1024)] {
+    for (opts, bs) in [
+        (&["-b", "4096"][..], 4096usize),
+        (&["-b", "1024", "-O", "^extent,^64bit"][..], 1024),
+    ] {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().join("root");
         fs::create_dir(&root).unwrap();
@@ -773,7 +989,10 @@ fn ext4_holes_unwritten_and_deep_maps() {
         cmds.push_str("punch /frag 1 3\nfallocate /frag 2 2\nfallocate /frag 500 500\n");
         let cmdfile = t.path().join("cmds");
         fs::write(&cmdfile, cmds).unwrap();
-        runs("debugfs", &["-w", "-f", cmdfile.to_str().unwrap(), img.to_str().unwrap()]);
+        runs(
+            "debugfs",
+            &["-w", "-f", cmdfile.to_str().unwrap(), img.to_str().unwrap()],
+        );
         for b in (100..blocks).step_by(2).chain(1..=3) {
             want[b * bs..(b + 1) * bs].fill(0);
         }
@@ -784,25 +1003,42 @@ fn ext4_holes_unwritten_and_deep_maps() {
         debugfs(&img, &format!("dump /frag {}", dumped.display()));
         let dumped = fs::read(&dumped).unwrap();
         if bs == 4096 {
-            assert!(dumped == want, "debugfs dump differs from the expected punch result");
+            assert!(
+                dumped == want,
+                "debugfs dump differs from the expected punch result"
+            );
         }
         let want = dumped;
         let fs = open(&img).unwrap();
         let walked = walk(&mut fs.tree()).unwrap();
         let frag = walked.iter().find(|w| w.entry.path == b"frag").unwrap();
         assert_eq!(frag.entry.size, want.len() as u64);
-        assert_eq!(frag.sha.as_deref(), Some(Sha256::digest(&want).to_vec().as_slice()), "{opts:?}: frag content");
+        assert_eq!(
+            frag.sha.as_deref(),
+            Some(Sha256::digest(&want).to_vec().as_slice()),
+            "{opts:?}: frag content"
+        );
         if bs == 4096 {
             let raw = fs::read(&img).unwrap();
             let off = inode_offset(&img, "/frag") as usize + 40;
             let depth = u16::from_le_bytes([raw[off + 6], raw[off + 7]]);
-            assert!(depth >= 1, "the punched file should need an extent tree of depth > 0");
+            assert!(
+                depth >= 1,
+                "the punched file should need an extent tree of depth > 0"
+            );
         }
         let mut want_sparse = vec![0u8; 100 << 20];
         want_sparse[50 << 20..(50 << 20) + 6].copy_from_slice(b"double");
         want_sparse[90 << 20..(90 << 20) + 6].copy_from_slice(b"triple");
         let sp = walked.iter().find(|w| w.entry.path == b"sparse").unwrap();
-        assert_eq!(sp.sha.as_deref(), Some(Sha256::digest(&want_sparse).to_vec().as_slice()), "{opts:?}: sparse content");
-        assert_eq!(fs.read_file(b"/frag", 3 * bs).unwrap(), [&want[..bs], &vec![0u8; 2 * bs][..]].concat());
+        assert_eq!(
+            sp.sha.as_deref(),
+            Some(Sha256::digest(&want_sparse).to_vec().as_slice()),
+            "{opts:?}: sparse content"
+        );
+        assert_eq!(
+            fs.read_file(b"/frag", 3 * bs).unwrap(),
+            [&want[..bs], &vec![0u8; 2 * bs][..]].concat()
+        );
     }
 }

@@ -220,7 +220,7 @@ impl Superblock {
         }
         let desc_size = if incompat & INCOMPAT_64BIT != 0 {
             let d = u32::from(le16(raw, 0xFE));
-            if d < 64 || d > 1024 || !d.is_power_of_two() || d > block_size {
+            if !(64..=1024).contains(&d) || !d.is_power_of_two() || d > block_size {
                 return Err(bad(format!(
                     "s_desc_size {d} is not a power of two between 64 and 1024"
                 )));
