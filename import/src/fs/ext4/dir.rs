@@ -12,6 +12,9 @@ use crate::fs::ext4::file::DataMap;
 
 /// Most bytes of names (plus 16 bytes of overhead each) one directory may hold in memory.
 const MAX_DIR_BYTES: usize = 64 << 20;
+/// Most directory blocks (in bytes) read for one directory: bounds the work on a damaged
+/// directory whose blocks hold only empty entries.
+const MAX_DIR_BLOCK_BYTES: u64 = 256 << 20;
 
 /// One name in a directory.
 #[derive(Debug, Clone)]
@@ -41,11 +44,19 @@ impl Fs {
             let mut map = DataMap::new(self, dir, dir.size)?;
             let end = dir.size.div_ceil(bs);
             let mut block = vec![0u8; self.sb.block_size as usize];
+            let mut read = 0u64;
             while let Some(run) = map.next_run(self)? {
                 let Some(phys) = run.phys else { continue };
                 for i in 0..run.len {
                     if run.logical + i >= end {
                         break;
+                    }
+                    read += bs;
+                    if read > MAX_DIR_BLOCK_BYTES {
+                        return Err(self.corrupt(format!(
+                            "directory inode {}: more than {MAX_DIR_BLOCK_BYTES} bytes of directory blocks",
+                            dir.ino
+                        )));
                     }
                     let b = phys + i;
                     self.read_bytes(b * bs, &mut block, || {

@@ -29,6 +29,12 @@ pub(crate) struct ExtentWalker {
     next_logical: u64,
     /// Logical blocks past this are beyond the file's size and ignored.
     end_logical: u64,
+    /// Per depth, the logical block of the last index entry followed: index entries must
+    /// increase across the whole walk, so no node is entered twice.
+    last_index: [Option<u64>; MAX_DEPTH as usize + 1],
+    /// Tree blocks read so far, and the most a valid tree for this file can have.
+    nodes_read: u64,
+    max_nodes: u64,
 }
 
 impl ExtentWalker {
@@ -44,6 +50,11 @@ impl ExtentWalker {
             stack: vec![root],
             next_logical: 0,
             end_logical,
+            last_index: [None; MAX_DEPTH as usize + 1],
+            nodes_read: 0,
+            // Every extent maps at least one block and every node but the root holds at
+            // least one entry, so a valid tree has fewer nodes than twice the blocks.
+            max_nodes: end_logical.saturating_mul(2).saturating_add(16),
         })
     }
 
@@ -112,6 +123,23 @@ impl ExtentWalker {
                 u64::from(le32(&top.data, off + 4)) | (u64::from(le16(&top.data, off + 8)) << 32);
             let parent_depth = top.depth;
             let parent_block = top.block;
+            if let Some(slot) = self.last_index.get_mut(usize::from(parent_depth)) {
+                if slot.is_some_and(|prev| logical <= prev) || logical < self.next_logical {
+                    return Err(fs.corrupt(format!(
+                        "{}: index entry for logical block {logical} is out of order",
+                        describe(self.ino, parent_block)
+                    )));
+                }
+                *slot = Some(logical);
+            }
+            self.nodes_read += 1;
+            if self.nodes_read > self.max_nodes {
+                return Err(fs.corrupt(format!(
+                    "{}: the extent tree has more nodes than a file of {} blocks can need",
+                    describe(self.ino, parent_block),
+                    self.end_logical
+                )));
+            }
             if leaf == 0 || leaf >= fs.sb.blocks_count {
                 return Err(fs.corrupt(format!(
                     "{}: index entry for logical block {logical} points to block {leaf}, outside the filesystem ({} blocks)",

@@ -210,7 +210,12 @@ impl Ext4 {
         if fs.sb.incompat & INCOMPAT_RECOVER == 0 {
             return Ok(Ext4 { fs: Arc::new(fs) });
         }
-        if fs.sb.compat & COMPAT_HAS_JOURNAL == 0 || fs.sb.journal_inum == 0 {
+        if fs.sb.compat & COMPAT_HAS_JOURNAL == 0 {
+            return Err(fs.corrupt(
+                "superblock: needs_recovery is set but the filesystem has no journal".into(),
+            ));
+        }
+        if fs.sb.journal_inum == 0 {
             return Err(Ext4Error::Unsupported {
                 file: fs.name.clone(),
                 what: "the filesystem needs journal recovery from an external journal device, which this reader does not support".into(),
