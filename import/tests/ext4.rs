@@ -360,8 +360,16 @@ fn unescape(s: &[u8]) -> Vec<u8> {
     out
 }
 
+/// sha256 of a staged file, computed once per test process (the variants share them).
 fn file_sha(p: &Path) -> Vec<u8> {
-    sha_of(&mut fs::File::open(p).unwrap()).unwrap().0
+    static CACHE: std::sync::Mutex<BTreeMap<PathBuf, Vec<u8>>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    if let Some(h) = CACHE.lock().unwrap().get(p) {
+        return h.clone();
+    }
+    let h = sha_of(&mut fs::File::open(p).unwrap()).unwrap().0;
+    CACHE.lock().unwrap().insert(p.to_path_buf(), h.clone());
+    h
 }
 
 fn dev_major_minor(rdev: u64) -> (u32, u32) {
