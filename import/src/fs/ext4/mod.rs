@@ -287,6 +287,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn errors_map_to_io_kinds_and_stay_one_line() {
+        let e = Ext4Error::Corrupt {
+            file: "d.img".into(),
+            what: "inode 12 (byte 4096): bad".into(),
+        };
+        let io_err = io::Error::from(e);
+        assert_eq!(io_err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(io_err.to_string(), "d.img: ext4 inode 12 (byte 4096): bad");
+        let e = Ext4Error::Unsupported {
+            file: "d.img".into(),
+            what: "x".into(),
+        };
+        assert_eq!(io::Error::from(e).kind(), io::ErrorKind::Unsupported);
+        let e = Ext4Error::Io {
+            file: "d.img".into(),
+            what: "block 9".into(),
+            source: io::Error::new(io::ErrorKind::UnexpectedEof, "short"),
+        };
+        assert_eq!(io::Error::from(e).kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn little_endian_helpers_never_read_out_of_range() {
+        assert_eq!(le16(&[1, 2], 0), 0x0201);
+        assert_eq!(le16(&[1, 2], 1), 0);
+        assert_eq!(le32(&[1, 2, 3, 4], 0), 0x0403_0201);
+        assert_eq!(le32(&[1, 2, 3, 4], usize::MAX), 0);
+    }
+
+    #[test]
     fn ext4_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<Ext4>();

@@ -287,6 +287,8 @@ impl<'a> FileReaderRef<'a> {
     }
 }
 
+/// Lookups by absolute path. `..` climbs (never above the root), no symlink is followed, and
+/// a socket (which has no `EntryKind`) stats as absent.
 impl FileLookup for Ext4 {
     fn stat(&self, path: &[u8]) -> io::Result<Option<Entry>> {
         let Some(inode) = self.fs.resolve(path)? else {
