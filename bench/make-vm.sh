@@ -20,7 +20,7 @@ if [ ! -e "$WORK/.rootfs-done" ]; then
   for m in proc sys dev dev/pts; do mount --bind "/$m" "$R/$m"; done
   trap 'for m in dev/pts dev sys proc; do umount -l "$R/$m" 2>/dev/null || true; done' EXIT
   mkdir -p "$R/etc/initramfs-tools"; echo 'MODULES=most' > "$R/etc/initramfs-tools/initramfs.conf"
-  chroot "$R" apt-get install -y -qq --no-install-recommends systemd-sysv cron openssh-server rsyslog nginx-light \
+  chroot "$R" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Options::=--force-confold --no-install-recommends systemd-sysv cron openssh-server rsyslog nginx-light \
       linux-image-amd64 iputils-ping >"$WORK/apt.log" 2>&1
   chroot "$R" systemctl enable ssh cron rsyslog nginx >/dev/null 2>&1 || true
   for m in dev/pts dev sys proc; do umount -l "$R/$m"; done
@@ -41,7 +41,6 @@ if [ ! -e "$WORK/disk.raw" ]; then
   cp -a "$R/boot/." "$WORK/bootfs/"
   mkfs.ext4 -q -F -d "$WORK/bootfs" -E root_owner=0:0 -U "$BOOT_UUID" -L boot "$WORK/boot.ext4" 160M >/dev/null
   # The root's /boot is the mountpoint: keep it empty in the root filesystem, as on the VM.
-  mkdir -p "$WORK/stage-empty-boot"
   mv "$R/boot" "$WORK/stage-boot-saved"; mkdir "$R/boot"
   mkfs.ext4 -q -F -d "$R" -E root_owner=0:0 -U "$ROOT_UUID" -L root "$WORK/rootfs.ext4" 1400M >/dev/null
   rmdir "$R/boot"; mv "$WORK/stage-boot-saved" "$R/boot"
