@@ -10,7 +10,11 @@ mod cmd;
 mod output;
 
 #[derive(Parser)]
-#[command(name = "decant", version, about = "Lift virtual machines into OCI containers, unprivileged")]
+#[command(
+    name = "decant",
+    version,
+    about = "Lift virtual machines into OCI containers, unprivileged"
+)]
 struct Cli {
     /// The image store (an OCI image layout). Default: $DECANT_ROOT, /var/lib/decant as root,
     /// else $XDG_DATA_HOME/decant.

@@ -22,7 +22,13 @@ fn stage(dir: &Path) -> PathBuf {
     let s = dir.join("stage");
     let p = |rel: &str| s.join(rel);
     std::fs::create_dir_all(p("files")).unwrap();
-    for (name, len) in [("empty", 0usize), ("one", 1), ("b4095", 4095), ("b4096", 4096), ("mib_plus_one", 1 << 20 | 1)] {
+    for (name, len) in [
+        ("empty", 0usize),
+        ("one", 1),
+        ("b4095", 4095),
+        ("b4096", 4096),
+        ("mib_plus_one", 1 << 20 | 1),
+    ] {
         let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(p(&format!("files/{name}")), data).unwrap();
     }
@@ -38,26 +44,79 @@ fn stage(dir: &Path) -> PathBuf {
     tool("mkfifo", &[p("dev/fifo").to_str().unwrap()]);
     tool("mknod", &[p("dev/null").to_str().unwrap(), "c", "1", "3"]);
     tool("mknod", &[p("dev/loop9").to_str().unwrap(), "b", "7", "9"]);
-    tool("mknod", &[p("dev/bigminor").to_str().unwrap(), "c", "250", "70000"]);
+    tool(
+        "mknod",
+        &[p("dev/bigminor").to_str().unwrap(), "c", "250", "70000"],
+    );
     std::fs::create_dir_all(p("modes/sticky")).unwrap();
-    for (name, mode) in [("setuid", 0o4755), ("setgid", 0o2755), ("none", 0o000), ("odd", 0o1641)] {
+    for (name, mode) in [
+        ("setuid", 0o4755),
+        ("setgid", 0o2755),
+        ("none", 0o000),
+        ("odd", 0o1641),
+    ] {
         std::fs::write(p(&format!("modes/{name}")), name).unwrap();
-        std::fs::set_permissions(p(&format!("modes/{name}")), std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        std::fs::set_permissions(
+            p(&format!("modes/{name}")),
+            std::os::unix::fs::PermissionsExt::from_mode(mode),
+        )
+        .unwrap();
     }
-    std::fs::set_permissions(p("modes/sticky"), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    std::fs::set_permissions(
+        p("modes/sticky"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
     std::fs::create_dir_all(p("owners")).unwrap();
-    for (name, owner) in [("a", "1234:5678"), ("nobody", "65534:65534"), ("high", "4000000000:4000000001")] {
+    for (name, owner) in [
+        ("a", "1234:5678"),
+        ("nobody", "65534:65534"),
+        ("high", "4000000000:4000000001"),
+    ] {
         std::fs::write(p(&format!("owners/{name}")), name).unwrap();
-        tool("chown", &["-h", owner, p(&format!("owners/{name}")).to_str().unwrap()]);
+        tool(
+            "chown",
+            &["-h", owner, p(&format!("owners/{name}")).to_str().unwrap()],
+        );
     }
     std::fs::create_dir_all(p("xattrs")).unwrap();
     std::fs::write(p("xattrs/small"), b"x").unwrap();
-    tool("setfattr", &["-n", "user.note", "-v", "hello", p("xattrs/small").to_str().unwrap()]);
-    tool("setfattr", &["-n", "trusted.secret", "-v", "0x00ff10", p("xattrs/small").to_str().unwrap()]);
+    tool(
+        "setfattr",
+        &[
+            "-n",
+            "user.note",
+            "-v",
+            "hello",
+            p("xattrs/small").to_str().unwrap(),
+        ],
+    );
+    tool(
+        "setfattr",
+        &[
+            "-n",
+            "trusted.secret",
+            "-v",
+            "0x00ff10",
+            p("xattrs/small").to_str().unwrap(),
+        ],
+    );
     std::fs::write(p("xattrs/large"), b"y").unwrap();
-    tool("setfattr", &["-n", "user.big", "-v", &"z".repeat(3000), p("xattrs/large").to_str().unwrap()]);
+    tool(
+        "setfattr",
+        &[
+            "-n",
+            "user.big",
+            "-v",
+            &"z".repeat(3000),
+            p("xattrs/large").to_str().unwrap(),
+        ],
+    );
     std::fs::write(p("xattrs/ping"), b"pretend ping").unwrap();
-    tool("setcap", &["cap_net_raw+ep", p("xattrs/ping").to_str().unwrap()]);
+    tool(
+        "setcap",
+        &["cap_net_raw+ep", p("xattrs/ping").to_str().unwrap()],
+    );
     // Sparse: 10 MiB with 4 KiB of data in the middle (holes must come back as zeros).
     {
         use std::io::{Seek, SeekFrom, Write};
@@ -67,8 +126,16 @@ fn stage(dir: &Path) -> PathBuf {
         f.write_all(&[0xab; 4096]).unwrap();
     }
     std::fs::create_dir_all(p("names")).unwrap();
-    std::fs::write(s.join(std::ffi::OsStr::from_bytes(b"names/caf\xe9")), b"latin-1 name").unwrap();
-    std::fs::write(s.join(std::ffi::OsStr::from_bytes(b"names/\xff\xfe")), b"bytes").unwrap();
+    std::fs::write(
+        s.join(std::ffi::OsStr::from_bytes(b"names/caf\xe9")),
+        b"latin-1 name",
+    )
+    .unwrap();
+    std::fs::write(
+        s.join(std::ffi::OsStr::from_bytes(b"names/\xff\xfe")),
+        b"bytes",
+    )
+    .unwrap();
     std::fs::write(p(&format!("names/{}", "n".repeat(250))), b"250").unwrap();
     std::fs::write(p(&format!("names/{}", "m".repeat(255))), b"255").unwrap();
     let mut deep = p("deep");
@@ -82,9 +149,21 @@ fn stage(dir: &Path) -> PathBuf {
         std::fs::write(p(&format!("big/entry-{i:05}")), i.to_string()).unwrap();
     }
     std::fs::create_dir_all(p("times")).unwrap();
-    for (name, when) in [("y1960", "1960-06-01 12:00:00 UTC"), ("y2100", "2100-01-01 00:00:00 UTC"), ("nanos", "2020-02-02 02:02:02.123456789 UTC")] {
+    for (name, when) in [
+        ("y1960", "1960-06-01 12:00:00 UTC"),
+        ("y2100", "2100-01-01 00:00:00 UTC"),
+        ("nanos", "2020-02-02 02:02:02.123456789 UTC"),
+    ] {
         std::fs::write(p(&format!("times/{name}")), name).unwrap();
-        tool("touch", &["-h", "-d", when, p(&format!("times/{name}")).to_str().unwrap()]);
+        tool(
+            "touch",
+            &[
+                "-h",
+                "-d",
+                when,
+                p(&format!("times/{name}")).to_str().unwrap(),
+            ],
+        );
     }
     s
 }
@@ -99,10 +178,19 @@ struct LayerFile {
 }
 
 fn read_layer(env: &Env, tag: &str) -> BTreeMap<Vec<u8>, LayerFile> {
-    let inspect: serde_json::Value = serde_json::from_str(&env.run(&["inspect", tag]).ok().stdout).unwrap();
-    let manifest_digest = inspect[0]["Manifest"]["Digest"].as_str().expect("inspect shows the manifest digest").to_string();
-    let blob = |d: &str| env.store().join("blobs/sha256").join(d.trim_start_matches("sha256:"));
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(&manifest_digest)).unwrap()).unwrap();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.run(&["inspect", tag]).ok().stdout).unwrap();
+    let manifest_digest = inspect[0]["Manifest"]["Digest"]
+        .as_str()
+        .expect("inspect shows the manifest digest")
+        .to_string();
+    let blob = |d: &str| {
+        env.store()
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(&manifest_digest)).unwrap()).unwrap();
     let layers = manifest["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 1, "an import is a single layer");
     let f = std::fs::File::open(blob(layers[0]["digest"].as_str().unwrap())).unwrap();
@@ -127,20 +215,46 @@ fn read_layer(env: &Env, tag: &str) -> BTreeMap<Vec<u8>, LayerFile> {
             mtime: e.mtime.secs,
             size: e.size,
             sha256: (e.kind == EntryKind::File).then(|| hex(&Sha256::digest(&data))),
-            target: if e.kind == EntryKind::Symlink { e.link_target.clone() } else { None },
+            target: if e.kind == EntryKind::Symlink {
+                e.link_target.clone()
+            } else {
+                None
+            },
             rdev: e.device,
         };
         let mut xattrs: Vec<(String, String)> = e
             .xattrs
             .iter()
-            .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), format!("0x{}", hex(v))))
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k).into_owned(),
+                    format!("0x{}", hex(v)),
+                )
+            })
             .collect();
         xattrs.sort();
         let path = e.path.clone();
-        assert!(out.insert(path, LayerFile { kind: e.kind, meta, xattrs }).is_none(), "duplicate path in layer: {}", e.display_path());
+        assert!(
+            out.insert(
+                path,
+                LayerFile {
+                    kind: e.kind,
+                    meta,
+                    xattrs
+                }
+            )
+            .is_none(),
+            "duplicate path in layer: {}",
+            e.display_path()
+        );
         if e.kind == EntryKind::Hardlink {
             let target = e.link_target.clone().unwrap();
-            assert!(out.contains_key(&target), "{} links to {:?} which comes later or is missing", e.display_path(), String::from_utf8_lossy(&target));
+            assert!(
+                out.contains_key(&target),
+                "{} links to {:?} which comes later or is missing",
+                e.display_path(),
+                String::from_utf8_lossy(&target)
+            );
         }
     }
     out
@@ -176,33 +290,60 @@ fn compare(stage: &Path, layer: &BTreeMap<Vec<u8>, LayerFile>, narrow_times: boo
             got_meta.mtime = want.mtime;
         }
         if got_meta != want {
-            problems.push(format!("{shown}:\n  staged {want:?}\n  layer  {got_meta:?}"));
+            problems.push(format!(
+                "{shown}:\n  staged {want:?}\n  layer  {got_meta:?}"
+            ));
         }
         let wx = staged_x.get(&shown).cloned().unwrap_or_default();
         if got.xattrs != wx {
-            problems.push(format!("{shown}: xattrs staged {wx:?} layer {:?}", got.xattrs));
+            problems.push(format!(
+                "{shown}: xattrs staged {wx:?} layer {:?}",
+                got.xattrs
+            ));
         }
     }
     for path in layer.keys() {
         if !staged.contains_key(path) {
-            problems.push(format!("{}: in the layer but not staged", String::from_utf8_lossy(path)));
+            problems.push(format!(
+                "{}: in the layer but not staged",
+                String::from_utf8_lossy(path)
+            ));
         }
     }
     // Hardlink groups: the three names of files/linked are one file in the layer.
-    let links: Vec<&LayerFile> = ["files/linked", "files/linked2", "other/linked3"].iter().map(|p| &layer[p.as_bytes()]).collect();
-    assert_eq!(links.iter().filter(|l| l.kind == EntryKind::File).count(), 1, "{what}: one name carries the data");
-    assert!(problems.is_empty(), "{what}: {} differences:\n{}", problems.len(), problems.join("\n"));
+    let links: Vec<&LayerFile> = ["files/linked", "files/linked2", "other/linked3"]
+        .iter()
+        .map(|p| &layer[p.as_bytes()])
+        .collect();
+    assert_eq!(
+        links.iter().filter(|l| l.kind == EntryKind::File).count(),
+        1,
+        "{what}: one name carries the data"
+    );
+    assert!(
+        problems.is_empty(),
+        "{what}: {} differences:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }
 
 #[test]
 fn every_ext_variant_and_a_tarball_import_faithfully() {
-    if !common::require_root("staging devices, owners and capabilities needs mknod, chown and setcap") {
+    if !common::require_root(
+        "staging devices, owners and capabilities needs mknod, chown and setcap",
+    ) {
         return;
     }
     let env = Env::new();
     let stage = stage(env.path());
     let ino = std::fs::metadata(stage.join("files/linked")).unwrap().ino();
-    assert_eq!(std::fs::metadata(stage.join("other/linked3")).unwrap().ino(), ino);
+    assert_eq!(
+        std::fs::metadata(stage.join("other/linked3"))
+            .unwrap()
+            .ino(),
+        ino
+    );
     let variants: &[(&str, &[&str], bool)] = &[
         ("ext2", &["-t", "ext2"], false),
         ("ext3", &["-t", "ext3"], false),
@@ -215,7 +356,14 @@ fn every_ext_variant_and_a_tarball_import_faithfully() {
     ];
     for (name, args, narrow) in variants {
         let img = env.path().join(format!("{name}.img"));
-        let mut a: Vec<&str> = vec!["-q", "-F", "-d", stage.to_str().unwrap(), "-E", "root_owner=0:0"];
+        let mut a: Vec<&str> = vec![
+            "-q",
+            "-F",
+            "-d",
+            stage.to_str().unwrap(),
+            "-E",
+            "root_owner=0:0",
+        ];
         if !args.contains(&"-b") {
             a.extend_from_slice(&["-b", "4096"]); // mke2fs would pick 1 KiB blocks for a small fs
         }
@@ -225,18 +373,49 @@ fn every_ext_variant_and_a_tarball_import_faithfully() {
         if !narrow {
             // mkfs.ext4 -d (e2fsprogs 1.47) drops the epoch bits of times past 2038: put the
             // staged time back the way a running kernel would have written it.
-            tool("debugfs", &["-w", "-R", "sif /times/y2100 mtime 21000101000000", img.to_str().unwrap()]);
+            tool(
+                "debugfs",
+                &[
+                    "-w",
+                    "-R",
+                    "sif /times/y2100 mtime 21000101000000",
+                    img.to_str().unwrap(),
+                ],
+            );
         }
         let tag = format!("fidelity:{name}");
-        env.run(&["import", img.to_str().unwrap(), "--tag", &tag, "--quiet"]).ok();
+        env.run(&["import", img.to_str().unwrap(), "--tag", &tag, "--quiet"])
+            .ok();
         let mut layer = read_layer(&env, &tag);
         // mkfs.ext4 makes lost+found; the policy leaves it out. Nothing else may differ.
-        assert!(!layer.contains_key(b"lost+found".as_slice()), "{name}: lost+found left out by policy");
+        assert!(
+            !layer.contains_key(b"lost+found".as_slice()),
+            "{name}: lost+found left out by policy"
+        );
         layer.remove(b"lost+found".as_slice());
         compare(&stage, &layer, *narrow, name);
     }
     let tarball = env.path().join("stage.tar.gz");
-    tool("tar", &["--xattrs", "--xattrs-include=*", "--numeric-owner", "-C", stage.to_str().unwrap(), "-czf", tarball.to_str().unwrap(), "."]);
-    env.run(&["import", tarball.to_str().unwrap(), "--tag", "fidelity:tar", "--quiet"]).ok();
+    tool(
+        "tar",
+        &[
+            "--xattrs",
+            "--xattrs-include=*",
+            "--numeric-owner",
+            "-C",
+            stage.to_str().unwrap(),
+            "-czf",
+            tarball.to_str().unwrap(),
+            ".",
+        ],
+    );
+    env.run(&[
+        "import",
+        tarball.to_str().unwrap(),
+        "--tag",
+        "fidelity:tar",
+        "--quiet",
+    ])
+    .ok();
     compare(&stage, &read_layer(&env, "fidelity:tar"), false, "tarball");
 }

@@ -34,9 +34,18 @@ pub enum PlanError {
     #[error("{file}: several Linux roots found ({candidates}); choose one with --root")]
     SeveralRoots { file: String, candidates: String },
     #[error("{file}: --root {selector}: no volume matches (volumes: {volumes})")]
-    NoSuchRoot { file: String, selector: String, volumes: String },
+    NoSuchRoot {
+        file: String,
+        selector: String,
+        volumes: String,
+    },
     #[error("{file}: --root {selector}: volume {volume} holds {fs}, which decant cannot read")]
-    RootNotReadable { file: String, selector: String, volume: String, fs: String },
+    RootNotReadable {
+        file: String,
+        selector: String,
+        volume: String,
+        fs: String,
+    },
 }
 
 /// Choices for opening a source.
@@ -122,7 +131,8 @@ pub fn open(path: &Path, opts: &PlanOptions) -> Result<Opened, PlanError> {
 /// Tar magic (`ustar` at 257) or a compressor's magic at the start of the file.
 fn looks_like_tarball(path: &Path) -> io::Result<bool> {
     let mut head = [0u8; 512];
-    let mut f = std::fs::File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     let mut n = 0;
     while n < head.len() {
         match f.read(&mut head[n..])? {
@@ -154,7 +164,10 @@ fn open_tarball(path: &Path, opts: &PlanOptions) -> Result<Opened, PlanError> {
         expected_bytes: tree.total_bytes(),
         notes,
     };
-    Ok(Opened { plan, tree: Box::new(tree) })
+    Ok(Opened {
+        plan,
+        tree: Box::new(tree),
+    })
 }
 
 /// A volume with its filesystem, if decant can read it.
@@ -216,11 +229,18 @@ fn open_disk(path: &Path, opts: &PlanOptions) -> Result<Opened, PlanError> {
                 Err(err) => report.error = Some(err.to_string()),
             }
         }
-        found.push(Found { volume: v, report, fs });
+        found.push(Found {
+            volume: v,
+            report,
+            fs,
+        });
     }
 
     let root_idx = choose_root(&file, &found, opts.root.as_deref())?;
-    let root_fs = found[root_idx].fs.clone().expect("choose_root returns a readable volume");
+    let root_fs = found[root_idx]
+        .fs
+        .clone()
+        .expect("choose_root returns a readable volume");
     if !found[root_idx].report.is_root {
         notes.push(format!(
             "{}: no Linux root (/etc with /bin or /usr/bin) on this volume; importing the filesystem as it is",
@@ -251,7 +271,9 @@ fn open_disk(path: &Path, opts: &PlanOptions) -> Result<Opened, PlanError> {
             match fstab::classify(&e) {
                 Disposition::Root(spec) => {
                     m.status = "root".into();
-                    m.volume = spec.and_then(|s| resolve(&found, &s)).map(|i| found[i].report.name.clone());
+                    m.volume = spec
+                        .and_then(|s| resolve(&found, &s))
+                        .map(|i| found[i].report.name.clone());
                 }
                 Disposition::Skip(why) => {
                     m.status = "skipped".into();
@@ -314,7 +336,10 @@ fn open_disk(path: &Path, opts: &PlanOptions) -> Result<Opened, PlanError> {
         expected_bytes: expected,
         notes,
     };
-    Ok(Opened { plan, tree: Box::new(tree) })
+    Ok(Opened {
+        plan,
+        tree: Box::new(tree),
+    })
 }
 
 fn used_bytes(fs: &Ext4) -> u64 {
@@ -330,29 +355,47 @@ fn is_linux_root(fs: &dyn FileLookup) -> bool {
 }
 
 fn choose_root(file: &str, found: &[Found], selector: Option<&str>) -> Result<usize, PlanError> {
-    let names = || found.iter().map(|f| format!("{} ({})", f.report.name, f.report.filesystem)).collect::<Vec<_>>().join(", ");
+    let names = || {
+        found
+            .iter()
+            .map(|f| format!("{} ({})", f.report.name, f.report.filesystem))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     if let Some(sel) = selector {
         let spec = parse_root_selector(sel);
         let idx = match &spec {
             Some(s) => resolve(found, s),
             None => found.iter().position(|f| f.report.name == sel),
         }
-        .ok_or_else(|| PlanError::NoSuchRoot { file: file.into(), selector: sel.into(), volumes: names() })?;
+        .ok_or_else(|| PlanError::NoSuchRoot {
+            file: file.into(),
+            selector: sel.into(),
+            volumes: names(),
+        })?;
         if found[idx].fs.is_none() {
             return Err(PlanError::RootNotReadable {
                 file: file.into(),
                 selector: sel.into(),
                 volume: found[idx].report.name.clone(),
-                fs: found[idx].report.error.clone().unwrap_or_else(|| found[idx].report.filesystem.clone()),
+                fs: found[idx]
+                    .report
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| found[idx].report.filesystem.clone()),
             });
         }
         return Ok(idx);
     }
-    let roots: Vec<usize> = (0..found.len()).filter(|&i| found[i].report.is_root).collect();
+    let roots: Vec<usize> = (0..found.len())
+        .filter(|&i| found[i].report.is_root)
+        .collect();
     match roots.len() {
         1 => Ok(roots[0]),
         0 => {
-            let readable: Vec<usize> = (0..found.len()).filter(|&i| found[i].fs.is_some()).collect();
+            let readable: Vec<usize> = (0..found.len())
+                .filter(|&i| found[i].fs.is_some())
+                .collect();
             if readable.len() == 1 {
                 return Ok(readable[0]);
             }
@@ -365,16 +408,27 @@ fn choose_root(file: &str, found: &[Found], selector: Option<&str>) -> Result<us
                     })
                     .collect::<Vec<_>>()
                     .join("; ");
-                return Err(PlanError::NothingReadable { file: file.into(), found: what });
+                return Err(PlanError::NothingReadable {
+                    file: file.into(),
+                    found: what,
+                });
             }
             Err(PlanError::SeveralRoots {
                 file: file.into(),
-                candidates: readable.iter().map(|&i| found[i].report.name.clone()).collect::<Vec<_>>().join(", "),
+                candidates: readable
+                    .iter()
+                    .map(|&i| found[i].report.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })
         }
         _ => Err(PlanError::SeveralRoots {
             file: file.into(),
-            candidates: roots.iter().map(|&i| describe(&found[i].report)).collect::<Vec<_>>().join(", "),
+            candidates: roots
+                .iter()
+                .map(|&i| describe(&found[i].report))
+                .collect::<Vec<_>>()
+                .join(", "),
         }),
     }
 }
@@ -419,7 +473,11 @@ fn resolve(found: &[Found], spec: &DeviceSpec) -> Option<usize> {
         DeviceSpec::Label(l) => f.report.label.as_deref() == Some(l.as_str()),
         DeviceSpec::PartUuid(u) => eq(&f.report.partuuid, u),
         DeviceSpec::PartLabel(l) => f.report.partlabel.as_deref() == Some(l.as_str()),
-        DeviceSpec::Lvm(vg, lv) => f.volume.lvm.as_ref().is_some_and(|(v, l)| v == vg && l == lv),
+        DeviceSpec::Lvm(vg, lv) => f
+            .volume
+            .lvm
+            .as_ref()
+            .is_some_and(|(v, l)| v == vg && l == lv),
         // One disk is imported at a time: sdaN, vdaN, ... name partition N of it.
         DeviceSpec::Partition { number, .. } => {
             f.volume.lvm.is_none() && f.report.scheme != "none" && f.volume.index == *number

@@ -60,6 +60,9 @@ fn prune(ctx: &Context, a: PruneArgs) -> Result<()> {
         println!("{l}");
     }
     let gc = store.gc()?;
-    println!("Total reclaimed space: {}", crate::output::docker_size(gc.bytes_freed));
+    println!(
+        "Total reclaimed space: {}",
+        crate::output::docker_size(gc.bytes_freed)
+    );
     Ok(())
 }

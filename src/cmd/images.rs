@@ -44,10 +44,19 @@ pub fn rows_of(rec: &ImageRecord) -> Vec<(String, String)> {
         return vec![("<none>".into(), "<none>".into())];
     }
     if refs.is_empty() {
-        return rec.refs.iter().map(|r| (r.clone(), "<none>".into())).collect();
+        return rec
+            .refs
+            .iter()
+            .map(|r| (r.clone(), "<none>".into()))
+            .collect();
     }
     refs.iter()
-        .map(|r| (r.familiar_repository(), r.tag().unwrap_or("<none>").to_string()))
+        .map(|r| {
+            (
+                r.familiar_repository(),
+                r.tag().unwrap_or("<none>").to_string(),
+            )
+        })
         .collect()
 }
 
@@ -56,7 +65,10 @@ pub fn run(ctx: &Context, a: Args) -> Result<()> {
     let mut records = store.images()?;
     records.sort_by(|x, y| y.created.cmp(&x.created));
     let filter = a.filter.as_deref().map(Reference::parse).transpose()?;
-    let has_tag = a.filter.as_deref().is_some_and(|f| f.rsplit('/').next().is_some_and(|l| l.contains(':')));
+    let has_tag = a
+        .filter
+        .as_deref()
+        .is_some_and(|f| f.rsplit('/').next().is_some_and(|l| l.contains(':')));
     let mut rows = Vec::new();
     for rec in &records {
         for (repo, tag) in rows_of(rec) {
@@ -83,7 +95,13 @@ pub fn run(ctx: &Context, a: Args) -> Result<()> {
         Some(f) => anyhow::bail!("--format {f}: only json is supported"),
         None => {}
     }
-    let short = |id: &str| if a.no_trunc { id.to_string() } else { super::import::short_id(id).to_string() };
+    let short = |id: &str| {
+        if a.no_trunc {
+            id.to_string()
+        } else {
+            super::import::short_id(id).to_string()
+        }
+    };
     if a.quiet {
         let mut seen = std::collections::HashSet::new();
         for r in &rows {
@@ -104,7 +122,11 @@ pub fn run(ctx: &Context, a: Args) -> Result<()> {
         if a.digests {
             cells.push(r.digest);
         }
-        cells.extend([short(&r.id), output::ago(&r.created_at), output::docker_size(r.size)]);
+        cells.extend([
+            short(&r.id),
+            output::ago(&r.created_at),
+            output::docker_size(r.size),
+        ]);
         t.row(cells);
     }
     t.print();

@@ -75,11 +75,23 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, a: Args) -> Result<()> {
-    let tag = a.tag.as_deref().map(Reference::parse).transpose().context("--tag")?;
-    let compression: Compression = a.compression.parse().map_err(|e| anyhow::anyhow!("--compression: {e}"))?;
+    let tag = a
+        .tag
+        .as_deref()
+        .map(Reference::parse)
+        .transpose()
+        .context("--tag")?;
+    let compression: Compression = a
+        .compression
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--compression: {e}"))?;
     let clamp = match a.timestamp {
         Some(t) => Some(t),
-        None => std::env::var("SOURCE_DATE_EPOCH").ok().map(|v| v.trim().parse::<i64>()).transpose().context("SOURCE_DATE_EPOCH is not a number")?,
+        None => std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .map(|v| v.trim().parse::<i64>())
+            .transpose()
+            .context("SOURCE_DATE_EPOCH is not a number")?,
     };
     let json = match a.format.as_deref() {
         None => false,
@@ -89,10 +101,13 @@ pub fn run(ctx: &Context, a: Args) -> Result<()> {
     let store = ctx.open_store()?;
     let opts = PlanOptions {
         root: a.root.clone(),
-        disk: import::disk::DiskOptions { parent: a.parent.clone() },
+        disk: import::disk::DiskOptions {
+            parent: a.parent.clone(),
+        },
         spool_dir: store.temp_dir(),
     };
-    let opened = plan::open(&a.source, &opts).with_context(|| format!("importing {}", a.source.display()))?;
+    let opened = plan::open(&a.source, &opts)
+        .with_context(|| format!("importing {}", a.source.display()))?;
     if a.dry_run {
         if json {
             println!("{}", serde_json::to_string_pretty(&opened.plan)?);
@@ -127,9 +142,11 @@ pub fn run(ctx: &Context, a: Args) -> Result<()> {
     let bar = show_bar.then(|| {
         let pb = indicatif::ProgressBar::new(expected.max(1));
         pb.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} {wide_bar} {bytes_per_sec} {eta}")
-                .expect("static template")
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {bytes}/{total_bytes} {wide_bar} {bytes_per_sec} {eta}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
         );
         pb
     });
@@ -170,7 +187,13 @@ fn print_summary(r: &ImportReport) {
     let p = &r.plan;
     let mut what = format!("{}", p.source.display());
     if let Some(d) = &p.disk {
-        what.push_str(&format!(" ({} {}, {} virtual, {})", d.format, d.subformat, output::bytes(d.virtual_size), p.scheme));
+        what.push_str(&format!(
+            " ({} {}, {} virtual, {})",
+            d.format,
+            d.subformat,
+            output::bytes(d.virtual_size),
+            p.scheme
+        ));
     } else {
         what.push_str(&format!(" ({})", p.kind));
     }
@@ -180,13 +203,26 @@ fn print_summary(r: &ImportReport) {
     }
     for m in &p.mounts {
         match m.status.as_str() {
-            "grafted" => eprintln!("  grafted {} from volume {}", m.mountpoint, m.volume.as_deref().unwrap_or("?")),
-            "unresolved" => eprintln!("  not grafted: {} ({}): {}", m.mountpoint, m.spec, m.reason.as_deref().unwrap_or("")),
+            "grafted" => eprintln!(
+                "  grafted {} from volume {}",
+                m.mountpoint,
+                m.volume.as_deref().unwrap_or("?")
+            ),
+            "unresolved" => eprintln!(
+                "  not grafted: {} ({}): {}",
+                m.mountpoint,
+                m.spec,
+                m.reason.as_deref().unwrap_or("")
+            ),
             _ => {}
         }
     }
     if let Some(g) = &p.guest {
-        let os = g.os_release.as_ref().and_then(|o| o.pretty_name.clone()).unwrap_or_else(|| g.os.clone());
+        let os = g
+            .os_release
+            .as_ref()
+            .and_then(|o| o.pretty_name.clone())
+            .unwrap_or_else(|| g.os.clone());
         eprintln!("  guest: {os}, {}", g.architecture);
     }
     for n in &p.notes {
@@ -195,11 +231,19 @@ fn print_summary(r: &ImportReport) {
     if !r.policy.excluded.is_empty() {
         eprintln!("Left out (a VM is not a container; --keep-boot, --keep-modules, --include change this):");
         for g in &r.policy.excluded {
-            eprintln!("  {:<48} {:>7} files {:>11}", g.reason, g.count, output::bytes(g.bytes));
+            eprintln!(
+                "  {:<48} {:>7} files {:>11}",
+                g.reason,
+                g.count,
+                output::bytes(g.bytes)
+            );
         }
     }
     for (path, size) in &r.policy.truncated {
-        eprintln!("  truncated {path}: hole-filled log of apparent size {}", output::bytes(*size));
+        eprintln!(
+            "  truncated {path}: hole-filled log of apparent size {}",
+            output::bytes(*size)
+        );
     }
     for s in &r.layer.skipped {
         eprintln!("  skipped: {s}");
@@ -218,7 +262,11 @@ fn print_summary(r: &ImportReport) {
         None => eprintln!("Image {} (untagged)", short_id(&r.image_id)),
     }
     let secs = r.elapsed.as_secs_f64().max(1e-9);
-    eprintln!("Done in {} ({}/s read)", output::duration(r.elapsed), output::bytes((r.bytes_read as f64 / secs) as u64));
+    eprintln!(
+        "Done in {} ({}/s read)",
+        output::duration(r.elapsed),
+        output::bytes((r.bytes_read as f64 / secs) as u64)
+    );
 }
 
 pub fn short_id(id: &str) -> &str {

@@ -27,8 +27,13 @@ pub struct Args {
 pub fn run(ctx: &Context, a: Args) -> Result<()> {
     let spool = std::env::temp_dir();
     let _ = ctx;
-    let opts = PlanOptions { root: a.root, disk: import::disk::DiskOptions { parent: a.parent }, spool_dir: spool };
-    let opened = plan::open(&a.disk, &opts).with_context(|| format!("inspecting {}", a.disk.display()))?;
+    let opts = PlanOptions {
+        root: a.root,
+        disk: import::disk::DiskOptions { parent: a.parent },
+        spool_dir: spool,
+    };
+    let opened =
+        plan::open(&a.disk, &opts).with_context(|| format!("inspecting {}", a.disk.display()))?;
     match a.format.as_deref() {
         Some("json") => println!("{}", serde_json::to_string_pretty(&opened.plan)?),
         None => print_plan(&opened.plan),
@@ -41,16 +46,35 @@ pub fn run(ctx: &Context, a: Args) -> Result<()> {
 pub fn print_plan(p: &Plan) {
     println!("Source:     {}", p.source.display());
     if let Some(d) = &p.disk {
-        println!("Format:     {} ({}), virtual size {}", d.format, d.subformat, output::bytes(d.virtual_size));
+        println!(
+            "Format:     {} ({}), virtual size {}",
+            d.format,
+            d.subformat,
+            output::bytes(d.virtual_size)
+        );
         let mut b = d.backing.as_deref();
         while let Some(parent) = b {
-            println!("Backing:    {} ({} {})", parent.file.display(), parent.format, parent.subformat);
+            println!(
+                "Backing:    {} ({} {})",
+                parent.file.display(),
+                parent.format,
+                parent.subformat
+            );
             b = parent.backing.as_deref();
         }
     }
     println!("Table:      {}", p.scheme);
     if !p.volumes.is_empty() {
-        let mut t = Table::new(&["VOLUME", "START", "SIZE", "TYPE", "FILESYSTEM", "LABEL", "UUID", "ROOT"]);
+        let mut t = Table::new(&[
+            "VOLUME",
+            "START",
+            "SIZE",
+            "TYPE",
+            "FILESYSTEM",
+            "LABEL",
+            "UUID",
+            "ROOT",
+        ]);
         for v in &p.volumes {
             t.row(vec![
                 v.name.clone(),
@@ -60,7 +84,11 @@ pub fn print_plan(p: &Plan) {
                 v.filesystem.clone(),
                 v.label.clone().unwrap_or_default(),
                 v.uuid.clone().unwrap_or_default(),
-                if v.is_root { "yes".into() } else { String::new() },
+                if v.is_root {
+                    "yes".into()
+                } else {
+                    String::new()
+                },
             ]);
         }
         println!();
@@ -87,9 +115,21 @@ pub fn print_plan(p: &Plan) {
     }
     if let Some(g) = &p.guest {
         println!();
-        let os = g.os_release.as_ref().and_then(|o| o.pretty_name.clone()).unwrap_or_else(|| "unknown".into());
+        let os = g
+            .os_release
+            .as_ref()
+            .and_then(|o| o.pretty_name.clone())
+            .unwrap_or_else(|| "unknown".into());
         println!("OS:         {os}");
-        println!("Arch:       {}/{}{}", g.os, g.architecture, g.variant.as_ref().map(|v| format!("/{v}")).unwrap_or_default());
+        println!(
+            "Arch:       {}/{}{}",
+            g.os,
+            g.architecture,
+            g.variant
+                .as_ref()
+                .map(|v| format!("/{v}"))
+                .unwrap_or_default()
+        );
     }
     for n in &p.notes {
         println!("Note:       {n}");

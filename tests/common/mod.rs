@@ -29,14 +29,23 @@ impl Run {
     }
     #[track_caller]
     pub fn ok(self) -> Run {
-        assert_eq!(self.status, 0, "command failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.status, 0,
+            "command failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
 
 impl Env {
     pub fn new() -> Env {
-        Env { dir: tempfile::Builder::new().prefix("decant-e2e").tempdir().expect("tempdir") }
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("decant-e2e")
+                .tempdir()
+                .expect("tempdir"),
+        }
     }
     pub fn path(&self) -> &Path {
         self.dir.path()
@@ -46,18 +55,30 @@ impl Env {
     }
     pub fn decant(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_decant"));
-        c.env("DECANT_ROOT", self.store()).env_remove("SOURCE_DATE_EPOCH").current_dir(self.path());
+        c.env("DECANT_ROOT", self.store())
+            .env_remove("SOURCE_DATE_EPOCH")
+            .current_dir(self.path());
         c
     }
     /// Runs decant with `args`; stdin is empty.
     pub fn run(&self, args: &[&str]) -> Run {
-        Run::from(self.decant().args(args).stdin(Stdio::null()).output().expect("spawn decant"))
+        Run::from(
+            self.decant()
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("spawn decant"),
+        )
     }
     /// Index.json and the blob names: what "the store did not change" compares.
     pub fn store_state(&self) -> (String, Vec<String>) {
         let index = std::fs::read_to_string(self.store().join("index.json")).unwrap_or_default();
         let mut blobs: Vec<String> = std::fs::read_dir(self.store().join("blobs/sha256"))
-            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         blobs.sort();
         (index, blobs)
@@ -85,7 +106,11 @@ pub fn tool(cmd: &str, args: &[&str]) -> String {
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -110,7 +135,10 @@ pub fn example() -> &'static Path {
         let f = std::fs::File::create(&lock).expect("lock file");
         f.lock().expect("lock");
         if !dir.join("disk.qcow2").exists() {
-            tool("bash", &[script.to_str().expect("utf8"), dir.to_str().expect("utf8")]);
+            tool(
+                "bash",
+                &[script.to_str().expect("utf8"), dir.to_str().expect("utf8")],
+            );
         }
         dir
     })
@@ -140,7 +168,12 @@ pub fn walk(root: &Path) -> BTreeMap<Vec<u8>, Meta> {
             let e = e.expect("dirent");
             let p = e.path();
             let md = std::fs::symlink_metadata(&p).expect("lstat");
-            let rel = p.strip_prefix(root).expect("prefix").as_os_str().as_bytes().to_vec();
+            let rel = p
+                .strip_prefix(root)
+                .expect("prefix")
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
             let ft = md.file_type();
             let kind = if ft.is_dir() {
                 'd'
@@ -161,10 +194,19 @@ pub fn walk(root: &Path) -> BTreeMap<Vec<u8>, Meta> {
                 }
             };
             let sha256 = (kind == '-').then(|| sha256_file(&p));
-            let target = (kind == 'l').then(|| std::fs::read_link(&p).expect("readlink").as_os_str().as_bytes().to_vec());
+            let target = (kind == 'l').then(|| {
+                std::fs::read_link(&p)
+                    .expect("readlink")
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec()
+            });
             let rdev = matches!(kind, 'c' | 'b').then(|| {
                 let r = md.rdev();
-                (((r >> 8) & 0xfff) as u32 | ((r >> 32) & !0xfff) as u32, ((r & 0xff) | ((r >> 12) & !0xff)) as u32)
+                (
+                    ((r >> 8) & 0xfff) as u32 | ((r >> 32) & !0xfff) as u32,
+                    ((r & 0xff) | ((r >> 12) & !0xff)) as u32,
+                )
             });
             out.insert(
                 rel,
@@ -190,13 +232,26 @@ pub fn walk(root: &Path) -> BTreeMap<Vec<u8>, Meta> {
 
 pub fn sha256_file(p: &Path) -> String {
     let out = tool("sha256sum", &[p.to_str().expect("utf8 path")]);
-    out.split_whitespace().next().unwrap_or_default().to_string()
+    out.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// `getfattr -R -d -m -` of a tree: relative path → sorted (name, hex value).
 pub fn xattrs(root: &Path) -> BTreeMap<String, Vec<(String, String)>> {
     let o = Command::new("getfattr")
-        .args(["-R", "-P", "-h", "-d", "-m", "-", "-e", "hex", "--absolute-names"])
+        .args([
+            "-R",
+            "-P",
+            "-h",
+            "-d",
+            "-m",
+            "-",
+            "-e",
+            "hex",
+            "--absolute-names",
+        ])
         .arg(root)
         .output()
         .expect("getfattr (package attr) could not run; .ci/run installs it");
@@ -209,7 +264,9 @@ pub fn xattrs(root: &Path) -> BTreeMap<String, Vec<(String, String)>> {
             current = f.strip_prefix(&prefix).unwrap_or(f).to_string();
         } else if let Some((k, v)) = line.split_once('=') {
             if k != "security.selinux" {
-                out.entry(current.clone()).or_default().push((k.to_string(), v.to_string()));
+                out.entry(current.clone())
+                    .or_default()
+                    .push((k.to_string(), v.to_string()));
             }
         }
     }

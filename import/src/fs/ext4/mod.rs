@@ -92,6 +92,8 @@ pub struct Ext4Info {
     pub label: String,
     pub block_size: u32,
     pub size_bytes: u64,
+    /// Bytes in use, from the superblock's free-block count (a hint: may be stale).
+    pub used_bytes: u64,
     pub inodes: u64,
     /// True when a dirty journal was replayed (in memory) before reading.
     pub journal_replayed: bool,
@@ -240,6 +242,7 @@ impl Ext4 {
             label: sb.label_string(),
             block_size: sb.block_size,
             size_bytes: sb.blocks_count * u64::from(sb.block_size),
+            used_bytes: (sb.blocks_count - sb.free_blocks) * u64::from(sb.block_size),
             inodes: u64::from(sb.inodes_count),
             journal_replayed: self.fs.journal_replayed,
             features: sb.features(),

@@ -94,6 +94,9 @@ const RO_COMPAT_NAMES: &[(u32, &str)] = &[
 pub(crate) struct Superblock {
     pub inodes_count: u32,
     pub blocks_count: u64,
+    /// s_free_blocks_count (lo + hi): only a hint (the kernel updates it lazily), used for the
+    /// progress bar's total.
+    pub free_blocks: u64,
     pub first_data_block: u32,
     pub block_size: u32,
     pub blocks_per_group: u32,
@@ -170,6 +173,12 @@ impl Superblock {
             0
         };
         let blocks_count = u64::from(le32(raw, 0x4)) | (blocks_hi << 32);
+        let free_hi = if incompat & INCOMPAT_64BIT != 0 {
+            u64::from(le32(raw, 0x158))
+        } else {
+            0
+        };
+        let free_blocks = (u64::from(le32(raw, 0xC)) | (free_hi << 32)).min(blocks_count);
         let first_data_block = le32(raw, 0x14);
         let blocks_per_group = le32(raw, 0x20);
         let inodes_per_group = le32(raw, 0x28);
@@ -236,6 +245,7 @@ impl Superblock {
         Ok(Superblock {
             inodes_count,
             blocks_count,
+            free_blocks,
             first_data_block,
             block_size,
             blocks_per_group,
