@@ -19,7 +19,6 @@ if [ ! -e "$WORK/.rootfs-done" ]; then
   printf '#!/bin/sh\nexit 101\n' > "$R/usr/sbin/policy-rc.d"; chmod +x "$R/usr/sbin/policy-rc.d"
   for m in proc sys dev dev/pts; do mount --bind "/$m" "$R/$m"; done
   trap 'for m in dev/pts dev sys proc; do umount -l "$R/$m" 2>/dev/null || true; done' EXIT
-  mkdir -p "$R/etc/initramfs-tools"; echo 'MODULES=most' > "$R/etc/initramfs-tools/initramfs.conf"
   chroot "$R" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Options::=--force-confold --no-install-recommends systemd-sysv cron openssh-server rsyslog nginx-light \
       linux-image-amd64 iputils-ping >"$WORK/apt.log" 2>&1
   chroot "$R" systemctl enable ssh cron rsyslog nginx >/dev/null 2>&1 || true
