@@ -95,3 +95,6 @@ pub struct DiskOptions {
 pub trait DiskImage: BlockSource {
     fn info(&self) -> DiskInfo;
 }
+
+pub mod qcow2;
+pub mod vdi;
