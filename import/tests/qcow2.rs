@@ -78,7 +78,9 @@ fn compare(disk: Arc<dyn DiskImage>, want: &[u8]) {
             std::thread::spawn(move || {
                 let mut x = 12345 + t;
                 for _ in 0..300 {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     let len = ((x >> 20) % 200_000) as usize + 1;
                     let off = ((x >> 40) as usize) % (want.len() - len);
                     let mut b = vec![0u8; len];
@@ -186,7 +188,11 @@ fn cluster_2m_compressed() {
 fn external_data_file() {
     let dir = TempDir::new().unwrap();
     let data = dir.path().join("disk.data");
-    let img = convert(dir.path(), "df.qcow2", &["-o", &format!("data_file={}", p(&data))]);
+    let img = convert(
+        dir.path(),
+        "df.qcow2",
+        &["-o", &format!("data_file={}", p(&data))],
+    );
     let want = oracle(dir.path(), &img);
     let disk = qcow2::open(&img, &DiskOptions::default()).unwrap();
     assert!(disk.info().notes.iter().any(|n| n.contains("data file")));
@@ -204,15 +210,40 @@ fn backing_chain_depth_3() {
     let top = d.join("top.qcow2");
     run(
         "qemu-img",
-        &["create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", p(&mid)],
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            p(&mid),
+        ],
     );
     run(
         "qemu-io",
-        &["-c", "write -P 0x5a 1M 64k", "-c", "write -P 0x11 3000k 100k", p(&mid)],
+        &[
+            "-c",
+            "write -P 0x5a 1M 64k",
+            "-c",
+            "write -P 0x11 3000k 100k",
+            p(&mid),
+        ],
     );
     run(
         "qemu-img",
-        &["create", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", p(&top), "12M"],
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            "mid.qcow2",
+            "-F",
+            "qcow2",
+            p(&top),
+            "12M",
+        ],
     );
     run(
         "qemu-io",
@@ -245,7 +276,16 @@ fn raw_backing() {
     let top = d.join("top.qcow2");
     run(
         "qemu-img",
-        &["create", "-f", "qcow2", "-b", "disk.raw", "-F", "raw", p(&top)],
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            "disk.raw",
+            "-F",
+            "raw",
+            p(&top),
+        ],
     );
     run("qemu-io", &["-c", "write -P 0x5a 1M 64k", p(&top)]);
     let want = oracle(d, &top);
@@ -263,7 +303,15 @@ fn extended_l2_overlay_subclusters() {
     run(
         "qemu-img",
         &[
-            "create", "-f", "qcow2", "-o", "extended_l2=on", "-b", "base.qcow2", "-F", "qcow2",
+            "create",
+            "-f",
+            "qcow2",
+            "-o",
+            "extended_l2=on",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
             p(&top),
         ],
     );
@@ -306,7 +354,8 @@ fn read_all(disk: &dyn DiskImage) -> Result<(), String> {
     let mut off = 0;
     while off < disk.len() {
         let n = (disk.len() - off).min(MIB as u64) as usize;
-        disk.read_at(off, &mut buf[..n]).map_err(|e| e.to_string())?;
+        disk.read_at(off, &mut buf[..n])
+            .map_err(|e| e.to_string())?;
         off += n as u64;
     }
     Ok(())
@@ -375,14 +424,22 @@ fn hostile_data_into_header() {
     let img = fixture(dir.path());
     let hdr = std::fs::read(&img).unwrap();
     let l1 = u64::from_be_bytes(hdr[40..48].try_into().unwrap()) as usize;
-    let l2 = (u64::from_be_bytes(hdr[l1..l1 + 8].try_into().unwrap()) & 0x00ff_ffff_ffff_fe00) as u64;
+    let l2 =
+        (u64::from_be_bytes(hdr[l1..l1 + 8].try_into().unwrap()) & 0x00ff_ffff_ffff_fe00) as u64;
     patch(&img, l2, &0x8000_0000_0000_0000u64.to_be_bytes()); // copied flag, host 0
-    patch(&img, l2 + 8, &(0x8000_0000_0000_0000u64 | 4096).to_be_bytes()); // unaligned
+    patch(
+        &img,
+        l2 + 8,
+        &(0x8000_0000_0000_0000u64 | 4096).to_be_bytes(),
+    ); // unaligned
     let disk = qcow2::open(&img, &DiskOptions::default()).unwrap();
     let mut b = vec![0u8; 65536];
     disk.read_at(0, &mut b).unwrap(); // host 0 without a data file = unallocated
     let e = disk.read_at(65536, &mut b).unwrap_err().to_string();
-    assert!(e.contains("not cluster-aligned") && e.contains(p(&img)), "{e}");
+    assert!(
+        e.contains("not cluster-aligned") && e.contains(p(&img)),
+        "{e}"
+    );
 }
 
 #[test]
@@ -418,7 +475,16 @@ fn hostile_backing_cycle() {
     run("qemu-img", &["create", "-f", "qcow2", p(&a), "1M"]);
     run(
         "qemu-img",
-        &["create", "-f", "qcow2", "-b", "a.qcow2", "-F", "qcow2", p(&b)],
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            "a.qcow2",
+            "-F",
+            "qcow2",
+            p(&b),
+        ],
     );
     run(
         "qemu-img",
@@ -457,11 +523,23 @@ fn vmdk_backing_refused() {
     let dir = TempDir::new().unwrap();
     let d = dir.path();
     let raw = raw_disk(d);
-    run("qemu-img", &["convert", "-O", "vmdk", p(&raw), p(&d.join("b.vmdk"))]);
+    run(
+        "qemu-img",
+        &["convert", "-O", "vmdk", p(&raw), p(&d.join("b.vmdk"))],
+    );
     let top = d.join("top.qcow2");
     run(
         "qemu-img",
-        &["create", "-f", "qcow2", "-b", "b.vmdk", "-F", "vmdk", p(&top)],
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            "b.vmdk",
+            "-F",
+            "vmdk",
+            p(&top),
+        ],
     );
     let e = open_err(&top);
     assert!(e.contains("unsupported") && e.contains("vmdk"), "{e}");
@@ -500,7 +578,8 @@ fn hostile_byte_flips() {
     let img = convert(dir.path(), "f.qcow2", &["-c"]);
     let orig = std::fs::read(&img).unwrap();
     let l1 = u64::from_be_bytes(orig[40..48].try_into().unwrap()) as usize;
-    let l2 = (u64::from_be_bytes(orig[l1..l1 + 8].try_into().unwrap()) & 0x00ff_ffff_ffff_fe00) as usize;
+    let l2 =
+        (u64::from_be_bytes(orig[l1..l1 + 8].try_into().unwrap()) & 0x00ff_ffff_ffff_fe00) as usize;
     let t = Instant::now();
     let spots: Vec<usize> = (0..1024)
         .chain(l1..l1 + 64)
@@ -509,14 +588,13 @@ fn hostile_byte_flips() {
     let mut buf = vec![0u8; 256 * 1024];
     for at in spots {
         for flip in [0xffu8, 0x80, 0x01] {
-            let mut bad = orig.clone();
-            bad[at] ^= flip;
-            std::fs::write(&img, &bad).unwrap();
+            patch(&img, at as u64, &[orig[at] ^ flip]);
             if let Ok(disk) = qcow2::open(&img, &DiskOptions::default()) {
                 let _ = disk.read_at(0, &mut buf);
                 let _ = disk.read_at(3 * MIB as u64, &mut buf);
             }
+            patch(&img, at as u64, &[orig[at]]);
         }
     }
-    assert!(t.elapsed().as_secs() < 60, "flips took {:?}", t.elapsed());
+    assert!(t.elapsed().as_secs() < 20, "flips took {:?}", t.elapsed());
 }

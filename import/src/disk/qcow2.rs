@@ -151,9 +151,7 @@ impl QcowReader {
     /// cycle detection and the depth cap.
     fn open_chain(path: &Path, chain: &mut Vec<PathBuf>) -> Result<QcowReader, DiskError> {
         let name = path.display().to_string();
-        let canonical = path
-            .canonicalize()
-            .map_err(|e| DiskError::io(&name, e))?;
+        let canonical = path.canonicalize().map_err(|e| DiskError::io(&name, e))?;
         if chain.contains(&canonical) {
             let list: Vec<String> = chain.iter().map(|p| p.display().to_string()).collect();
             return Err(DiskError::corrupt(
@@ -176,10 +174,7 @@ impl QcowReader {
         chain.push(canonical);
 
         let file = File::open(path).map_err(|e| DiskError::io(&name, e))?;
-        let file_size = file
-            .metadata()
-            .map_err(|e| DiskError::io(&name, e))?
-            .len();
+        let file_size = file.metadata().map_err(|e| DiskError::io(&name, e))?.len();
         let corrupt = |structure: &'static str, offset: u64, problem: String| {
             DiskError::corrupt(&name, structure, offset, problem)
         };
@@ -245,7 +240,9 @@ impl QcowReader {
                 return Err(corrupt(
                     "qcow2 header",
                     100,
-                    format!("header_length {header_len} is not a multiple of 8 in 104..=cluster size"),
+                    format!(
+                        "header_length {header_len} is not a multiple of 8 in 104..=cluster size"
+                    ),
                 ));
             }
             let ctype = if header_len > 104 { hdr[104] } else { 0 };
@@ -266,7 +263,9 @@ impl QcowReader {
         if unknown != 0 {
             return Err(DiskError::unsupported(
                 &name,
-                format!("qcow2 incompatible feature bits {unknown:#x} at header offset 72 are unknown"),
+                format!(
+                    "qcow2 incompatible feature bits {unknown:#x} at header offset 72 are unknown"
+                ),
             ));
         }
         if incompat & INCOMPAT_DIRTY != 0 {
@@ -365,7 +364,10 @@ impl QcowReader {
             };
             let df_path = beside(path, &df);
             let f = File::open(&df_path).map_err(|e| {
-                DiskError::io(&name, io::Error::new(e.kind(), format!("data file {}: {e}", df_path.display())))
+                DiskError::io(
+                    &name,
+                    io::Error::new(e.kind(), format!("data file {}: {e}", df_path.display())),
+                )
             })?;
             let len = f.metadata().map_err(|e| DiskError::io(&name, e))?.len();
             notes.push(format!("external data file {}", df_path.display()));
@@ -404,7 +406,10 @@ impl QcowReader {
                     format!("l1_table_offset {l1_offset} is not a cluster-aligned offset after the header"),
                 ));
             }
-            if l1_offset.checked_add(l1_bytes).is_none_or(|e| e > file_size) {
+            if l1_offset
+                .checked_add(l1_bytes)
+                .is_none_or(|e| e > file_size)
+            {
                 return Err(corrupt(
                     "qcow2 L1 table",
                     40,
@@ -415,10 +420,7 @@ impl QcowReader {
         let mut raw_l1 = vec![0u8; l1_bytes as usize];
         file.read_exact_at(&mut raw_l1, l1_offset)
             .map_err(|e| DiskError::io(&name, e))?;
-        let l1: Vec<u64> = raw_l1
-            .chunks_exact(8)
-            .map(|c| be64(c, 0))
-            .collect();
+        let l1: Vec<u64> = raw_l1.chunks_exact(8).map(|c| be64(c, 0)).collect();
 
         // Backing file.
         let mut backing: Option<Arc<dyn DiskImage>> = None;
@@ -437,14 +439,21 @@ impl QcowReader {
                 return Err(corrupt(
                     "qcow2 backing file name",
                     8,
-                    format!("{backing_len} bytes at {backing_offset} are outside the first cluster"),
+                    format!(
+                        "{backing_len} bytes at {backing_offset} are outside the first cluster"
+                    ),
                 ));
             }
             let mut raw = vec![0u8; backing_len as usize];
             file.read_exact_at(&mut raw, backing_offset)
                 .map_err(|e| DiskError::io(&name, e))?;
             let bname = String::from_utf8_lossy(&raw).into_owned();
-            backing = Some(open_backing(path, &bname, backing_format.as_deref(), chain)?);
+            backing = Some(open_backing(
+                path,
+                &bname,
+                backing_format.as_deref(),
+                chain,
+            )?);
         }
 
         let capacity = (L2_CACHE_BYTES >> cluster_bits).clamp(4, 1024) as usize;
@@ -565,7 +574,10 @@ impl QcowReader {
                     "compressed cluster in an image with an external data file".into(),
                 ));
             }
-            return Ok((State::Compressed(entry & !(COPIED | COMPRESSED)), to_cluster_end));
+            return Ok((
+                State::Compressed(entry & !(COPIED | COMPRESSED)),
+                to_cluster_end,
+            ));
         }
         let allocated = host != 0 || (self.data_file.is_some() && entry & COPIED != 0);
         if allocated {
@@ -621,15 +633,18 @@ impl QcowReader {
     /// the file that holds it.
     fn check_host(&self, host: u64, pos: u64) -> io::Result<()> {
         let cs = self.cluster_size();
-        let (size, what) = match &self.data_file {
-            Some((_, len)) => (*len, "data file"),
-            None => (self.file_size, "file"),
-        };
+        let (size, what) = self.host_file_size();
         let problem = if host % cs != 0 {
-            Some(format!("data cluster for guest offset {pos} at host {host} is not cluster-aligned"))
+            Some(format!(
+                "data cluster for guest offset {pos} at host {host} is not cluster-aligned"
+            ))
         } else if self.data_file.is_none() && host < cs {
-            Some(format!("data cluster for guest offset {pos} points into the header"))
-        } else if host.checked_add(cs).is_none_or(|e| e > size) {
+            Some(format!(
+                "data cluster for guest offset {pos} points into the header"
+            ))
+        } else if host >= size {
+            // Only the start is checked here: qemu may end the file inside the last cluster
+            // (subclusters), so the bytes actually read are checked in `read_host`.
             Some(format!(
                 "data cluster for guest offset {pos} at host {host} is past the end of the {what} ({size} bytes)"
             ))
@@ -642,7 +657,26 @@ impl QcowReader {
         }
     }
 
-    fn read_host(&self, host: u64, buf: &mut [u8]) -> io::Result<()> {
+    fn host_file_size(&self) -> (u64, &'static str) {
+        match &self.data_file {
+            Some((_, len)) => (*len, "data file"),
+            None => (self.file_size, "file"),
+        }
+    }
+
+    /// Reads guest data stored at `host`; `pos` is its guest offset, for errors.
+    fn read_host(&self, host: u64, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+        let (size, what) = self.host_file_size();
+        if host.checked_add(buf.len() as u64).is_none_or(|e| e > size) {
+            return Err(self.corrupt(
+                "qcow2 L2 entry",
+                pos,
+                format!(
+                    "data for guest offset {pos} ({} bytes at host {host}) is past the end of the {what} ({size} bytes)",
+                    buf.len()
+                ),
+            ));
+        }
         let f = match &self.data_file {
             Some((f, _)) => f,
             None => &self.file,
@@ -650,7 +684,11 @@ impl QcowReader {
         f.read_exact_at(buf, host).map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("{}: reading {} bytes at host offset {host}: {e}", self.name, buf.len()),
+                format!(
+                    "{}: reading {} bytes at host offset {host}: {e}",
+                    self.name,
+                    buf.len()
+                ),
             )
         })
     }
@@ -658,7 +696,10 @@ impl QcowReader {
     /// The decompressed bytes of the cluster described by `desc`.
     fn decompress(&self, desc: u64, pos: u64) -> io::Result<Arc<Vec<u8>>> {
         {
-            let last = self.last_compressed.lock().unwrap_or_else(|p| p.into_inner());
+            let last = self
+                .last_compressed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if let Some((d, data)) = &*last {
                 if *d == desc {
                     return Ok(data.clone());
@@ -704,7 +745,10 @@ impl QcowReader {
             ));
         }
         let out = Arc::new(out);
-        *self.last_compressed.lock().unwrap_or_else(|p| p.into_inner()) = Some((desc, out.clone()));
+        *self
+            .last_compressed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((desc, out.clone()));
         Ok(out)
     }
 }
@@ -734,7 +778,7 @@ impl BlockSource for QcowReader {
                     Some((h, s, l)) if *h + *l as u64 == host && *s + *l == done => *l += n,
                     _ => {
                         if let Some((h, s, l)) = run.take() {
-                            self.read_host(h, &mut buf[s..s + l])?;
+                            self.read_host(h, offset + s as u64, &mut buf[s..s + l])?;
                         }
                         run = Some((host, done, n));
                     }
@@ -743,7 +787,7 @@ impl BlockSource for QcowReader {
                 continue;
             }
             if let Some((h, s, l)) = run.take() {
-                self.read_host(h, &mut buf[s..s + l])?;
+                self.read_host(h, offset + s as u64, &mut buf[s..s + l])?;
             }
             let out = &mut buf[done..done + n];
             match state {
@@ -753,7 +797,9 @@ impl BlockSource for QcowReader {
                     Some(b) => {
                         let blen = b.len();
                         let inside = blen.saturating_sub(pos).min(n as u64) as usize;
-                        b.read_at(pos, &mut out[..inside])?;
+                        if inside > 0 {
+                            b.read_at(pos, &mut out[..inside])?;
+                        }
                         out[inside..].fill(0);
                     }
                     None => out.fill(0),
@@ -776,7 +822,7 @@ impl BlockSource for QcowReader {
             done += n;
         }
         if let Some((h, s, l)) = run.take() {
-            self.read_host(h, &mut buf[s..s + l])?;
+            self.read_host(h, offset + s as u64, &mut buf[s..s + l])?;
         }
         Ok(())
     }
@@ -864,13 +910,16 @@ fn open_backing(
         ));
     }
     let bpath = beside(overlay, bname);
+    let f = File::open(&bpath).map_err(|e| {
+        DiskError::io(
+            &oname,
+            io::Error::new(e.kind(), format!("backing file {}: {e}", bpath.display())),
+        )
+    })?;
     let format = match format {
         Some(f) => f.to_string(),
         None => {
             // No backing format extension: recognise the file by its magic, as qemu does.
-            let f = File::open(&bpath).map_err(|e| {
-                DiskError::io(&oname, io::Error::new(e.kind(), format!("backing file {}: {e}", bpath.display())))
-            })?;
             let mut head = [0u8; 512];
             let n = read_upto(&f, 0, &mut head).map_err(|e| DiskError::io(&oname, e))?;
             sniff(&head[..n]).to_string()
@@ -880,13 +929,19 @@ fn open_backing(
         "qcow2" => Ok(Arc::new(QcowReader::open_chain(&bpath, chain)?)),
         "raw" => {
             let src = FileSource::open(&bpath).map_err(|e| {
-                DiskError::io(&oname, io::Error::new(e.kind(), format!("backing file {}: {e}", bpath.display())))
+                DiskError::io(
+                    &oname,
+                    io::Error::new(e.kind(), format!("backing file {}: {e}", bpath.display())),
+                )
             })?;
             Ok(Arc::new(RawImage { src, path: bpath }))
         }
         other => Err(DiskError::unsupported(
             &oname,
-            format!("backing file {} in format {other:?} (only qcow2 and raw backings are read)", bpath.display()),
+            format!(
+                "backing file {} in format {other:?} (only qcow2 and raw backings are read)",
+                bpath.display()
+            ),
         )),
     }
 }
