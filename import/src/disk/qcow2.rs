@@ -236,7 +236,7 @@ impl QcowReader {
                 ));
             }
             let header_len = be32(&hdr, 100) as u64;
-            if header_len < 104 || header_len % 8 != 0 || header_len > cluster_size {
+            if header_len < 104 || !header_len.is_multiple_of(8) || header_len > cluster_size {
                 return Err(corrupt(
                     "qcow2 header",
                     100,
@@ -399,7 +399,7 @@ impl QcowReader {
             ));
         }
         if l1_size > 0 {
-            if l1_offset % cluster_size != 0 || l1_offset == 0 {
+            if !l1_offset.is_multiple_of(cluster_size) || l1_offset == 0 {
                 return Err(corrupt(
                     "qcow2 L1 table",
                     40,
@@ -507,7 +507,7 @@ impl QcowReader {
         }
         let cs = self.cluster_size();
         let where_ = self.l1_entry_pos(i);
-        if off % cs != 0 {
+        if !off.is_multiple_of(cs) {
             return Err(self.corrupt(
                 "qcow2 L1 table",
                 where_,
@@ -634,7 +634,7 @@ impl QcowReader {
     fn check_host(&self, host: u64, pos: u64) -> io::Result<()> {
         let cs = self.cluster_size();
         let (size, what) = self.host_file_size();
-        let problem = if host % cs != 0 {
+        let problem = if !host.is_multiple_of(cs) {
             Some(format!(
                 "data cluster for guest offset {pos} at host {host} is not cluster-aligned"
             ))

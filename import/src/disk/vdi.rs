@@ -203,7 +203,7 @@ impl VdiReader {
                 ),
             ));
         }
-        if h.extra % 512 != 0 || h.extra > 1 << 30 {
+        if !h.extra.is_multiple_of(512) || h.extra > 1 << 30 {
             return Err(corrupt(
                 380,
                 format!(
