@@ -98,3 +98,4 @@ pub trait DiskImage: BlockSource {
 
 pub mod qcow2;
 pub mod vdi;
+pub mod vhd;
