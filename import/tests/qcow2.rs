@@ -586,15 +586,27 @@ fn hostile_byte_flips() {
         .chain((l2..l2 + 4096).step_by(7))
         .collect();
     let mut buf = vec![0u8; 256 * 1024];
+    let mut refused = 0;
     for at in spots {
         for flip in [0xffu8, 0x80, 0x01] {
             patch(&img, at as u64, &[orig[at] ^ flip]);
-            if let Ok(disk) = qcow2::open(&img, &DiskOptions::default()) {
-                let _ = disk.read_at(0, &mut buf);
-                let _ = disk.read_at(3 * MIB as u64, &mut buf);
+            match qcow2::open(&img, &DiskOptions::default()) {
+                Ok(disk) => {
+                    for off in [0, 3 * MIB as u64] {
+                        if let Err(e) = disk.read_at(off, &mut buf) {
+                            assert!(!e.to_string().contains('\n'));
+                            refused += 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    assert!(!e.to_string().contains('\n'));
+                    refused += 1;
+                }
             }
             patch(&img, at as u64, &[orig[at]]);
         }
     }
+    assert!(refused > 100, "only {refused} damaged copies were refused");
     assert!(t.elapsed().as_secs() < 20, "flips took {:?}", t.elapsed());
 }

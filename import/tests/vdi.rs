@@ -291,14 +291,26 @@ fn hostile_byte_flips() {
     let (img, _) = make(dir.path(), "f.vdi", &[]);
     let orig = std::fs::read(&img).unwrap();
     let mut buf = vec![0u8; 2 * MIB];
+    let t = std::time::Instant::now();
+    let mut refused = 0;
     for at in 64..540 {
         for flip in [0xffu8, 0x80, 0x01] {
             patch(&img, at, &[orig[at as usize] ^ flip]);
-            if let Ok(disk) = vdi::open(&img, &DiskOptions::default()) {
-                let n = (disk.len() as usize).min(buf.len());
-                let _ = disk.read_at(0, &mut buf[..n]);
+            match vdi::open(&img, &DiskOptions::default()) {
+                Ok(disk) => {
+                    let n = (disk.len() as usize).min(buf.len());
+                    if disk.read_at(0, &mut buf[..n]).is_err() {
+                        refused += 1;
+                    }
+                }
+                Err(e) => {
+                    assert!(!e.to_string().contains('\n'));
+                    refused += 1;
+                }
             }
             patch(&img, at, &[orig[at as usize]]);
         }
     }
+    assert!(refused > 50, "only {refused} damaged copies were refused");
+    assert!(t.elapsed().as_secs() < 20, "flips took {:?}", t.elapsed());
 }

@@ -99,3 +99,4 @@ pub trait DiskImage: BlockSource {
 pub mod qcow2;
 pub mod vdi;
 pub mod vhd;
+pub mod vhdx;

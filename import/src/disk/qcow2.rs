@@ -535,7 +535,7 @@ impl QcowReader {
             return Ok(Some(t));
         }
         let mut raw = vec![0u8; cs as usize];
-        self.file.read_exact_at(&mut raw, off)?;
+        self.read_meta(off, &mut raw)?;
         let table: Arc<[u64]> = raw.chunks_exact(8).map(|c| be64(c, 0)).collect();
         self.lock_l2().insert(off, table.clone());
         Ok(Some(table))
@@ -657,6 +657,20 @@ impl QcowReader {
         }
     }
 
+    /// Reads metadata or compressed data from the image file, naming the file on error.
+    fn read_meta(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{}: reading {} bytes at offset {offset}: {e}",
+                    self.name,
+                    buf.len()
+                ),
+            )
+        })
+    }
+
     fn host_file_size(&self) -> (u64, &'static str) {
         match &self.data_file {
             Some((_, len)) => (*len, "data file"),
@@ -721,7 +735,7 @@ impl QcowReader {
         // The sector count is rounded up, so the last sector may run past the end of the file.
         let clen = clen.min(self.file_size - host);
         let mut input = vec![0u8; clen as usize];
-        self.file.read_exact_at(&mut input, host)?;
+        self.read_meta(host, &mut input)?;
         let mut out = vec![0u8; cs as usize];
         let ok = match self.compression {
             Compression::Deflate => {

@@ -288,6 +288,19 @@ impl VdiReader {
         DiskError::corrupt(&self.name, structure, offset, problem).into()
     }
 
+    fn read_file(&self, host: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, host).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{}: reading {} bytes at offset {host}: {e}",
+                    self.name,
+                    buf.len()
+                ),
+            )
+        })
+    }
+
     /// Host offset of byte `within` of block `index`, whose map entry is `entry`.
     fn host(&self, index: u64, entry: u32, within: u64, len: u64) -> io::Result<u64> {
         let stride = self.block_size + self.extra;
@@ -393,7 +406,7 @@ impl BlockSource for VdiReader {
                     Some((h, s, l)) if *h + *l as u64 == host && *s + *l == done => *l += n,
                     _ => {
                         if let Some((h, s, l)) = run.take() {
-                            self.file.read_exact_at(&mut buf[s..s + l], h)?;
+                            self.read_file(h, &mut buf[s..s + l])?;
                         }
                         run = Some((host, done, n));
                     }
@@ -402,7 +415,7 @@ impl BlockSource for VdiReader {
                 continue;
             }
             if let Some((h, s, l)) = run.take() {
-                self.file.read_exact_at(&mut buf[s..s + l], h)?;
+                self.read_file(h, &mut buf[s..s + l])?;
             }
             let out = &mut buf[done..done + n];
             match (&self.parent, entry) {
@@ -418,7 +431,7 @@ impl BlockSource for VdiReader {
             done += n;
         }
         if let Some((h, s, l)) = run.take() {
-            self.file.read_exact_at(&mut buf[s..s + l], h)?;
+            self.read_file(h, &mut buf[s..s + l])?;
         }
         Ok(())
     }
