@@ -261,7 +261,7 @@ impl VhdxReader {
         };
 
         // Metadata.
-        if meta_len < 64 * KIB || meta_len > 16 * MIB {
+        if !(64 * KIB..=16 * MIB).contains(&meta_len) {
             return Err(corrupt(
                 "vhdx metadata region",
                 meta_off,
