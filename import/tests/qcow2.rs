@@ -268,6 +268,65 @@ fn backing_chain_depth_3() {
     compare(disk, &want);
 }
 
+/// A relative data file name resolves beside the image (qemu itself uses its cwd).
+#[test]
+fn external_data_file_relative() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let raw = raw_disk(d);
+    let out = Command::new("qemu-img")
+        .current_dir(d)
+        .args([
+            "convert",
+            "-O",
+            "qcow2",
+            "-o",
+            "data_file=rel.data",
+            "disk.raw",
+            "rel.qcow2",
+        ])
+        .status()
+        .expect("qemu-img is required for this test");
+    assert!(out.success());
+    let img = d.join("rel.qcow2");
+    assert!(std::env::current_dir().unwrap() != d);
+    let want = std::fs::read(&raw).unwrap();
+    compare(qcow2::open(&img, &DiskOptions::default()).unwrap(), &want);
+}
+
+/// A backing file with no format extension (old images): recognised by its magic.
+#[test]
+fn backing_without_format_extension() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    convert(d, "base.qcow2", &[]);
+    let top = d.join("top.qcow2");
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            p(&top),
+        ],
+    );
+    run("qemu-io", &["-c", "write -P 0x5a 1M 64k", p(&top)]);
+    let want = oracle(d, &top);
+    let mut b = std::fs::read(&top).unwrap();
+    let at = b
+        .windows(4)
+        .take(4096)
+        .position(|w| w == [0xe2, 0x79, 0x2a, 0xca])
+        .expect("backing format extension");
+    b[at..at + 4].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    std::fs::write(&top, &b).unwrap();
+    compare(qcow2::open(&top, &DiskOptions::default()).unwrap(), &want);
+}
+
 #[test]
 fn raw_backing() {
     let dir = TempDir::new().unwrap();

@@ -4,6 +4,9 @@
 //! zstd, and `qcow` returns wrong data for unallocated clusters over a backing file and resolves
 //! backing names against the current directory (see shared notes, crates.md).
 //!
+//! Relative backing and data file names resolve against the image's own directory, so an image
+//! set can be moved; qemu resolves a relative data file name against its current directory.
+//!
 //! Covered: v2/v3 headers, deflate and zstd compressed clusters, zero clusters, extended L2
 //! (subclusters), an external data file, and backing chains (qcow2 or raw) of up to 64 images.
 //! Every offset read from the file is checked against the file size before use, and every
