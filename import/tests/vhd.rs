@@ -198,3 +198,36 @@ fn differencing_refused() {
     std::fs::write(&img, &b).unwrap();
     assert!(open_err(&img).contains("differencing"));
 }
+
+/// Single-byte flips over the footer copy, the dynamic header and the BAT: a Result either way,
+/// never a panic.
+#[test]
+fn hostile_byte_flips() {
+    let dir = TempDir::new().unwrap();
+    let (img, _) = make(dir.path(), "d.vhd", &[]);
+    let orig = std::fs::read(&img).unwrap();
+    let end = orig.len() - 512;
+    let t = std::time::Instant::now();
+    let mut refused = 0;
+    let mut buf = vec![0u8; 3 * MIB];
+    for at in (0..1600).chain(end..end + 512) {
+        for flip in [0xffu8, 0x01] {
+            patch(&img, at as u64, &[orig[at] ^ flip]);
+            match vhd::open(&img, &DiskOptions::default()) {
+                Ok(disk) => {
+                    let n = (disk.len() as usize).min(buf.len());
+                    if disk.read_at(0, &mut buf[..n]).is_err() {
+                        refused += 1;
+                    }
+                }
+                Err(e) => {
+                    assert!(!e.to_string().contains('\n'));
+                    refused += 1;
+                }
+            }
+            patch(&img, at as u64, &[orig[at]]);
+        }
+    }
+    assert!(refused > 100, "only {refused} damaged copies were refused");
+    assert!(t.elapsed().as_secs() < 20, "flips took {:?}", t.elapsed());
+}

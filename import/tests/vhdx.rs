@@ -230,3 +230,43 @@ fn hostile_metadata_and_bat() {
         .to_string()
         .contains("state 7"));
 }
+
+/// Single-byte flips over the metadata table and the BAT (no CRC protects them): a Result
+/// either way, never a panic.
+#[test]
+fn hostile_byte_flips() {
+    let dir = TempDir::new().unwrap();
+    let (img, _) = make(dir.path(), "d.vhdx", &["-o", "block_size=1M"]);
+    let orig = std::fs::read(&img).unwrap();
+    let r = 192 * 1024 + 16;
+    let spots: Vec<usize> = (0..2)
+        .flat_map(|i| {
+            let off = le64(&orig, r + i * 32 + 16) as usize;
+            off..off + 400
+        })
+        .collect();
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    let t = std::time::Instant::now();
+    let mut refused = 0;
+    let mut buf = vec![0u8; 2 * MIB];
+    for at in spots {
+        for flip in [0xffu8, 0x01] {
+            std::os::unix::fs::FileExt::write_all_at(&f, &[orig[at] ^ flip], at as u64).unwrap();
+            match vhdx::open(&img, &DiskOptions::default()) {
+                Ok(disk) => {
+                    let n = (disk.len() as usize).min(buf.len());
+                    if disk.read_at(0, &mut buf[..n]).is_err() {
+                        refused += 1;
+                    }
+                }
+                Err(e) => {
+                    assert!(!e.to_string().contains('\n'));
+                    refused += 1;
+                }
+            }
+            std::os::unix::fs::FileExt::write_all_at(&f, &[orig[at]], at as u64).unwrap();
+        }
+    }
+    assert!(refused > 50, "only {refused} damaged copies were refused");
+    assert!(t.elapsed().as_secs() < 20, "flips took {:?}", t.elapsed());
+}
