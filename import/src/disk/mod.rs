@@ -96,7 +96,11 @@ pub trait DiskImage: BlockSource {
     fn info(&self) -> DiskInfo;
 }
 
+pub mod qcow2;
 pub mod raw;
+pub mod vdi;
+pub mod vhd;
+pub mod vhdx;
 pub mod vmdk;
 
 /// How many bytes of the file `open_disk` reads to recognise the format.
@@ -116,10 +120,19 @@ pub fn open_disk(
         .take(SNIFF_LEN as u64)
         .read_to_end(&mut header)
         .map_err(|e| DiskError::io(&name, e))?;
-    drop(file);
     for (_, matches, open) in FORMATS {
         if matches(&header) {
             return open(path, opts);
+        }
+    }
+    // A fixed VHD is a raw disk with a 512-byte footer: only its end says what it is.
+    let len = file.metadata().map_err(|e| DiskError::io(&name, e))?.len();
+    if len >= 1024 {
+        let mut tail = [0u8; 512];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut tail, len - 512)
+            .map_err(|e| DiskError::io(&name, e))?;
+        if vhd::matches_footer(&tail) {
+            return vhd::open(path, opts);
         }
     }
     raw::open(path, opts)
@@ -133,5 +146,10 @@ type OpenFn =
     fn(&std::path::Path, &DiskOptions) -> Result<std::sync::Arc<dyn DiskImage>, DiskError>;
 
 /// The formats with a magic, tried in this order; raw (no magic) is the fallback after them all.
-/// Add a format as one line: `("qcow2", qcow2::matches, qcow2::open),` (likewise vdi, vhd).
-const FORMATS: &[(&str, MatchFn, OpenFn)] = &[("vmdk", vmdk::matches, vmdk::open)];
+const FORMATS: &[(&str, MatchFn, OpenFn)] = &[
+    ("qcow2", qcow2::matches, qcow2::open),
+    ("vdi", vdi::matches, vdi::open),
+    ("vmdk", vmdk::matches, vmdk::open),
+    ("vhdx", vhdx::matches, vhdx::open),
+    ("vhd", vhd::matches, vhd::open),
+];
