@@ -1,0 +1,2 @@
+//! decant-init (being written)
+fn main() {}
