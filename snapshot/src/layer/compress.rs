@@ -141,7 +141,13 @@ pub(crate) struct Compressor<W: Write + Send> {
     stage: Stage<W>,
     tar_sha: Sha256,
     tar_size: u64,
+    /// Collects the many small writes of headers and padding: zstdmt and sha256 both pay per
+    /// call, and a tree of small files makes hundreds of thousands of 512-byte writes.
+    staging: Vec<u8>,
 }
+
+/// Size of the staging buffer.
+const STAGING: usize = 1 << 20;
 
 impl<W: Write + Send> Compressor<W> {
     /// `threads` is clamped to at least 1. Nothing is written to `out` until data arrives, so
@@ -158,8 +164,8 @@ impl<W: Write + Send> Compressor<W> {
                 enc.include_checksum(true)?;
                 // Pin the parameters that shape the output so a libzstd default change or
                 // the worker count cannot change the bytes.
-                enc.set_parameter(zstd::stream::raw::CParameter::JobSize(4 << 20))?;
-                enc.set_parameter(zstd::stream::raw::CParameter::OverlapSizeLog(6))?;
+                enc.set_parameter(zstd::stream::raw::CParameter::JobSize(8 << 20))?;
+                enc.set_parameter(zstd::stream::raw::CParameter::OverlapSizeLog(9))?;
                 Stage::Zstd(Box::new(enc))
             }
             Compression::Gzip => {
@@ -171,12 +177,32 @@ impl<W: Write + Send> Compressor<W> {
             stage,
             tar_sha: Sha256::new(),
             tar_size: 0,
+            staging: Vec::with_capacity(STAGING),
         })
     }
 }
 
 impl<W: Write + Send> Compressor<W> {
     pub fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.staging.len() + buf.len() > STAGING {
+            self.flush_staging()?;
+        }
+        if buf.len() >= STAGING {
+            return self.pass(buf);
+        }
+        self.staging.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn flush_staging(&mut self) -> io::Result<()> {
+        let staged = std::mem::take(&mut self.staging);
+        let r = self.pass(&staged);
+        self.staging = staged;
+        self.staging.clear();
+        r
+    }
+
+    fn pass(&mut self, buf: &[u8]) -> io::Result<()> {
         self.tar_sha.update(buf);
         self.tar_size += buf.len() as u64;
         match &mut self.stage {
@@ -186,11 +212,8 @@ impl<W: Write + Send> Compressor<W> {
         }
     }
 
-    pub fn tar_size(&self) -> u64 {
-        self.tar_size
-    }
-
-    pub fn finish(self) -> io::Result<(W, Digests)> {
+    pub fn finish(mut self) -> io::Result<(W, Digests)> {
+        self.flush_staging()?;
         let out = match self.stage {
             Stage::Plain(w) => w,
             Stage::Zstd(e) => e.finish()?,
