@@ -36,6 +36,8 @@ pub fn is_opaque_marker(path: &[u8]) -> bool {
 const MAX_PAX: u64 = 16 << 20;
 /// Largest GNU long name / long link name.
 const MAX_LONGNAME: u64 = 64 << 10;
+/// Most bytes accepted after the end-of-archive marker.
+const MAX_TRAILING: u64 = 1 << 20;
 /// Most extended headers in a row before a real entry.
 const MAX_META_CHAIN: usize = 32;
 
@@ -133,6 +135,32 @@ impl<R: Read> Stream<R> {
             n -= want as u64;
         }
         Ok(())
+    }
+
+    /// Reads to EOF, failing when more than `cap` bytes remain.
+    fn drain(&mut self, cap: u64) -> Result<(), LayerReadError> {
+        let start = self.pos;
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = match self.src.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(LayerReadError::Io {
+                        offset: self.pos,
+                        source,
+                    })
+                }
+            };
+            self.pos += n as u64;
+            if self.pos - start > cap {
+                return Err(LayerReadError::Header {
+                    offset: start,
+                    what: format!("more than {cap} bytes follow the end-of-archive marker"),
+                });
+            }
+        }
     }
 
     fn read_vec(&mut self, n: u64, what: &str) -> Result<Vec<u8>, LayerReadError> {
@@ -259,19 +287,17 @@ impl<R: Read> LayerReader<R> {
             let offset = s.pos;
             let mut block = [0u8; 512];
             if !s.read_block(&mut block, "a header")? {
-                // EOF without the end-of-archive blocks: accepted, as GNU tar does, when it
-                // falls on a header boundary with nothing pending.
-                if meta > 0 {
-                    return Err(LayerReadError::Truncated {
-                        offset,
-                        what: "an entry announced by an extended header".into(),
-                    });
-                }
-                self.done = true;
-                return Ok(None);
+                // No end-of-archive marker: a cut blob would otherwise read as a smaller layer.
+                return Err(LayerReadError::Truncated {
+                    offset,
+                    what: "the archive: no end-of-archive marker".into(),
+                });
             }
             if block.iter().all(|&b| b == 0) {
                 self.done = true;
+                // Read on to the end of the blob so a gzip/zstd checksum or a cut trailer is
+                // noticed; tar writers pad to a record (GNU: 10 KiB), so a little is normal.
+                s.drain(MAX_TRAILING)?;
                 return Ok(None);
             }
             let hdr = tar::Header::from_byte_slice(&block);
