@@ -6,7 +6,7 @@ use std::io::{BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use snapshot::layer::{Compression, LayerOptions, LayerReader, write_tree};
+use snapshot::layer::{write_tree, Compression, LayerOptions, LayerReader};
 
 struct Counter(u64);
 impl std::io::Write for Counter {
@@ -47,7 +47,11 @@ fn bench_against_pigz_and_zstd() {
     let input = std::env::var("LAYER_BENCH_TAR").expect("set LAYER_BENCH_TAR to a plain tar");
     let mb = std::fs::metadata(&input).unwrap().len() as f64 / 1e6;
     // Warm the page cache so the first contender is not penalised.
-    std::io::copy(&mut std::fs::File::open(&input).unwrap(), &mut std::io::sink()).unwrap();
+    std::io::copy(
+        &mut std::fs::File::open(&input).unwrap(),
+        &mut std::io::sink(),
+    )
+    .unwrap();
     let levels: Vec<i32> = std::env::var("LAYER_BENCH_LEVELS")
         .unwrap_or_else(|_| "4".into())
         .split(',')
@@ -88,7 +92,10 @@ fn bench_against_pigz_and_zstd() {
     if !only.contains("peers") {
         return;
     }
-    for (cmd, args) in [("pigz", &["-6", "-p2", "-c"][..]), ("zstd", &["-T2", "-3", "-c"][..])] {
+    for (cmd, args) in [
+        ("pigz", &["-6", "-p2", "-c"][..]),
+        ("zstd", &["-T2", "-3", "-c"][..]),
+    ] {
         let (secs, n) = peer(cmd, args, &input);
         println!("{cmd} {args:?}: {:.0} MB/s, {n} bytes", mb / secs);
     }
@@ -115,11 +122,15 @@ fn bench_deflate_chunk() {
                     c.set_dictionary(prev).unwrap();
                 }
                 out.clear();
-                c.compress_vec(chunk, &mut out, FlushCompress::Sync).unwrap();
+                c.compress_vec(chunk, &mut out, FlushCompress::Sync)
+                    .unwrap();
                 total += out.len();
             }
             let secs = t.elapsed().as_secs_f64();
-            println!("level {level} dict {dict}: {:.0} MB/s, {total} bytes", 64.0 * 1.048576 / secs);
+            println!(
+                "level {level} dict {dict}: {:.0} MB/s, {total} bytes",
+                64.0 * 1.048576 / secs
+            );
         }
     }
 }

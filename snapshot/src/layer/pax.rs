@@ -79,9 +79,12 @@ pub(crate) fn parse_time(v: &[u8]) -> Option<Timestamp> {
     })
 }
 
+/// One pax record: (key, value), both raw bytes.
+pub(crate) type Record<'a> = (&'a [u8], &'a [u8]);
+
 /// Splits a pax extended header's data into (key, value) records using the length prefix, so
 /// values may hold any byte. Err names the byte offset of the first bad record.
-pub(crate) fn parse_records(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, String> {
+pub(crate) fn parse_records(data: &[u8]) -> Result<Vec<Record<'_>>, String> {
     let mut out = Vec::new();
     let mut pos = 0usize;
     while pos < data.len() {
@@ -137,7 +140,11 @@ mod tests {
     #[test]
     fn binary_values_survive() {
         let mut v = Vec::new();
-        push_record(&mut v, b"SCHILY.xattr.security.capability", b"\x01\n\x00=\n");
+        push_record(
+            &mut v,
+            b"SCHILY.xattr.security.capability",
+            b"\x01\n\x00=\n",
+        );
         push_record(&mut v, b"mtime", b"-1.5");
         let recs = parse_records(&v).unwrap();
         assert_eq!(recs[0].1, b"\x01\n\x00=\n");

@@ -391,8 +391,10 @@ impl<R: Read> LayerReader<R> {
                         Some(v) => v,
                         None => hdr.gid().map_err(|e| eerr(format!("bad gid field: {e}")))?,
                     };
-                    let uid = u32::try_from(uid).map_err(|_| eerr(format!("uid {uid} too large")))?;
-                    let gid = u32::try_from(gid).map_err(|_| eerr(format!("gid {gid} too large")))?;
+                    let uid =
+                        u32::try_from(uid).map_err(|_| eerr(format!("uid {uid} too large")))?;
+                    let gid =
+                        u32::try_from(gid).map_err(|_| eerr(format!("gid {gid} too large")))?;
                     let mtime = match pending.mtime {
                         Some(t) => t,
                         None => {
@@ -456,7 +458,9 @@ impl<R: Read> LayerReader<R> {
                     if kind == EntryKind::File {
                         self.body.remaining = size;
                     } else {
-                        self.body.stream.skip(size, &format!("the data of {display}"))?;
+                        self.body
+                            .stream
+                            .skip(size, &format!("the data of {display}"))?;
                     }
                     let mut e = Entry::new(path, kind, mode);
                     e.uid = uid;
@@ -519,12 +523,7 @@ fn parse_num(v: &[u8]) -> Option<u64> {
 
 fn apply_pax(p: &mut Pending, recs: &[(&[u8], &[u8])]) -> Result<(), String> {
     for &(k, v) in recs {
-        let bad = |what: &str| {
-            format!(
-                "pax {what} {:?} is not valid",
-                String::from_utf8_lossy(v)
-            )
-        };
+        let bad = |what: &str| format!("pax {what} {:?} is not valid", String::from_utf8_lossy(v));
         match k {
             b"path" => p.path = Some(v.to_vec()),
             b"linkpath" => p.link = Some(v.to_vec()),

@@ -164,7 +164,9 @@ impl<W: Write + Send> LayerWriter<W> {
             EntryKind::Fifo => b'6',
         };
         if matches!(kind, EntryKind::Hardlink | EntryKind::Symlink) {
-            let ok = link.as_ref().is_some_and(|l| !l.is_empty() && !l.contains(&0));
+            let ok = link
+                .as_ref()
+                .is_some_and(|l| !l.is_empty() && !l.contains(&0));
             if !ok {
                 return Err(LayerError::MissingLinkTarget {
                     path,
@@ -207,12 +209,10 @@ impl<W: Write + Send> LayerWriter<W> {
         let mut records = Vec::new();
         let mut hdr = tar::Header::new_ustar();
         let fits_name = {
-            let u = hdr
-                .as_ustar_mut()
-                .ok_or_else(|| LayerError::InvalidPath {
-                    path: path.clone(),
-                    reason: "internal: ustar header unavailable",
-                })?;
+            let u = hdr.as_ustar_mut().ok_or_else(|| LayerError::InvalidPath {
+                path: path.clone(),
+                reason: "internal: ustar header unavailable",
+            })?;
             set_name(&mut u.name, &mut u.prefix, &name)
         };
         if !fits_name || std::str::from_utf8(&name).is_err() {
@@ -230,7 +230,11 @@ impl<W: Write + Send> LayerWriter<W> {
         }
         hdr.set_mode(entry.mode & 0o7777);
         for (id, key, set) in [
-            (entry.uid, &b"uid"[..], tar::Header::set_uid as fn(&mut tar::Header, u64)),
+            (
+                entry.uid,
+                &b"uid"[..],
+                tar::Header::set_uid as fn(&mut tar::Header, u64),
+            ),
             (entry.gid, &b"gid"[..], tar::Header::set_gid),
         ] {
             if u64::from(id) > MAX_OCTAL8 {
@@ -362,8 +366,16 @@ impl<W: Write + Send> LayerWriter<W> {
 
     fn clamp(&self, t: Timestamp) -> Timestamp {
         match self.opts.clamp_mtime {
-            Some(max) if t > (Timestamp { secs: max, nanos: 0 }) => {
-                Timestamp { secs: max, nanos: 0 }
+            Some(max)
+                if t > (Timestamp {
+                    secs: max,
+                    nanos: 0,
+                }) =>
+            {
+                Timestamp {
+                    secs: max,
+                    nanos: 0,
+                }
             }
             _ => t,
         }
