@@ -74,7 +74,9 @@ fn bench_against_pigz_and_zstd() {
             let opts = LayerOptions {
                 compression: kind,
                 level: Some(level),
-                threads: 2,
+                threads: std::env::var("LAYER_BENCH_THREADS")
+                    .map(|t| t.parse().unwrap())
+                    .unwrap_or(2),
                 allow_whiteouts: true,
                 keep_selinux: true,
                 ..LayerOptions::default()
