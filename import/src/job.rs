@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use snapshot::image::{self, ImageMeta, LayerRef};
-use snapshot::layer::writer::{write_tree, LayerOptions, LayerSummary};
+use snapshot::layer::{write_tree, LayerOptions, LayerSummary};
 use snapshot::store::{Reference, Store};
 use snapshot::{Entry, FileTree};
 
@@ -23,7 +23,7 @@ pub enum ImportError {
     #[error("{0}")]
     Io(#[from] io::Error),
     #[error("{0}")]
-    Layer(#[from] snapshot::layer::writer::LayerError),
+    Layer(#[from] snapshot::layer::LayerError),
     #[error("{0}")]
     Store(#[from] snapshot::store::StoreError),
     #[error("{0}")]
@@ -119,7 +119,7 @@ pub fn run(opened: Opened, req: &ImportRequest, store: &Store, bytes_read: Arc<A
         plan,
         policy: policy_report,
         layer,
-        image_id: id.to_string(),
+        image_id: id.digest().to_string(),
         tag: req.tag.as_ref().map(|t| t.to_string()),
         bytes_read: bytes_read.load(Ordering::Relaxed),
         elapsed: start.elapsed(),

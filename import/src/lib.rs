@@ -12,6 +12,7 @@ pub mod fstab;
 pub mod glob;
 pub mod graft;
 pub mod inspect;
+pub mod job;
 pub mod plan;
 pub mod policy;
 pub mod tarball;

@@ -11,7 +11,7 @@ use clap::Args as ClapArgs;
 use import::job::{self, ImportReport, ImportRequest};
 use import::plan::{self, PlanOptions};
 use import::policy::PolicyOptions;
-use snapshot::layer::writer::{Compression, LayerOptions};
+use snapshot::layer::{Compression, LayerOptions};
 use snapshot::store::Reference;
 
 use super::Context;

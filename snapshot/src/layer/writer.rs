@@ -45,7 +45,7 @@ impl Default for LayerOptions {
 }
 
 /// What a finished layer is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LayerSummary {
     /// `sha256:<hex>` of the uncompressed tar (config `rootfs.diff_ids`).
     pub diff_id: String,
