@@ -29,7 +29,10 @@ pub enum ImportError {
     #[error("{0}")]
     Policy(#[from] crate::glob::GlobError),
     #[error("--change {instruction:?}: {problem}")]
-    Change { instruction: String, problem: String },
+    Change {
+        instruction: String,
+        problem: String,
+    },
 }
 
 /// What the user asked for beyond the source.
@@ -58,7 +61,12 @@ pub struct ImportReport {
 }
 
 /// Runs an import. `bytes_read` is advanced as file data is read (poll it for progress).
-pub fn run(opened: Opened, req: &ImportRequest, store: &Store, bytes_read: Arc<AtomicU64>) -> Result<ImportReport, ImportError> {
+pub fn run(
+    opened: Opened,
+    req: &ImportRequest,
+    store: &Store,
+    bytes_read: Arc<AtomicU64>,
+) -> Result<ImportReport, ImportError> {
     let start = Instant::now();
     let Opened { plan, tree } = opened;
 
@@ -77,28 +85,49 @@ pub fn run(opened: Opened, req: &ImportRequest, store: &Store, bytes_read: Arc<A
         meta.created = image::rfc3339_utc(t);
     }
     for c in &req.changes {
-        image::apply_change(&mut meta, c)
-            .map_err(|e| ImportError::Change { instruction: c.clone(), problem: e.to_string() })?;
+        image::apply_change(&mut meta, c).map_err(|e| ImportError::Change {
+            instruction: c.clone(),
+            problem: e.to_string(),
+        })?;
     }
 
     let policy = Policy::new(req.policy.clone())?;
-    let mut filtered = PolicyFilter::new(CountingTree { inner: tree, count: bytes_read.clone() }, policy);
+    let mut filtered = PolicyFilter::new(
+        CountingTree {
+            inner: tree,
+            count: bytes_read.clone(),
+        },
+        policy,
+    );
     let blob = store.blob_writer()?;
     let (blob, layer) = write_tree(&mut filtered, blob, req.layer.clone())?;
     let policy_report = filtered.report().clone();
     blob.commit(Some(&layer.digest))?;
 
-    let source_name = plan.source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "stdin".into());
-    meta.labels.insert("io.decant.import.source".into(), source_name.clone());
+    let source_name = plan
+        .source
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "stdin".into());
+    meta.labels
+        .insert("io.decant.import.source".into(), source_name.clone());
     if let Some(d) = &plan.disk {
-        meta.labels.insert("io.decant.import.format".into(), d.format.clone());
+        meta.labels
+            .insert("io.decant.import.format".into(), d.format.clone());
     } else {
-        meta.labels.insert("io.decant.import.format".into(), plan.kind.clone());
+        meta.labels
+            .insert("io.decant.import.format".into(), plan.kind.clone());
     }
     if let Some(r) = &plan.root {
-        meta.labels.insert("io.decant.import.root".into(), r.clone());
+        meta.labels
+            .insert("io.decant.import.root".into(), r.clone());
     }
-    if let Some(pretty) = plan.guest.as_ref().and_then(|g| g.os_release.as_ref()).and_then(|r| r.pretty_name.clone()) {
+    if let Some(pretty) = plan
+        .guest
+        .as_ref()
+        .and_then(|g| g.os_release.as_ref())
+        .and_then(|r| r.pretty_name.clone())
+    {
         meta.labels.insert("io.decant.import.os".into(), pretty);
     }
     meta.history.push(image::HistoryEntry {

@@ -232,10 +232,10 @@ fn print_summary(r: &ImportReport) {
         eprintln!("Left out (a VM is not a container; --keep-boot, --keep-modules, --include change this):");
         for g in &r.policy.excluded {
             eprintln!(
-                "  {:<48} {:>7} files {:>11}",
-                g.reason,
+                "  {:>7} entries {:>10}  {}",
                 g.count,
-                output::bytes(g.bytes)
+                output::bytes(g.bytes),
+                g.reason
             );
         }
     }

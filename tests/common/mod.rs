@@ -231,11 +231,12 @@ pub fn walk(root: &Path) -> BTreeMap<Vec<u8>, Meta> {
 }
 
 pub fn sha256_file(p: &Path) -> String {
-    let out = tool("sha256sum", &[p.to_str().expect("utf8 path")]);
-    out.split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    use sha2::{Digest, Sha256};
+    let data = std::fs::read(p).expect("read staged file");
+    Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `getfattr -R -d -m -` of a tree: relative path → sorted (name, hex value).
