@@ -739,3 +739,29 @@ fn sigkill_in_the_middle_of_writing_leaves_a_valid_store() {
     assert_eq!(store.resolve("keep").unwrap().refs.len(), 1);
     validate(&root);
 }
+
+/// Many commands creating one new store at the same moment all succeed (regression: one saw
+/// another's half-made layout and refused it).
+#[test]
+fn concurrent_first_opens_of_a_new_store() {
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (root, barrier) = (root.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    snapshot::store::Store::open(&root)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
+        assert!(root.join("oci-layout").is_file() && root.join("index.json").is_file());
+    }
+}

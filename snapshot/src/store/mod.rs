@@ -248,11 +248,17 @@ impl Store {
             root: root.to_path_buf(),
         };
         check_layout_or_empty(&paths)?;
-        for d in [paths.tmp(), paths.blobs()] {
-            fs::create_dir_all(&d).map_err(|e| StoreError::io("create directory", &d, e))?;
-        }
+        let private = paths.private();
+        fs::create_dir_all(&private)
+            .map_err(|e| StoreError::io("create directory", &private, e))?;
         {
+            // Several commands may create one new store at the same moment: initialise it
+            // under the lock, and check again once we hold it.
             let _l = lock::lock(&paths.index_lock(), Mode::Exclusive)?;
+            check_layout_or_empty(&paths)?;
+            for d in [paths.tmp(), paths.blobs()] {
+                fs::create_dir_all(&d).map_err(|e| StoreError::io("create directory", &d, e))?;
+            }
             if !paths.layout().exists() {
                 blobs::write_atomic(&paths, &paths.layout(), LAYOUT_BYTES)?;
             }
@@ -727,10 +733,16 @@ fn check_layout_or_empty(paths: &Paths) -> Result<(), StoreError> {
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // Empty, or a layout another decant is creating right now (it holds the lock and
+            // writes oci-layout next): only decant's own entries are there.
+            let ours = paths.private().is_dir();
             let rd = fs::read_dir(root).map_err(|e| StoreError::io("list", root, e))?;
             for entry in rd {
                 let entry = entry.map_err(|e| StoreError::io("list", root, e))?;
-                if entry.file_name() != ".decant" {
+                let name = entry.file_name();
+                let initialising =
+                    ours && (name == "blobs" || name == "index.json" || name == "oci-layout");
+                if name != ".decant" && !initialising {
                     return Err(not(format!(
                         "no oci-layout file, and the directory is not empty (has {:?})",
                         entry.file_name()
