@@ -115,7 +115,27 @@ pub fn unpack(
     dest: &Path,
     opts: &UnpackOptions,
 ) -> Result<UnpackReport, UnpackError> {
-    let mut u = Unpacker::new(dest, opts, false)?;
+    unpack_with(tree, dest, opts, false)
+}
+
+/// `unpack` resolving every path with our own component walk, as on kernels without openat2;
+/// tests run the hostile layers through both resolvers.
+#[doc(hidden)]
+pub fn unpack_without_openat2(
+    tree: &mut dyn FileTree,
+    dest: &Path,
+    opts: &UnpackOptions,
+) -> Result<UnpackReport, UnpackError> {
+    unpack_with(tree, dest, opts, true)
+}
+
+fn unpack_with(
+    tree: &mut dyn FileTree,
+    dest: &Path,
+    opts: &UnpackOptions,
+    force_walk: bool,
+) -> Result<UnpackReport, UnpackError> {
+    let mut u = Unpacker::new(dest, opts, force_walk)?;
     let mut last = String::from("the start");
     while let Some(e) = tree.next_entry().map_err(|source| UnpackError::Read {
         dest: dest.to_path_buf(),
