@@ -1083,12 +1083,20 @@ mod sys {
     /// itself).
     pub fn set_times(dir: BorrowedFd<'_>, name: Option<&CStr>, t: Timestamp) -> io::Result<()> {
         let ts = timespecs(t);
-        let (p, flags) = match name {
-            Some(n) => (n.as_ptr(), libc::AT_SYMLINK_NOFOLLOW),
-            None => (std::ptr::null(), 0),
+        let r = match name {
+            // SAFETY: `ts` is a live 2-element array; `n` is NUL-terminated.
+            Some(n) => unsafe {
+                libc::utimensat(
+                    dir.as_raw_fd(),
+                    n.as_ptr(),
+                    ts.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            },
+            // SAFETY: `ts` is a live 2-element array.
+            None => unsafe { libc::futimens(dir.as_raw_fd(), ts.as_ptr()) },
         };
-        // SAFETY: `ts` is a live 2-element array; a null path is documented to mean `dir` itself.
-        cvt(unsafe { libc::utimensat(dir.as_raw_fd(), p, ts.as_ptr(), flags) }).map(drop)
+        cvt(r).map(drop)
     }
 
     pub fn fsetxattr(fd: BorrowedFd<'_>, key: &CStr, value: &[u8]) -> io::Result<()> {
