@@ -1232,3 +1232,79 @@ mod sys {
         result.map(|()| names)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn mount_overlay(lower: &str, m: &Path) {
+        let st = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o"])
+            .arg(format!("lowerdir={lower}"))
+            .arg(m)
+            .status()
+            .expect("test needs the `mount` tool");
+        assert!(st.success(), "mounting an overlay failed");
+    }
+
+    /// The fallback for kernels that refuse an unprivileged 0/0 mknod: overlayfs must read the
+    /// xattr whiteout from a lower layer.
+    #[test]
+    fn xattr_whiteouts_hide_lower_files() {
+        let t = tempfile::TempDir::new().unwrap();
+        let (l1, l2, m) = (t.path().join("l1"), t.path().join("l2"), t.path().join("m"));
+        for d in [&l1, &l2, &m] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::create_dir(l1.join("a")).unwrap();
+        std::fs::write(l1.join("a/gone"), b"x").unwrap();
+        std::fs::write(l1.join("a/kept"), b"y").unwrap();
+        std::fs::create_dir(l2.join("a")).unwrap();
+        let opts = UnpackOptions {
+            whiteouts: WhiteoutMode::Overlay,
+            rootless: false,
+            keep_xattrs: true,
+        };
+        let mut u = Unpacker::new(&l2, &opts, false).unwrap();
+        let dir = File::open(l2.join("a")).unwrap();
+        let e = Entry::new(b"a/.wh.gone".to_vec(), EntryKind::File, 0);
+        u.xattr_whiteout(&e, dir.as_fd(), c"gone").unwrap();
+        mount_overlay(&format!("{}:{}", l2.display(), l1.display()), &m);
+        let gone = m.join("a/gone").exists();
+        let kept = m.join("a/kept").exists();
+        let st = Command::new("umount").arg(&m).status().unwrap();
+        assert!(st.success());
+        assert!(!gone, "xattr whiteout not honoured");
+        assert!(kept);
+    }
+
+    /// Our own walk clamps `..` and absolute symlinks at the root, like RESOLVE_IN_ROOT.
+    #[test]
+    fn walk_stays_in_root() {
+        let t = tempfile::TempDir::new().unwrap();
+        let root = t.path().join("r");
+        std::fs::create_dir_all(root.join("x/y")).unwrap();
+        std::os::unix::fs::symlink("/x", root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../..", root.join("x/up")).unwrap();
+        let opts = UnpackOptions {
+            whiteouts: WhiteoutMode::Apply,
+            rootless: false,
+            keep_xattrs: true,
+        };
+        let u = Unpacker::new(&root, &opts, true).unwrap();
+        let rootino = sys::lstatat(u.root.as_fd(), c".").unwrap().st_ino;
+        let fd = u.walk(&[b"x", b"up"], false).unwrap();
+        assert_eq!(sys::lstatat(fd.as_fd(), c".").unwrap().st_ino, rootino);
+        let fd = u.walk(&[b"abs", b"y"], false).unwrap();
+        let y = std::fs::metadata(root.join("x/y")).unwrap();
+        assert_eq!(
+            sys::lstatat(fd.as_fd(), c".").unwrap().st_ino,
+            std::os::unix::fs::MetadataExt::ino(&y)
+        );
+        let fd = u.walk(&[b"x", b"up", b"new"], true).unwrap();
+        assert!(root.join("new").is_dir());
+        drop(fd);
+        assert!(u.walk(&[b"abs", b"missing"], false).is_err());
+    }
+}
