@@ -2,10 +2,12 @@
 //! entries into a compressed pax tar with its digests, and the reader that turns a layer blob
 //! back into entries.
 
+pub mod cache;
 mod compress;
 pub mod entry;
 mod pax;
 pub mod reader;
+pub mod unpack;
 pub mod writer;
 
 pub use compress::{Compression, UnknownCompression, DEFAULT_GZIP_LEVEL};
