@@ -43,7 +43,7 @@ pub fn default_capabilities() -> LinuxCapabilities {
 pub fn all_capabilities() -> LinuxCapabilities {
     let set: Capabilities = caps::runtime::thread_all_supported()
         .into_iter()
-        .filter_map(|c| from_kernel(c))
+        .filter_map(from_kernel)
         .collect();
     let mut caps = LinuxCapabilities::default();
     caps.set_bounding(Some(set.clone()));
