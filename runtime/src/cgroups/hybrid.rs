@@ -269,13 +269,9 @@ impl Manager {
             match std::fs::remove_dir(dir) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                Err(e)
-                    if e.raw_os_error() == Some(libc::EBUSY) && start.elapsed() < RMDIR_TIMEOUT =>
-                {
-                    // Exiting tasks leave the group a moment after they are reaped.
-                    std::thread::sleep(Duration::from_millis(5));
-                }
                 Err(e) => {
+                    // Live processes: say so at once. An empty but busy group is a task still
+                    // exiting, which leaves a moment after it is reaped: retry briefly.
                     let procs = fs::pids(&dir.join("cgroup.procs")).unwrap_or_default();
                     if !procs.is_empty() {
                         return Err(CgroupError::Busy {
@@ -283,7 +279,10 @@ impl Manager {
                             procs: procs.len(),
                         });
                     }
-                    return Err(fs::io(dir, e));
+                    if e.raw_os_error() != Some(libc::EBUSY) || start.elapsed() > RMDIR_TIMEOUT {
+                        return Err(fs::io(dir, e));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
                 }
             }
         }
