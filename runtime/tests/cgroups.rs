@@ -368,3 +368,25 @@ fn bad_ids_are_refused() {
         assert!(Manager::new(bad, &Layout::default()).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn v1_device_allow_list_is_written() {
+    need_root();
+    let manager = Manager::new(&id("dev"), &Layout::detect().expect("detect")).expect("manager");
+    manager.create().expect("create");
+    let guard = Cleanup {
+        manager: &manager,
+        kids: Vec::new(),
+    };
+    let resources = LinuxResourcesBuilder::default()
+        .devices(runtime::security::default_devices())
+        .build()
+        .expect("resources");
+    manager.apply(&resources).expect("apply devices");
+    let list = read(&group(&manager, "devices").join("devices.list"));
+    let lines: Vec<&str> = list.lines().collect();
+    assert!(lines.contains(&"c 1:3 rwm"), "{lines:?}");
+    assert!(lines.contains(&"c 136:* rwm"), "{lines:?}");
+    assert!(!lines.contains(&"a *:* rwm"), "{lines:?}");
+    drop(guard);
+}
