@@ -1,9 +1,25 @@
-//! cgroups v1, v2 and hybrid. INTERFACE ONLY until the cgroups work lands: `manager_for` refuses.
+//! cgroups v1, v2 and hybrid.
 //!
 //! Every container gets one group (per v1 controller, or one v2 directory) under a parent of
-//! decant's own (`decant/<id>`), removed when the container goes.
+//! decant's own (`decant/<id>`), removed when the container goes. The layout is detected from
+//! /proc/self/mountinfo ([`detect`]); one manager ([`hybrid::Manager`]) serves all three
+//! layouts by taking each controller from the hierarchy that carries it.
+//!
+//! Rootless on cgroup v1 (no hierarchy writable): the manager does nothing, and only the
+//! operations that need a group (a limit, pause, stats, ps) fail, with a message saying why.
+//! On v2 the device allow-list is not enforced (it needs an eBPF program; see
+//! `security::devices`). blockIO, hugepage, network and rdma resources are refused.
+
+pub mod detect;
+mod fs;
+pub mod hybrid;
+mod v1;
+mod v2;
 
 use oci_spec::runtime::LinuxResources;
+
+pub use detect::{Layout, Mode};
+pub use hybrid::Manager;
 
 /// Why a cgroup operation failed; one line naming the file it touched.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +32,20 @@ pub enum CgroupError {
     },
     #[error("cgroups: {0}")]
     Unsupported(String),
+    #[error("{path}: {problem}")]
+    Parse { path: String, problem: String },
+    #[error("{controller} controller not available: cannot set {flag} ({why})")]
+    MissingController {
+        controller: String,
+        flag: String,
+        why: String,
+    },
+    #[error("{path}: still holds {procs} process(es); stop the container first")]
+    Busy { path: String, procs: usize },
+    #[error("{path}: {what}")]
+    Timeout { path: String, what: String },
+    #[error("cgroups: {0}")]
+    Invalid(String),
 }
 
 /// Resource usage read from the cgroup files (`decant stats`).
@@ -49,7 +79,6 @@ pub trait CgroupManager: Send + Sync {
 
 /// The manager for container `id` on this host (v1, v2 or hybrid, detected).
 pub fn manager_for(id: &str) -> Result<Box<dyn CgroupManager>, CgroupError> {
-    Err(CgroupError::Unsupported(format!(
-        "container {id}: cgroup support is not built yet"
-    )))
+    let layout = Layout::detect()?;
+    Ok(Box::new(Manager::new(id, &layout)?))
 }
