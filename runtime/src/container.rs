@@ -128,18 +128,26 @@ impl ContainerProcess {
 pub fn validate_id(id: &str) -> Result<(), RuntimeError> {
     let ok = !id.is_empty()
         && id.len() <= 1024
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
         && !id.starts_with('.')
         && !id.starts_with('-');
     if ok {
         Ok(())
     } else {
-        Err(RuntimeError::container(id, "invalid id: use letters, digits, '_', '.', '-' (at most 1024)"))
+        Err(RuntimeError::container(
+            id,
+            "invalid id: use letters, digits, '_', '.', '-' (at most 1024)",
+        ))
     }
 }
 
 fn now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Whether the spec asks for limits that need a working cgroup (a device list alone does
@@ -156,7 +164,10 @@ fn needs_limits(r: &LinuxResources) -> bool {
 }
 
 /// The container's cgroup: mandatory when the spec asks for limits, best effort otherwise.
-fn make_cgroup(id: &str, resources: Option<&LinuxResources>) -> Result<Option<Box<dyn CgroupManager>>, RuntimeError> {
+fn make_cgroup(
+    id: &str,
+    resources: Option<&LinuxResources>,
+) -> Result<Option<Box<dyn CgroupManager>>, RuntimeError> {
     let needed = resources.is_some_and(needs_limits);
     let attempt = || -> Result<Box<dyn CgroupManager>, cgroups::CgroupError> {
         let m = cgroups::manager_for(id)?;
@@ -171,7 +182,10 @@ fn make_cgroup(id: &str, resources: Option<&LinuxResources>) -> Result<Option<Bo
     };
     match attempt() {
         Ok(m) => Ok(Some(m)),
-        Err(source) if needed => Err(RuntimeError::Cgroup { id: id.to_string(), source }),
+        Err(source) if needed => Err(RuntimeError::Cgroup {
+            id: id.to_string(),
+            source,
+        }),
         Err(_) => Ok(None),
     }
 }
@@ -211,12 +225,20 @@ fn dup(fd: &Option<OwnedFd>, what: &str) -> Result<Option<OwnedFd>, RuntimeError
         .transpose()
 }
 
-fn connect_console(opts: &CreateOptions, terminal: bool, id: &str) -> Result<Option<OwnedFd>, RuntimeError> {
+fn connect_console(
+    opts: &CreateOptions,
+    terminal: bool,
+    id: &str,
+) -> Result<Option<OwnedFd>, RuntimeError> {
     match (terminal, &opts.console_socket) {
         (false, _) => Ok(None),
-        (true, None) => Err(RuntimeError::container(id, "process.terminal is set: a console socket is needed")),
+        (true, None) => Err(RuntimeError::container(
+            id,
+            "process.terminal is set: a console socket is needed",
+        )),
         (true, Some(path)) => {
-            let s = std::os::unix::net::UnixStream::connect(path).map_err(|e| RuntimeError::io(path, "connect", e))?;
+            let s = std::os::unix::net::UnixStream::connect(path)
+                .map_err(|e| RuntimeError::io(path, "connect", e))?;
             Ok(Some(s.into()))
         }
     }
@@ -234,17 +256,27 @@ struct Launch<'a> {
     c2p: OwnedFd,
     flags: CloneFlags,
     cgroup: Option<&'a dyn CgroupManager>,
-    maps: Option<(&'a [oci_spec::runtime::LinuxIdMapping], &'a [oci_spec::runtime::LinuxIdMapping])>,
+    maps: Option<(
+        &'a [oci_spec::runtime::LinuxIdMapping],
+        &'a [oci_spec::runtime::LinuxIdMapping],
+    )>,
     /// Wait for "ready" (create) rather than end of file (exec succeeded).
     wait_ready: bool,
 }
 
 fn child_error(id: &str, code: i32, message: String) -> RuntimeError {
-    RuntimeError::Init { id: id.to_string(), code, message }
+    RuntimeError::Init {
+        id: id.to_string(),
+        code,
+        message,
+    }
 }
 
 /// Forks the helper, drives the handshake and returns the container process's pid.
-fn launch(l: Launch<'_>, body: impl FnOnce(ChildFds) -> Result<std::convert::Infallible, process::ChildError>) -> Result<i32, RuntimeError> {
+fn launch(
+    l: Launch<'_>,
+    body: impl FnOnce(ChildFds) -> Result<std::convert::Infallible, process::ChildError>,
+) -> Result<i32, RuntimeError> {
     let id = l.id;
     // SAFETY: the child only runs code that does not rely on other threads: it closes stray
     // descriptors, talks over its pipes and clones; glibc's fork keeps malloc usable.
@@ -261,16 +293,36 @@ fn launch(l: Launch<'_>, body: impl FnOnce(ChildFds) -> Result<std::convert::Inf
     let mut helper_guard = ChildGuard(Some(helper));
     let (p2c, c2p) = (l.p2c, l.c2p);
     if let Some(cg) = l.cgroup {
-        cg.add_process(helper).map_err(|source| RuntimeError::Cgroup { id: id.to_string(), source })?;
+        cg.add_process(helper)
+            .map_err(|source| RuntimeError::Cgroup {
+                id: id.to_string(),
+                source,
+            })?;
     }
-    let go = |what: &str| process::send(&p2c, &Msg::Go).map_err(|e| RuntimeError::sys(id, format!("sync with the {what}"), e));
-    let recv = || process::recv(&c2p, SETUP_TIMEOUT).map_err(|m| RuntimeError::container(id, format!("sync pipe: {m}")));
+    let go = |what: &str| {
+        process::send(&p2c, &Msg::Go)
+            .map_err(|e| RuntimeError::sys(id, format!("sync with the {what}"), e))
+    };
+    let recv = || {
+        process::recv(&c2p, SETUP_TIMEOUT)
+            .map_err(|m| RuntimeError::container(id, format!("sync pipe: {m}")))
+    };
     go("helper")?;
     let pid = match recv()? {
         Some(Msg::Pid(p)) if p > 0 => p,
         Some(Msg::Error { code, message }) => return Err(child_error(id, code, message)),
-        Some(other) => return Err(RuntimeError::container(id, format!("unexpected {other:?} from the helper"))),
-        None => return Err(RuntimeError::container(id, "the helper process died before reporting")),
+        Some(other) => {
+            return Err(RuntimeError::container(
+                id,
+                format!("unexpected {other:?} from the helper"),
+            ))
+        }
+        None => {
+            return Err(RuntimeError::container(
+                id,
+                "the helper process died before reporting",
+            ))
+        }
     };
     let mut guard = ChildGuard(Some(pid));
     helper_guard.0 = None;
@@ -283,8 +335,18 @@ fn launch(l: Launch<'_>, body: impl FnOnce(ChildFds) -> Result<std::convert::Inf
         Some(Msg::Ready) if l.wait_ready => {}
         None if !l.wait_ready => {}
         Some(Msg::Error { code, message }) => return Err(child_error(id, code, message)),
-        Some(other) => return Err(RuntimeError::container(id, format!("unexpected {other:?} from the container"))),
-        None => return Err(RuntimeError::container(id, "the container process died during setup")),
+        Some(other) => {
+            return Err(RuntimeError::container(
+                id,
+                format!("unexpected {other:?} from the container"),
+            ))
+        }
+        None => {
+            return Err(RuntimeError::container(
+                id,
+                "the container process died during setup",
+            ))
+        }
     }
     guard.0 = None;
     Ok(pid)
@@ -299,26 +361,53 @@ struct Prepared {
 
 fn prepare(id: &str, bundle: &Path, spec: &Spec) -> Result<Prepared, RuntimeError> {
     let cfg = bundle.join("config.json").display().to_string();
-    let bad = |problem: String| RuntimeError::Spec { path: cfg.clone(), problem };
+    let bad = |problem: String| RuntimeError::Spec {
+        path: cfg.clone(),
+        problem,
+    };
     if let Some(h) = spec.hooks() {
-        let any = [h.prestart(), h.create_runtime(), h.create_container(), h.start_container(), h.poststart(), h.poststop()]
-            .iter()
-            .any(|v| v.as_ref().is_some_and(|v| !v.is_empty()));
+        let any = [
+            h.prestart(),
+            h.create_runtime(),
+            h.create_container(),
+            h.start_container(),
+            h.poststart(),
+            h.poststop(),
+        ]
+        .iter()
+        .any(|v| v.as_ref().is_some_and(|v| !v.is_empty()));
         if any {
             return Err(bad("hooks are not supported by decant's runtime".into()));
         }
     }
-    let process = spec.process().as_ref().ok_or_else(|| bad("no process section".into()))?;
-    let root = spec.root().as_ref().ok_or_else(|| bad("no root section".into()))?;
-    let rootfs_path = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
-    let rootfs = std::fs::canonicalize(&rootfs_path).map_err(|e| RuntimeError::io(&rootfs_path, "resolve root.path", e))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| bad("no process section".into()))?;
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| bad("no root section".into()))?;
+    let rootfs_path = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        bundle.join(root.path())
+    };
+    let rootfs = std::fs::canonicalize(&rootfs_path)
+        .map_err(|e| RuntimeError::io(&rootfs_path, "resolve root.path", e))?;
     if !rootfs.is_dir() {
-        return Err(bad(format!("root.path {} is not a directory", rootfs.display())));
+        return Err(bad(format!(
+            "root.path {} is not a directory",
+            rootfs.display()
+        )));
     }
     let ns = NsPlan::from_spec(spec, id)?;
     let rootless = !nix::unistd::geteuid().is_root();
     if rootless && !ns.user {
-        return Err(RuntimeError::container(id, "running as a non-root user needs a user namespace in config.json"));
+        return Err(RuntimeError::container(
+            id,
+            "running as a non-root user needs a user namespace in config.json",
+        ));
     }
     let linux = spec.linux().clone().unwrap_or_default();
     let mounts = spec
@@ -343,7 +432,12 @@ fn prepare(id: &str, bundle: &Path, spec: &Spec) -> Result<Prepared, RuntimeErro
     if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) && !ns.uts {
         return Err(bad("hostname is set but there is no uts namespace".into()));
     }
-    let mut sysctl: Vec<(String, String)> = linux.sysctl().clone().unwrap_or_default().into_iter().collect();
+    let mut sysctl: Vec<(String, String)> = linux
+        .sysctl()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     sysctl.sort();
     for (k, _) in &sysctl {
         if k.is_empty() || k.split('.').any(|p| p.is_empty() || p == "..") || k.contains('/') {
@@ -351,7 +445,8 @@ fn prepare(id: &str, bundle: &Path, spec: &Spec) -> Result<Prepared, RuntimeErro
         }
     }
     let setgroups_denied = rootless && ns.user;
-    let process = ProcessPlan::from_oci(process, linux.seccomp().clone(), setgroups_denied).map_err(bad)?;
+    let process =
+        ProcessPlan::from_oci(process, linux.seccomp().clone(), setgroups_denied).map_err(bad)?;
     let init = InitPlan {
         rootfs: RootfsPlan {
             rootfs: rootfs.clone(),
@@ -375,9 +470,16 @@ fn prepare(id: &str, bundle: &Path, spec: &Spec) -> Result<Prepared, RuntimeErro
     Ok(Prepared { init, ns, rootfs })
 }
 
-fn create_inner(root: &RuntimeRoot, id: &str, bundle: &Path, opts: &CreateOptions, with_fifo: bool) -> Result<(Record, PathBuf), RuntimeError> {
+fn create_inner(
+    root: &RuntimeRoot,
+    id: &str,
+    bundle: &Path,
+    opts: &CreateOptions,
+    with_fifo: bool,
+) -> Result<(Record, PathBuf), RuntimeError> {
     let dir = root.dir(id)?;
-    let bundle = std::fs::canonicalize(bundle).map_err(|e| RuntimeError::io(bundle, "resolve bundle", e))?;
+    let bundle =
+        std::fs::canonicalize(bundle).map_err(|e| RuntimeError::io(bundle, "resolve bundle", e))?;
     let (spec, bytes) = crate::spec::load(&bundle)?;
     let mut prepared = prepare(id, &bundle, &spec)?;
 
@@ -389,7 +491,10 @@ fn create_inner(root: &RuntimeRoot, id: &str, bundle: &Path, opts: &CreateOption
         }
         Err(e) => return Err(RuntimeError::io(&dir, "create", e)),
     }
-    let mut leftovers = Leftovers { dir: Some(dir.clone()), cgroup: None };
+    let mut leftovers = Leftovers {
+        dir: Some(dir.clone()),
+        cgroup: None,
+    };
     let copy = dir.join(CONFIG_COPY);
     std::fs::write(&copy, &bytes).map_err(|e| RuntimeError::io(&copy, "write", e))?;
     let me = std::process::id() as i32;
@@ -411,7 +516,8 @@ fn create_inner(root: &RuntimeRoot, id: &str, bundle: &Path, opts: &CreateOption
 
     let fifo = if with_fifo {
         let path = dir.join(EXEC_FIFO);
-        nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o622)).map_err(|e| RuntimeError::sys(id, format!("mkfifo {}", path.display()), e))?;
+        nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o622))
+            .map_err(|e| RuntimeError::sys(id, format!("mkfifo {}", path.display()), e))?;
         // mkfifo honours the umask; the container's user (any uid) must be able to write it.
         nix::sys::stat::fchmodat(
             nix::fcntl::AT_FDCWD,
@@ -420,7 +526,10 @@ fn create_inner(root: &RuntimeRoot, id: &str, bundle: &Path, opts: &CreateOption
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         )
         .map_err(|e| RuntimeError::sys(id, format!("chmod {}", path.display()), e))?;
-        Some(nix::fcntl::open(&path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| RuntimeError::sys(id, format!("open {}", path.display()), e))?)
+        Some(
+            nix::fcntl::open(&path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| RuntimeError::sys(id, format!("open {}", path.display()), e))?,
+        )
     } else {
         None
     };
@@ -436,7 +545,11 @@ fn create_inner(root: &RuntimeRoot, id: &str, bundle: &Path, opts: &CreateOption
         c2p: Some(c2p_w),
         fifo,
         console: connect_console(opts, prepared.init.process.terminal, id)?,
-        stdio: [dup(&opts.stdin, "stdin")?, dup(&opts.stdout, "stdout")?, dup(&opts.stderr, "stderr")?],
+        stdio: [
+            dup(&opts.stdin, "stdin")?,
+            dup(&opts.stdout, "stdout")?,
+            dup(&opts.stderr, "stderr")?,
+        ],
         join: std::mem::take(&mut prepared.ns.join),
         preserve: opts.preserve_fds,
     };
@@ -472,14 +585,24 @@ fn create_inner(root: &RuntimeRoot, id: &str, bundle: &Path, opts: &CreateOption
 }
 
 /// Sets the container up and leaves its init blocked just before execve (status "created").
-pub fn create(root: &RuntimeRoot, id: &str, bundle: &Path, opts: &CreateOptions) -> Result<State, RuntimeError> {
+pub fn create(
+    root: &RuntimeRoot,
+    id: &str,
+    bundle: &Path,
+    opts: &CreateOptions,
+) -> Result<State, RuntimeError> {
     let (record, dir) = create_inner(root, id, bundle, opts, true)?;
     Ok(record.to_state(&dir))
 }
 
 /// create + start in one, without the fifo round trip: the fast path. The init is the
 /// caller's child: wait for it with the returned handle.
-pub fn run(root: &RuntimeRoot, id: &str, bundle: &Path, opts: &CreateOptions) -> Result<ContainerProcess, RuntimeError> {
+pub fn run(
+    root: &RuntimeRoot,
+    id: &str,
+    bundle: &Path,
+    opts: &CreateOptions,
+) -> Result<ContainerProcess, RuntimeError> {
     let (record, _) = create_inner(root, id, bundle, opts, false)?;
     Ok(ContainerProcess { pid: record.pid })
 }
@@ -508,7 +631,15 @@ fn pidfd(pid: i32, start_time: u64) -> Option<OwnedFd> {
 
 fn pidfd_signal(fd: &OwnedFd, sig: Signal) -> nix::Result<()> {
     // SAFETY: pidfd_send_signal with a valid pidfd, a signal number, no siginfo, no flags.
-    let ret = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), sig as i32, std::ptr::null::<u8>(), 0) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig as i32,
+            std::ptr::null::<u8>(),
+            0,
+        )
+    };
     if ret < 0 {
         Err(Errno::last())
     } else {
@@ -530,19 +661,33 @@ pub fn start(root: &RuntimeRoot, id: &str) -> Result<(), RuntimeError> {
     let (rec, dir) = load(root, id)?;
     let status = rec.status(&dir);
     if status != ContainerState::Created {
-        return Err(RuntimeError::container(id, format!("cannot start a container that is {status}")));
+        return Err(RuntimeError::container(
+            id,
+            format!("cannot start a container that is {status}"),
+        ));
     }
-    let init = pidfd(rec.pid, rec.start_time).ok_or_else(|| RuntimeError::container(id, "the init process is gone"))?;
+    let init = pidfd(rec.pid, rec.start_time)
+        .ok_or_else(|| RuntimeError::container(id, "the init process is gone"))?;
     let path = dir.join(EXEC_FIFO);
-    let fifo: OwnedFd = nix::fcntl::open(&path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| RuntimeError::sys(id, format!("open {}", path.display()), e))?;
+    let fifo: OwnedFd = nix::fcntl::open(
+        &path,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| RuntimeError::sys(id, format!("open {}", path.display()), e))?;
     let deadline = std::time::Instant::now() + WAIT_TIMEOUT;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
-            return Err(RuntimeError::container(id, "the init process did not answer on the exec fifo"));
+            return Err(RuntimeError::container(
+                id,
+                "the init process did not answer on the exec fifo",
+            ));
         }
-        let mut pfds = [PollFd::new(fifo.as_fd(), PollFlags::POLLIN), PollFd::new(init.as_fd(), PollFlags::POLLIN)];
+        let mut pfds = [
+            PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
+            PollFd::new(init.as_fd(), PollFlags::POLLIN),
+        ];
         let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
         match nix::poll::poll(&mut pfds, PollTimeout::from(ms)) {
             Ok(0) | Err(Errno::EINTR) => continue,
@@ -555,11 +700,19 @@ pub fn start(root: &RuntimeRoot, id: &str) -> Result<(), RuntimeError> {
             match nix::unistd::read(&fifo, &mut b) {
                 Ok(1) => break,
                 Err(Errno::EAGAIN) | Err(Errno::EINTR) => continue,
-                _ => return Err(RuntimeError::container(id, "the init process closed the exec fifo without starting")),
+                _ => {
+                    return Err(RuntimeError::container(
+                        id,
+                        "the init process closed the exec fifo without starting",
+                    ))
+                }
             }
         }
         if !init_ev.is_empty() {
-            return Err(RuntimeError::container(id, "the init process exited before start"));
+            return Err(RuntimeError::container(
+                id,
+                "the init process exited before start",
+            ));
         }
     }
     std::fs::remove_file(&path).map_err(|e| RuntimeError::io(&path, "remove", e))
@@ -581,7 +734,9 @@ pub fn list(root: &RuntimeRoot) -> Result<Vec<State>, RuntimeError> {
     let mut out = Vec::new();
     for entry in entries.take(MAX_CONTAINERS) {
         let entry = entry.map_err(|e| RuntimeError::io(root.path(), "read", e))?;
-        let Some(id) = entry.file_name().to_str().map(str::to_string) else { continue };
+        let Some(id) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
         if validate_id(&id).is_err() || !entry.path().join(state::STATE_FILE).exists() {
             continue;
         }
@@ -594,13 +749,18 @@ pub fn list(root: &RuntimeRoot) -> Result<Vec<State>, RuntimeError> {
 /// Processes in the pid namespace of `init` (for kill --all without a cgroup).
 fn pids_in_pidns(init: i32) -> Vec<i32> {
     use std::os::unix::fs::MetadataExt;
-    let Ok(ns) = std::fs::metadata(format!("/proc/{init}/ns/pid")) else { return Vec::new() };
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(ns) = std::fs::metadata(format!("/proc/{init}/ns/pid")) else {
+        return Vec::new();
+    };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.take(4_194_304)
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|p| {
-            std::fs::metadata(format!("/proc/{p}/ns/pid")).is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev())
+            std::fs::metadata(format!("/proc/{p}/ns/pid"))
+                .is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev())
         })
         .collect()
 }
@@ -625,9 +785,13 @@ pub fn kill(root: &RuntimeRoot, id: &str, signal: Signal, all: bool) -> Result<(
     let (rec, dir) = load(root, id)?;
     let status = rec.status(&dir);
     if !matches!(status, ContainerState::Created | ContainerState::Running) {
-        return Err(RuntimeError::container(id, format!("cannot kill a container that is {status}")));
+        return Err(RuntimeError::container(
+            id,
+            format!("cannot kill a container that is {status}"),
+        ));
     }
-    let init = pidfd(rec.pid, rec.start_time).ok_or_else(|| RuntimeError::container(id, "the init process is gone"))?;
+    let init = pidfd(rec.pid, rec.start_time)
+        .ok_or_else(|| RuntimeError::container(id, "the init process is gone"))?;
     if all {
         for p in container_pids(&rec) {
             if p != rec.pid {
@@ -659,7 +823,10 @@ pub fn delete(root: &RuntimeRoot, id: &str, force: bool) -> Result<(), RuntimeEr
     };
     match rec.status(&dir) {
         ContainerState::Running if !force => {
-            return Err(RuntimeError::container(id, "is running: stop it first or delete with force"));
+            return Err(RuntimeError::container(
+                id,
+                "is running: stop it first or delete with force",
+            ));
         }
         ContainerState::Creating if !force => {
             return Err(RuntimeError::container(id, "is being created"));
@@ -672,7 +839,10 @@ pub fn delete(root: &RuntimeRoot, id: &str, force: bool) -> Result<(), RuntimeEr
                 }
                 let _ = pidfd_signal(&init, Signal::SIGKILL);
                 if !wait_exit(&init, WAIT_TIMEOUT) {
-                    return Err(RuntimeError::container(id, "the init process survived SIGKILL"));
+                    return Err(RuntimeError::container(
+                        id,
+                        "the init process survived SIGKILL",
+                    ));
                 }
             }
         }
@@ -686,7 +856,10 @@ pub fn delete(root: &RuntimeRoot, id: &str, force: bool) -> Result<(), RuntimeEr
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            m.destroy().map_err(|source| RuntimeError::Cgroup { id: id.to_string(), source })?;
+            m.destroy().map_err(|source| RuntimeError::Cgroup {
+                id: id.to_string(),
+                source,
+            })?;
         }
     }
     std::fs::remove_dir_all(&dir).map_err(|e| RuntimeError::io(&dir, "remove", e))
@@ -695,22 +868,39 @@ pub fn delete(root: &RuntimeRoot, id: &str, force: bool) -> Result<(), RuntimeEr
 /// Runs `process` inside a running container: joins every namespace of its init and its
 /// cgroup, applies the same seccomp profile as the container and the process's own settings.
 /// Returns the new process (the caller's child) once it has exec'd.
-pub fn exec(root: &RuntimeRoot, id: &str, process: &Process, opts: &ExecOptions) -> Result<ContainerProcess, RuntimeError> {
+pub fn exec(
+    root: &RuntimeRoot,
+    id: &str,
+    process: &Process,
+    opts: &ExecOptions,
+) -> Result<ContainerProcess, RuntimeError> {
     let (rec, dir) = load(root, id)?;
     let status = rec.status(&dir);
     if !matches!(status, ContainerState::Created | ContainerState::Running) {
-        return Err(RuntimeError::container(id, format!("cannot exec in a container that is {status}")));
+        return Err(RuntimeError::container(
+            id,
+            format!("cannot exec in a container that is {status}"),
+        ));
     }
     let copy = dir.join(CONFIG_COPY);
     let bytes = std::fs::read(&copy).map_err(|e| RuntimeError::io(&copy, "read", e))?;
     let spec = crate::spec::parse(&bytes, &copy)?;
     let linux = spec.linux().clone().unwrap_or_default();
-    let user_ns = linux.namespaces().as_deref().unwrap_or_default().iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User);
+    let user_ns = linux
+        .namespaces()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User);
     let rootless = !nix::unistd::geteuid().is_root();
     let plan = ProcessPlan::from_oci(process, linux.seccomp().clone(), rootless && user_ns)
         .map_err(|problem| RuntimeError::container(id, problem))?;
     let join = namespaces::namespaces_of(rec.pid, id)?;
-    let cgroup = if rec.cgroup { cgroups::manager_for(id).ok() } else { None };
+    let cgroup = if rec.cgroup {
+        cgroups::manager_for(id).ok()
+    } else {
+        None
+    };
     let (p2c_r, p2c_w) = pipe(id)?;
     let (c2p_r, c2p_w) = pipe(id)?;
     let fds = ChildFds {
@@ -718,12 +908,25 @@ pub fn exec(root: &RuntimeRoot, id: &str, process: &Process, opts: &ExecOptions)
         c2p: Some(c2p_w),
         fifo: None,
         console: connect_console(opts, plan.terminal, id)?,
-        stdio: [dup(&opts.stdin, "stdin")?, dup(&opts.stdout, "stdout")?, dup(&opts.stderr, "stderr")?],
+        stdio: [
+            dup(&opts.stdin, "stdin")?,
+            dup(&opts.stdout, "stdout")?,
+            dup(&opts.stderr, "stderr")?,
+        ],
         join,
         preserve: opts.preserve_fds,
     };
     let pid = launch(
-        Launch { id, fds, p2c: p2c_w, c2p: c2p_r, flags: CloneFlags::empty(), cgroup: cgroup.as_deref(), maps: None, wait_ready: false },
+        Launch {
+            id,
+            fds,
+            p2c: p2c_w,
+            c2p: c2p_r,
+            flags: CloneFlags::empty(),
+            cgroup: cgroup.as_deref(),
+            maps: None,
+            wait_ready: false,
+        },
         |fds| process::exec_main(&plan, fds),
     )?;
     if let Some(pf) = &opts.pid_file {

@@ -28,23 +28,33 @@ pub(crate) struct DevicePlan {
 
 /// null, zero, full, random, urandom, tty: what runc and Podman always provide.
 pub(crate) fn default_devices() -> Vec<DevicePlan> {
-    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
-        .iter()
-        .map(|(name, major, minor)| DevicePlan {
-            path: format!("dev/{name}"),
-            kind: SFlag::S_IFCHR,
-            major: *major,
-            minor: *minor,
-            mode: 0o666,
-            uid: 0,
-            gid: 0,
-        })
-        .collect()
+    [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ]
+    .iter()
+    .map(|(name, major, minor)| DevicePlan {
+        path: format!("dev/{name}"),
+        kind: SFlag::S_IFCHR,
+        major: *major,
+        minor: *minor,
+        mode: 0o666,
+        uid: 0,
+        gid: 0,
+    })
+    .collect()
 }
 
 /// Turns a spec device into a plan, refusing paths outside /dev-like sanity and odd types.
 pub(crate) fn plan_device(d: &LinuxDevice) -> Result<DevicePlan, String> {
-    let path = d.path().to_str().ok_or_else(|| format!("device path {:?} is not UTF-8", d.path()))?;
+    let path = d
+        .path()
+        .to_str()
+        .ok_or_else(|| format!("device path {:?} is not UTF-8", d.path()))?;
     let rel = crate::rootfs::relative_dest(path)?;
     let kind = match d.typ() {
         LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
@@ -52,8 +62,10 @@ pub(crate) fn plan_device(d: &LinuxDevice) -> Result<DevicePlan, String> {
         LinuxDeviceType::P => SFlag::S_IFIFO,
         LinuxDeviceType::A => return Err(format!("device {path}: type \"a\" is not a node type")),
     };
-    let major = u64::try_from(d.major()).map_err(|_| format!("device {path}: negative major {}", d.major()))?;
-    let minor = u64::try_from(d.minor()).map_err(|_| format!("device {path}: negative minor {}", d.minor()))?;
+    let major = u64::try_from(d.major())
+        .map_err(|_| format!("device {path}: negative major {}", d.major()))?;
+    let minor = u64::try_from(d.minor())
+        .map_err(|_| format!("device {path}: negative minor {}", d.minor()))?;
     Ok(DevicePlan {
         path: rel,
         kind,
@@ -66,7 +78,11 @@ pub(crate) fn plan_device(d: &LinuxDevice) -> Result<DevicePlan, String> {
 }
 
 /// Makes the nodes under the rootfs opened as `root`.
-pub(crate) fn create_devices(root: &impl AsFd, devices: &[DevicePlan], bind: bool) -> Result<(), ChildError> {
+pub(crate) fn create_devices(
+    root: &impl AsFd,
+    devices: &[DevicePlan],
+    bind: bool,
+) -> Result<(), ChildError> {
     for d in devices {
         let (parent_rel, name) = match d.path.rsplit_once('/') {
             Some((p, n)) => (p, n),

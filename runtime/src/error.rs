@@ -27,7 +27,11 @@ pub enum RuntimeError {
     /// The container's process failed while setting itself up or could not exec; `code` is
     /// 126 (not executable), 127 (not found) or 125 (anything else).
     #[error("container {id}: {message}")]
-    Init { id: String, code: i32, message: String },
+    Init {
+        id: String,
+        code: i32,
+        message: String,
+    },
     /// The container asked for resource limits and its cgroup could not be made.
     #[error("container {id}: {source}")]
     Cgroup {
@@ -37,7 +41,11 @@ pub enum RuntimeError {
     },
     /// A system call of the runtime itself (not the container's) failed.
     #[error("container {id}: {op}: {errno}")]
-    Sys { id: String, op: String, errno: nix::errno::Errno },
+    Sys {
+        id: String,
+        op: String,
+        errno: nix::errno::Errno,
+    },
 }
 
 impl RuntimeError {
@@ -50,14 +58,25 @@ impl RuntimeError {
     }
 
     pub(crate) fn io(path: impl AsRef<Path>, op: &'static str, source: std::io::Error) -> Self {
-        RuntimeError::Io { path: path.as_ref().display().to_string(), op, source }
+        RuntimeError::Io {
+            path: path.as_ref().display().to_string(),
+            op,
+            source,
+        }
     }
 
     pub(crate) fn container(id: &str, problem: impl Into<String>) -> Self {
-        RuntimeError::Container { id: id.to_string(), problem: problem.into() }
+        RuntimeError::Container {
+            id: id.to_string(),
+            problem: problem.into(),
+        }
     }
 
     pub(crate) fn sys(id: &str, op: impl Into<String>, errno: nix::errno::Errno) -> Self {
-        RuntimeError::Sys { id: id.to_string(), op: op.into(), errno }
+        RuntimeError::Sys {
+            id: id.to_string(),
+            op: op.into(),
+            errno,
+        }
     }
 }

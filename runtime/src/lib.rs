@@ -13,8 +13,8 @@ pub mod spec;
 mod state;
 
 pub use container::{
-    create, delete, exec, kill, list, run, start, state, validate_id, ContainerProcess, CreateOptions, ExecOptions,
-    ExitStatus, RuntimeRoot,
+    create, delete, exec, kill, list, run, start, state, validate_id, ContainerProcess,
+    CreateOptions, ExecOptions, ExitStatus, RuntimeRoot,
 };
 pub use error::RuntimeError;
 pub use nix::sys::signal::Signal;

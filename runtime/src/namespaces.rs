@@ -74,7 +74,10 @@ impl NsPlan {
             if seen.contains(flag) {
                 return Err(RuntimeError::container(
                     id,
-                    format!("namespace {} listed twice in config.json", proc_name(ns.typ())),
+                    format!(
+                        "namespace {} listed twice in config.json",
+                        proc_name(ns.typ())
+                    ),
                 ));
             }
             seen |= flag;
@@ -88,21 +91,28 @@ impl NsPlan {
             }
             match ns.path() {
                 Some(path) if !path.as_os_str().is_empty() => {
-                    let fd = File::open(path).map_err(|e| RuntimeError::io(path, "open namespace", e))?;
+                    let fd = File::open(path)
+                        .map_err(|e| RuntimeError::io(path, "open namespace", e))?;
                     plan.join.push((flag, fd.into()));
                 }
                 _ => plan.new |= flag,
             }
         }
         if !plan.mount {
-            return Err(RuntimeError::container(id, "config.json has no mount namespace; decant needs one"));
+            return Err(RuntimeError::container(
+                id,
+                "config.json has no mount namespace; decant needs one",
+            ));
         }
         Ok(plan)
     }
 }
 
 /// Namespaces of `pid` that differ from ours, opened for `setns`, user namespace first.
-pub(crate) fn namespaces_of(pid: i32, id: &str) -> Result<Vec<(CloneFlags, OwnedFd)>, RuntimeError> {
+pub(crate) fn namespaces_of(
+    pid: i32,
+    id: &str,
+) -> Result<Vec<(CloneFlags, OwnedFd)>, RuntimeError> {
     let order = [
         LinuxNamespaceType::User,
         LinuxNamespaceType::Ipc,
@@ -120,7 +130,10 @@ pub(crate) fn namespaces_of(pid: i32, id: &str) -> Result<Vec<(CloneFlags, Owned
         let Ok(their_meta) = std::fs::metadata(&theirs) else {
             // This kernel lacks the namespace type (time before 5.6); nothing to join.
             if !Path::new(&format!("/proc/{pid}")).exists() {
-                return Err(RuntimeError::container(id, "the container's init process is gone"));
+                return Err(RuntimeError::container(
+                    id,
+                    "the container's init process is gone",
+                ));
             }
             continue;
         };
@@ -138,7 +151,12 @@ pub(crate) fn namespaces_of(pid: i32, id: &str) -> Result<Vec<(CloneFlags, Owned
 /// Joins the given namespaces in order (the caller must be single-threaded for mnt and user).
 pub(crate) fn join(list: &[(CloneFlags, OwnedFd)]) -> Result<(), (String, nix::errno::Errno)> {
     for (flag, fd) in list {
-        nix::sched::setns(fd, *flag).map_err(|e| (format!("setns {:#x} (fd {})", flag.bits(), fd.as_raw_fd()), e))?;
+        nix::sched::setns(fd, *flag).map_err(|e| {
+            (
+                format!("setns {:#x} (fd {})", flag.bits(), fd.as_raw_fd()),
+                e,
+            )
+        })?;
     }
     Ok(())
 }
@@ -150,7 +168,9 @@ pub(crate) fn join(list: &[(CloneFlags, OwnedFd)]) -> Result<(), (String, nix::e
 /// Must be called from a single-threaded process (the helper forked by the runtime): the child
 /// shares no memory with it and no atfork handlers run.
 pub(crate) fn clone_child(flags: CloneFlags) -> nix::Result<i32> {
-    let all = flags.bits() as libc::c_ulong | libc::CLONE_PARENT as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    let all = flags.bits() as libc::c_ulong
+        | libc::CLONE_PARENT as libc::c_ulong
+        | libc::SIGCHLD as libc::c_ulong;
     // SAFETY: a raw clone without CLONE_VM and with a null stack behaves like fork: the child
     // gets a copy-on-write copy of the address space and continues on its own copy of this
     // stack. The caller is single-threaded, so no lock can be held by a thread that does not
@@ -164,12 +184,16 @@ pub(crate) fn clone_child(flags: CloneFlags) -> nix::Result<i32> {
 }
 
 fn map_text(maps: &[LinuxIdMapping]) -> String {
-    maps.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect()
+    maps.iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect()
 }
 
 /// The ranges /etc/subuid (or subgid) grants `user` or `uid`, if any.
 fn sub_ranges(file: &str, user: Option<&str>, uid: u32) -> bool {
-    let Ok(text) = std::fs::read_to_string(file) else { return false };
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return false;
+    };
     text.lines().take(100_000).any(|line| {
         let owner = line.split(':').next().unwrap_or("");
         owner == uid.to_string() || Some(owner) == user
@@ -204,7 +228,10 @@ pub(crate) fn write_id_maps(
     id: &str,
 ) -> Result<(), RuntimeError> {
     if uid_maps.is_empty() || gid_maps.is_empty() {
-        return Err(RuntimeError::container(id, "user namespace without uidMappings and gidMappings in config.json"));
+        return Err(RuntimeError::container(
+            id,
+            "user namespace without uidMappings and gidMappings in config.json",
+        ));
     }
     let euid = nix::unistd::geteuid().as_raw();
     let proc = PathBuf::from(format!("/proc/{pid}"));
@@ -212,21 +239,29 @@ pub(crate) fn write_id_maps(
         let p = proc.join(name);
         std::fs::write(&p, text).map_err(|e| RuntimeError::io(&p, "write", e))
     };
-    let own_only = |maps: &[LinuxIdMapping], own: u32| maps.len() == 1 && maps[0].host_id() == own && maps[0].size() == 1;
+    let own_only = |maps: &[LinuxIdMapping], own: u32| {
+        maps.len() == 1 && maps[0].host_id() == own && maps[0].size() == 1
+    };
     if euid != 0 {
         let egid = nix::unistd::getegid().as_raw();
         let simple = own_only(uid_maps, euid) && own_only(gid_maps, egid);
         let name = user_name(euid);
         let helpers = find_tool("newuidmap").zip(find_tool("newgidmap"));
         if let (false, Some((newuid, newgid))) = (simple, helpers) {
-            if sub_ranges("/etc/subuid", name.as_deref(), euid) && sub_ranges("/etc/subgid", name.as_deref(), euid) {
+            if sub_ranges("/etc/subuid", name.as_deref(), euid)
+                && sub_ranges("/etc/subgid", name.as_deref(), euid)
+            {
                 for (tool, maps) in [(newuid, uid_maps), (newgid, gid_maps)] {
                     let mut cmd = std::process::Command::new(&tool);
                     cmd.arg(pid.to_string());
                     for m in maps {
-                        cmd.arg(m.container_id().to_string()).arg(m.host_id().to_string()).arg(m.size().to_string());
+                        cmd.arg(m.container_id().to_string())
+                            .arg(m.host_id().to_string())
+                            .arg(m.size().to_string());
                     }
-                    let out = cmd.output().map_err(|e| RuntimeError::io(&tool, "run", e))?;
+                    let out = cmd
+                        .output()
+                        .map_err(|e| RuntimeError::io(&tool, "run", e))?;
                     if !out.status.success() {
                         let msg = String::from_utf8_lossy(&out.stderr);
                         return Err(RuntimeError::container(

@@ -41,10 +41,16 @@ pub(crate) struct ChildError {
 
 impl ChildError {
     pub fn sys(op: impl std::fmt::Display, errno: Errno) -> Self {
-        ChildError { code: 125, message: format!("{op}: {}", errno.desc()) }
+        ChildError {
+            code: 125,
+            message: format!("{op}: {}", errno.desc()),
+        }
     }
     pub fn msg(message: impl Into<String>) -> Self {
-        ChildError { code: 125, message: message.into() }
+        ChildError {
+            code: 125,
+            message: message.into(),
+        }
     }
 }
 
@@ -82,7 +88,10 @@ pub(crate) fn send(fd: &impl AsFd, msg: &Msg) -> nix::Result<()> {
         Msg::Error { code, message } => {
             let mut v = code.to_le_bytes().to_vec();
             let text = message.as_bytes();
-            v.extend_from_slice(text.get(..text.len().min(MAX_MESSAGE - 4)).unwrap_or_default());
+            v.extend_from_slice(
+                text.get(..text.len().min(MAX_MESSAGE - 4))
+                    .unwrap_or_default(),
+            );
             (TAG_ERROR, v)
         }
     };
@@ -94,7 +103,11 @@ pub(crate) fn send(fd: &impl AsFd, msg: &Msg) -> nix::Result<()> {
 
 /// Reads exactly `buf.len()` bytes, waiting at most `deadline`; `Ok(false)` on a clean end of
 /// file before the first byte.
-fn read_exact(fd: BorrowedFd<'_>, buf: &mut [u8], deadline: std::time::Instant) -> Result<bool, String> {
+fn read_exact(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    deadline: std::time::Instant,
+) -> Result<bool, String> {
     use nix::poll::{PollFd, PollFlags, PollTimeout};
     let mut got = 0;
     while got < buf.len() {
@@ -109,7 +122,9 @@ fn read_exact(fd: BorrowedFd<'_>, buf: &mut [u8], deadline: std::time::Instant) 
             Ok(_) => {}
             Err(e) => return Err(format!("poll: {}", e.desc())),
         }
-        let Some(rest) = buf.get_mut(got..) else { break };
+        let Some(rest) = buf.get_mut(got..) else {
+            break;
+        };
         match nix::unistd::read(fd, rest) {
             Ok(0) if got == 0 => return Ok(false),
             Ok(0) => return Err("message cut short".into()),
@@ -138,7 +153,10 @@ pub(crate) fn recv(fd: &impl AsFd, timeout: std::time::Duration) -> Result<Optio
         return Err("message cut short".into());
     }
     let int = |p: &[u8]| -> Result<i32, String> {
-        let b: [u8; 4] = p.get(..4).and_then(|s| s.try_into().ok()).ok_or("short message")?;
+        let b: [u8; 4] = p
+            .get(..4)
+            .and_then(|s| s.try_into().ok())
+            .ok_or("short message")?;
         Ok(i32::from_le_bytes(b))
     };
     Ok(Some(match tag {
@@ -203,9 +221,16 @@ fn cstring(s: &str, what: &str) -> Result<CString, String> {
 
 impl ProcessPlan {
     /// Checks and converts an OCI process; `seccomp` comes from the container's linux section.
-    pub fn from_oci(p: &Process, seccomp: Option<LinuxSeccomp>, setgroups_denied: bool) -> Result<ProcessPlan, String> {
+    pub fn from_oci(
+        p: &Process,
+        seccomp: Option<LinuxSeccomp>,
+        setgroups_denied: bool,
+    ) -> Result<ProcessPlan, String> {
         let args = p.args().clone().unwrap_or_default();
-        let arg0 = args.first().cloned().ok_or("process.args is empty: no command to run")?;
+        let arg0 = args
+            .first()
+            .cloned()
+            .ok_or("process.args is empty: no command to run")?;
         let env_list = p.env().clone().unwrap_or_default();
         let path_var = env_list
             .iter()
@@ -218,12 +243,21 @@ impl ProcessPlan {
         }
         let user = p.user();
         let console_size = p.console_size().map(|b| {
-            (u16::try_from(b.height()).unwrap_or(u16::MAX), u16::try_from(b.width()).unwrap_or(u16::MAX))
+            (
+                u16::try_from(b.height()).unwrap_or(u16::MAX),
+                u16::try_from(b.width()).unwrap_or(u16::MAX),
+            )
         });
         Ok(ProcessPlan {
-            args: args.iter().map(|a| cstring(a, "argument")).collect::<Result<_, _>>()?,
+            args: args
+                .iter()
+                .map(|a| cstring(a, "argument"))
+                .collect::<Result<_, _>>()?,
             arg0,
-            env: env_list.iter().map(|e| cstring(e, "environment variable")).collect::<Result<_, _>>()?,
+            env: env_list
+                .iter()
+                .map(|e| cstring(e, "environment variable"))
+                .collect::<Result<_, _>>()?,
             path_var,
             cwd: p.cwd().clone(),
             uid: user.uid(),
@@ -306,7 +340,13 @@ fn close_strays(keep: &[RawFd]) {
 fn report(fds: &ChildFds, e: &ChildError) -> ! {
     match &fds.c2p {
         Some(c2p) => {
-            let _ = send(c2p, &Msg::Error { code: e.code, message: e.message.clone() });
+            let _ = send(
+                c2p,
+                &Msg::Error {
+                    code: e.code,
+                    message: e.message.clone(),
+                },
+            );
         }
         None => {
             let line = format!("decant: {}\n", e.message);
@@ -326,20 +366,36 @@ fn wait_go(fd: &OwnedFd) -> Result<(), ChildError> {
     match recv(fd, std::time::Duration::from_secs(600)) {
         Ok(Some(Msg::Go)) => Ok(()),
         Ok(None) => exit(1), // the runtime gave up on us; nobody to report to
-        Ok(Some(other)) => Err(ChildError::msg(format!("unexpected message {other:?} from the runtime"))),
+        Ok(Some(other)) => Err(ChildError::msg(format!(
+            "unexpected message {other:?} from the runtime"
+        ))),
         Err(e) => Err(ChildError::msg(format!("sync pipe: {e}"))),
     }
 }
 
 /// The helper's life: wait for "go", join namespaces, clone the container process, report its
 /// pid. `body` is the container process's life and never returns.
-pub(crate) fn helper(fds: ChildFds, flags: CloneFlags, body: impl FnOnce(ChildFds) -> Result<Infallible, ChildError>) -> ! {
+pub(crate) fn helper(
+    fds: ChildFds,
+    flags: CloneFlags,
+    body: impl FnOnce(ChildFds) -> Result<Infallible, ChildError>,
+) -> ! {
     close_strays(&fds.keep());
     if let Err(e) = wait_go(&fds.p2c) {
         report(&fds, &e)
     }
     if let Err((op, errno)) = crate::namespaces::join(&fds.join) {
         report(&fds, &ChildError::sys(op, errno))
+    }
+    // A process that changed its uid (a setuid caller, or root that dropped to a user) is not
+    // dumpable, so its /proc files belong to root and the runtime could not write the new user
+    // namespace's id maps. Dumpable until the maps are written, then restored (as runc does).
+    let was_dumpable = nix::sys::prctl::get_dumpable().unwrap_or(true);
+    let lift = !was_dumpable && flags.contains(CloneFlags::CLONE_NEWUSER);
+    if lift {
+        if let Err(e) = nix::sys::prctl::set_dumpable(true) {
+            report(&fds, &ChildError::sys("PR_SET_DUMPABLE", e))
+        }
     }
     match crate::namespaces::clone_child(flags) {
         Ok(0) => {
@@ -348,6 +404,11 @@ pub(crate) fn helper(fds: ChildFds, flags: CloneFlags, body: impl FnOnce(ChildFd
             fds.join.clear();
             if let Err(e) = wait_go(&fds.p2c) {
                 report(&fds, &e)
+            }
+            if lift {
+                if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+                    report(&fds, &ChildError::sys("PR_SET_DUMPABLE", e))
+                }
             }
             match body(fds) {
                 Ok(never) => match never {},
@@ -360,7 +421,10 @@ pub(crate) fn helper(fds: ChildFds, flags: CloneFlags, body: impl FnOnce(ChildFd
             }
             exit(0)
         }
-        Err(e) => report(&fds, &ChildError::sys(format!("clone with flags {:#x}", flags.bits()), e)),
+        Err(e) => report(
+            &fds,
+            &ChildError::sys(format!("clone with flags {:#x}", flags.bits()), e),
+        ),
     }
 }
 
@@ -396,32 +460,42 @@ fn init_inner(plan: &InitPlan, fds: &mut ChildFds) -> Result<Infallible, ChildEr
     setup_stdio(fds)?;
     nix::sys::stat::umask(Mode::empty());
     if let Some(h) = &plan.hostname {
-        nix::unistd::sethostname(h).map_err(|e| ChildError::sys(format!("sethostname {h:?}"), e))?;
+        nix::unistd::sethostname(h)
+            .map_err(|e| ChildError::sys(format!("sethostname {h:?}"), e))?;
     }
     if let Some(d) = &plan.domainname {
         let c = cstring(d, "domainname").map_err(ChildError::msg)?;
         // SAFETY: setdomainname reads `len` bytes from a valid NUL-terminated buffer.
         let ret = unsafe { libc::setdomainname(c.as_ptr(), d.len()) };
         if ret < 0 {
-            return Err(ChildError::sys(format!("setdomainname {d:?}"), Errno::last()));
+            return Err(ChildError::sys(
+                format!("setdomainname {d:?}"),
+                Errno::last(),
+            ));
         }
     }
     // Kept across pivot_root to reopen the exec fifo through /proc/self/fd even when the
     // container has no /proc; close-on-exec, so the container's program never sees it.
     let host_proc = match &fds.fifo {
         Some(_) => Some(
-            nix::fcntl::open("/proc", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(|e| ChildError::sys("open /proc", e))?,
+            nix::fcntl::open(
+                "/proc",
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| ChildError::sys("open /proc", e))?,
         ),
         None => None,
     };
     crate::rootfs::setup(&plan.rootfs)?;
     for (key, value) in &plan.sysctl {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        std::fs::write(&path, value).map_err(|e| ChildError::msg(format!("sysctl {key}={value}: {path}: {e}")))?;
+        std::fs::write(&path, value)
+            .map_err(|e| ChildError::msg(format!("sysctl {key}={value}: {path}: {e}")))?;
     }
     if !plan.masked.is_empty() || !plan.readonly.is_empty() {
-        security::apply_masks(&plan.masked, &plan.readonly).map_err(|e| ChildError::msg(e.to_string()))?;
+        security::apply_masks(&plan.masked, &plan.readonly)
+            .map_err(|e| ChildError::msg(e.to_string()))?;
     }
     if plan.process.terminal {
         setup_console(&plan.process, fds)?;
@@ -463,7 +537,10 @@ fn setup_stdio(fds: &mut ChildFds) -> Result<(), ChildError> {
         // valid descriptor we own and close right after.
         let ret = unsafe { libc::dup2(high, target) };
         if ret < 0 {
-            return Err(ChildError::sys(format!("dup2 onto fd {target}"), Errno::last()));
+            return Err(ChildError::sys(
+                format!("dup2 onto fd {target}"),
+                Errno::last(),
+            ));
         }
         let _ = nix::unistd::close(high);
     }
@@ -472,40 +549,73 @@ fn setup_stdio(fds: &mut ChildFds) -> Result<(), ChildError> {
 
 fn setup_console(p: &ProcessPlan, fds: &mut ChildFds) -> Result<(), ChildError> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
-    let sock = fds.console.take().ok_or_else(|| ChildError::msg("process.terminal is set but there is no console socket"))?;
+    let sock = fds
+        .console
+        .take()
+        .ok_or_else(|| ChildError::msg("process.terminal is set but there is no console socket"))?;
     let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(|e| ChildError::sys("open /dev/ptmx", e))?;
     nix::pty::grantpt(&master).map_err(|e| ChildError::sys("grantpt", e))?;
     nix::pty::unlockpt(&master).map_err(|e| ChildError::sys("unlockpt", e))?;
     let name = nix::pty::ptsname_r(&master).map_err(|e| ChildError::sys("ptsname", e))?;
-    let slave: OwnedFd = nix::fcntl::open(name.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| ChildError::sys(format!("open {name}"), e))?;
+    let slave: OwnedFd = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ChildError::sys(format!("open {name}"), e))?;
     if let Some((rows, cols)) = p.console_size {
-        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         // SAFETY: TIOCSWINSZ reads one winsize struct from a valid pointer.
-        unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws as *const libc::winsize) };
+        unsafe {
+            libc::ioctl(
+                slave.as_raw_fd(),
+                libc::TIOCSWINSZ,
+                &ws as *const libc::winsize,
+            )
+        };
     }
     let raw = [master.as_raw_fd()];
     let iov = [std::io::IoSlice::new(name.as_bytes())];
-    sendmsg::<UnixAddr>(sock.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&raw)], MsgFlags::empty(), None)
-        .map_err(|e| ChildError::sys("send the pty master to the console socket", e))?;
+    sendmsg::<UnixAddr>(
+        sock.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&raw)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| ChildError::sys("send the pty master to the console socket", e))?;
     drop(master);
     drop(sock);
     for target in 0..3 {
         // SAFETY: as in setup_stdio; `slave` stays open until after the loop.
         if unsafe { libc::dup2(slave.as_raw_fd(), target) } < 0 {
-            return Err(ChildError::sys(format!("dup2 the pty onto fd {target}"), Errno::last()));
+            return Err(ChildError::sys(
+                format!("dup2 the pty onto fd {target}"),
+                Errno::last(),
+            ));
         }
     }
     // SAFETY: TIOCSCTTY takes an int argument; we are a session leader (setsid above).
     if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
-        return Err(ChildError::sys("make the pty the controlling terminal", Errno::last()));
+        return Err(ChildError::sys(
+            "make the pty the controlling terminal",
+            Errno::last(),
+        ));
     }
     Ok(())
 }
 
 fn not_found(p: &ProcessPlan) -> ChildError {
-    ChildError { code: 127, message: format!("exec: {:?}: executable file not found in $PATH", p.arg0) }
+    ChildError {
+        code: 127,
+        message: format!("exec: {:?}: executable file not found in $PATH", p.arg0),
+    }
 }
 
 /// Finds the program like execvp, with the container's PATH, and turns the usual failures
@@ -515,11 +625,30 @@ fn lookup(p: &ProcessPlan) -> Result<CString, ChildError> {
     let check = |path: &str| -> Result<CString, ChildError> {
         let c = cstring(path, "program").map_err(ChildError::msg)?;
         let meta = std::fs::metadata(path).map_err(|e| {
-            let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
-            ChildError { code, message: format!("exec: {:?}: stat {path}: {}", p.arg0, Errno::from_raw(e.raw_os_error().unwrap_or(0)).desc().to_lowercase()) }
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            ChildError {
+                code,
+                message: format!(
+                    "exec: {:?}: stat {path}: {}",
+                    p.arg0,
+                    Errno::from_raw(e.raw_os_error().unwrap_or(0))
+                        .desc()
+                        .to_lowercase()
+                ),
+            }
         })?;
-        if meta.is_dir() || meta.permissions().mode() & 0o111 == 0 || nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_err() {
-            return Err(ChildError { code: 126, message: format!("exec: {:?}: permission denied", p.arg0) });
+        if meta.is_dir()
+            || meta.permissions().mode() & 0o111 == 0
+            || nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_err()
+        {
+            return Err(ChildError {
+                code: 126,
+                message: format!("exec: {:?}: permission denied", p.arg0),
+            });
         }
         Ok(c)
     };
@@ -541,13 +670,18 @@ fn lookup(p: &ProcessPlan) -> Result<CString, ChildError> {
 
 /// The process settings, in the order the kernel's rules require, then (create) the wait on
 /// the exec fifo, seccomp last, and execve.
-fn finalize(p: &ProcessPlan, fds: &mut ChildFds, host_proc: Option<OwnedFd>) -> Result<Infallible, ChildError> {
+fn finalize(
+    p: &ProcessPlan,
+    fds: &mut ChildFds,
+    host_proc: Option<OwnedFd>,
+) -> Result<Infallible, ChildError> {
     if let Some(adj) = p.oom_score_adj {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(|e| ChildError::msg(format!("/proc/self/oom_score_adj: {e}")))?;
     }
     for (res, soft, hard) in &p.rlimits {
-        nix::sys::resource::setrlimit(*res, *soft, *hard).map_err(|e| ChildError::sys(format!("setrlimit {res:?}"), e))?;
+        nix::sys::resource::setrlimit(*res, *soft, *hard)
+            .map_err(|e| ChildError::sys(format!("setrlimit {res:?}"), e))?;
     }
     // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it while we have it.
     let seccomp_early = !p.no_new_privs;
@@ -558,34 +692,52 @@ fn finalize(p: &ProcessPlan, fds: &mut ChildFds, host_proc: Option<OwnedFd>) -> 
         let groups: Vec<Gid> = p.groups.iter().map(|g| Gid::from_raw(*g)).collect();
         nix::unistd::setgroups(&groups).map_err(|e| ChildError::sys("setgroups", e))?;
     } else if !p.groups.is_empty() {
-        return Err(ChildError::msg("additional groups cannot be set in a user namespace mapped without newgidmap"));
+        return Err(ChildError::msg(
+            "additional groups cannot be set in a user namespace mapped without newgidmap",
+        ));
     }
     if p.caps.is_some() {
         // Keep the permitted set across setuid; apply_capabilities then sets every set.
         nix::sys::prctl::set_keepcaps(true).map_err(|e| ChildError::sys("PR_SET_KEEPCAPS", e))?;
     }
-    nix::unistd::setresgid(Gid::from_raw(p.gid), Gid::from_raw(p.gid), Gid::from_raw(p.gid))
-        .map_err(|e| ChildError::sys(format!("setresgid {}", p.gid), e))?;
-    nix::unistd::setresuid(Uid::from_raw(p.uid), Uid::from_raw(p.uid), Uid::from_raw(p.uid))
-        .map_err(|e| ChildError::sys(format!("setresuid {}", p.uid), e))?;
+    nix::unistd::setresgid(
+        Gid::from_raw(p.gid),
+        Gid::from_raw(p.gid),
+        Gid::from_raw(p.gid),
+    )
+    .map_err(|e| ChildError::sys(format!("setresgid {}", p.gid), e))?;
+    nix::unistd::setresuid(
+        Uid::from_raw(p.uid),
+        Uid::from_raw(p.uid),
+        Uid::from_raw(p.uid),
+    )
+    .map_err(|e| ChildError::sys(format!("setresuid {}", p.uid), e))?;
     if let Some(caps) = &p.caps {
         security::apply_capabilities(caps).map_err(|e| ChildError::msg(e.to_string()))?;
     }
-    nix::unistd::chdir(&p.cwd).map_err(|e| ChildError::sys(format!("chdir to cwd {:?} set in config.json", p.cwd), e))?;
+    nix::unistd::chdir(&p.cwd)
+        .map_err(|e| ChildError::sys(format!("chdir to cwd {:?} set in config.json", p.cwd), e))?;
     nix::sys::stat::umask(Mode::from_bits_truncate(p.umask));
     let exe = lookup(p)?;
     if p.no_new_privs {
-        nix::sys::prctl::set_no_new_privs().map_err(|e| ChildError::sys("PR_SET_NO_NEW_PRIVS", e))?;
+        nix::sys::prctl::set_no_new_privs()
+            .map_err(|e| ChildError::sys("PR_SET_NO_NEW_PRIVS", e))?;
     }
     if let Some(fifo) = fds.fifo.take() {
         if let Some(c2p) = fds.c2p.take() {
             send(&c2p, &Msg::Ready).map_err(|e| ChildError::sys("report ready", e))?;
         }
-        let proc = host_proc.ok_or_else(|| ChildError::msg("no /proc to reopen the exec fifo through"))?;
+        let proc =
+            host_proc.ok_or_else(|| ChildError::msg("no /proc to reopen the exec fifo through"))?;
         let path = format!("self/fd/{}", fifo.as_raw_fd());
         // Blocks until `start` opens the fifo for reading.
-        let w = nix::fcntl::openat(&proc, path.as_str(), OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|e| ChildError::sys("open the exec fifo", e))?;
+        let w = nix::fcntl::openat(
+            &proc,
+            path.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| ChildError::sys("open the exec fifo", e))?;
         write_all(w.as_fd(), b"0").map_err(|e| ChildError::sys("write the exec fifo", e))?;
     }
     if let (Some(profile), false) = (&p.seccomp, seccomp_early) {
@@ -600,7 +752,10 @@ fn finalize(p: &ProcessPlan, fds: &mut ChildFds, host_proc: Option<OwnedFd>) -> 
         Errno::ENOENT => 127,
         _ => 126,
     };
-    Err(ChildError { code, message: format!("exec: {:?}: {}", p.arg0, err.desc().to_lowercase()) })
+    Err(ChildError {
+        code,
+        message: format!("exec: {:?}: {}", p.arg0, err.desc().to_lowercase()),
+    })
 }
 
 #[cfg(test)]
@@ -611,7 +766,15 @@ mod tests {
     fn messages_round_trip() {
         let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
         let t = std::time::Duration::from_secs(1);
-        for m in [Msg::Go, Msg::Pid(42), Msg::Ready, Msg::Error { code: 127, message: "nope".into() }] {
+        for m in [
+            Msg::Go,
+            Msg::Pid(42),
+            Msg::Ready,
+            Msg::Error {
+                code: 127,
+                message: "nope".into(),
+            },
+        ] {
             send(&w, &m).unwrap();
             assert_eq!(recv(&r, t).unwrap(), Some(m));
         }
@@ -622,7 +785,12 @@ mod tests {
     #[test]
     fn hostile_messages_are_errors() {
         let t = std::time::Duration::from_secs(1);
-        for bytes in [&[9u8, 0, 0, 0, 0][..], &[4, 0xff, 0xff, 0xff, 0x7f], &[2, 4, 0, 0], &[2, 2, 0, 0, 0, 1, 2]] {
+        for bytes in [
+            &[9u8, 0, 0, 0, 0][..],
+            &[4, 0xff, 0xff, 0xff, 0x7f],
+            &[2, 4, 0, 0],
+            &[2, 2, 0, 0, 0, 1, 2],
+        ] {
             let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
             write_all(w.as_fd(), bytes).unwrap();
             drop(w);

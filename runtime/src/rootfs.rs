@@ -63,21 +63,27 @@ pub(crate) fn relative_dest(dest: &str) -> Result<String, String> {
     for c in Path::new(dest).components() {
         match c {
             Component::RootDir | Component::CurDir => {}
-            Component::Normal(p) => {
-                parts.push(p.to_str().ok_or_else(|| format!("path {dest:?} is not UTF-8"))?.to_string())
-            }
+            Component::Normal(p) => parts.push(
+                p.to_str()
+                    .ok_or_else(|| format!("path {dest:?} is not UTF-8"))?
+                    .to_string(),
+            ),
             Component::ParentDir => return Err(format!("path {dest:?} contains \"..\"")),
             Component::Prefix(_) => return Err(format!("path {dest:?} is not a Unix path")),
         }
     }
     if parts.len() > MAX_COMPONENTS {
-        return Err(format!("path {dest:?} has more than {MAX_COMPONENTS} components"));
+        return Err(format!(
+            "path {dest:?} has more than {MAX_COMPONENTS} components"
+        ));
     }
     Ok(parts.join("/"))
 }
 
 /// Parses mount options into flags, propagation and fs data (the same table as mount(8)).
-pub(crate) fn parse_options(options: &[String]) -> Result<(MsFlags, Option<MsFlags>, bool, String), String> {
+pub(crate) fn parse_options(
+    options: &[String],
+) -> Result<(MsFlags, Option<MsFlags>, bool, String), String> {
     let mut flags = MsFlags::empty();
     let mut prop = None;
     let mut bind = false;
@@ -114,14 +120,19 @@ pub(crate) fn parse_options(options: &[String]) -> Result<(MsFlags, Option<MsFla
                 bind = true;
                 (MsFlags::MS_REC, MsFlags::empty())
             }
-            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
+            | "runbindable" => {
                 prop = Some(propagation_flags(o)?);
                 (MsFlags::empty(), MsFlags::empty())
             }
             "tmpcopyup" | "idmap" | "ridmap" | "remount" => {
-                return Err(format!("mount option {o:?} is not supported by decant's runtime"))
+                return Err(format!(
+                    "mount option {o:?} is not supported by decant's runtime"
+                ))
             }
-            other if other.starts_with("x-") || other.starts_with("X-") => (MsFlags::empty(), MsFlags::empty()),
+            other if other.starts_with("x-") || other.starts_with("X-") => {
+                (MsFlags::empty(), MsFlags::empty())
+            }
             other => {
                 data.push(other);
                 (MsFlags::empty(), MsFlags::empty())
@@ -150,24 +161,42 @@ pub(crate) fn propagation_flags(name: &str) -> Result<MsFlags, String> {
 
 /// Parses one spec mount; relative bind sources are taken from the bundle, like runc.
 pub(crate) fn plan_mount(m: &Mount, bundle: &Path) -> Result<MountPlan, String> {
-    let dest_s = m.destination().to_str().ok_or_else(|| format!("mount destination {:?} is not UTF-8", m.destination()))?;
+    let dest_s = m
+        .destination()
+        .to_str()
+        .ok_or_else(|| format!("mount destination {:?} is not UTF-8", m.destination()))?;
     if !dest_s.starts_with('/') {
         return Err(format!("mount destination {dest_s:?} is not absolute"));
     }
     let dest = relative_dest(dest_s)?;
-    let (flags, propagation, mut bind, data) = parse_options(m.options().as_deref().unwrap_or(&[]))?;
+    let (flags, propagation, mut bind, data) =
+        parse_options(m.options().as_deref().unwrap_or(&[]))?;
     let typ = m.typ().clone().unwrap_or_default();
     if typ == "bind" {
         bind = true;
     }
-    let source = m.source().as_ref().map(|s| if s.is_absolute() || !bind { s.clone() } else { bundle.join(s) });
+    let source = m.source().as_ref().map(|s| {
+        if s.is_absolute() || !bind {
+            s.clone()
+        } else {
+            bundle.join(s)
+        }
+    });
     if bind && source.is_none() {
         return Err(format!("bind mount on {dest_s} has no source"));
     }
     if !bind && typ.is_empty() {
         return Err(format!("mount on {dest_s} has no type"));
     }
-    Ok(MountPlan { dest, typ, source, flags, data, propagation, bind })
+    Ok(MountPlan {
+        dest,
+        typ,
+        source,
+        flags,
+        data,
+        propagation,
+        bind,
+    })
 }
 
 /// The path through which an fd's file can be named in mount(2).
@@ -185,18 +214,70 @@ fn open_in_root(root: &impl AsFd, rel: &str) -> Result<OwnedFd, Errno> {
 
 /// Opens `rel` (O_PATH) inside the rootfs `root`, symlinks resolved as if `root` were `/`;
 /// when missing and `create` says so, makes the missing directories and the last component.
-pub(crate) fn resolve(root: &impl AsFd, rel: &str, create: Option<Kind>) -> Result<OwnedFd, ChildError> {
-    match open_in_root(root, rel) {
-        Ok(fd) => return Ok(fd),
-        Err(Errno::ENOENT) if create.is_some() => {}
-        Err(e) => return Err(ChildError::sys(format!("open /{rel} in the rootfs"), e)),
+/// A dangling symlink on the way is followed (inside the rootfs) and its target created, as
+/// runc does: an image's `/var/run -> /run` must still take a mount on /var/run.
+pub(crate) fn resolve(
+    root: &impl AsFd,
+    rel: &str,
+    create: Option<Kind>,
+) -> Result<OwnedFd, ChildError> {
+    let mut path = rel.to_string();
+    for _ in 0..MAX_SYMLINKS {
+        match open_in_root(root, &path) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(ChildError::sys(format!("open /{path} in the rootfs"), e)),
+        }
+        let Some(kind) = create else {
+            return Err(ChildError::sys(
+                format!("open /{path} in the rootfs"),
+                Errno::ENOENT,
+            ));
+        };
+        match create_walk(root, &path, kind)? {
+            Walk::Done(fd) => return Ok(fd),
+            Walk::Redirect(next) => path = next,
+        }
     }
+    Err(ChildError::msg(format!(
+        "/{rel} in the rootfs: more than {MAX_SYMLINKS} symlinks"
+    )))
+}
+
+/// Symlinks followed while creating one path, as the kernel's own limit.
+const MAX_SYMLINKS: usize = 40;
+
+enum Walk {
+    Done(OwnedFd),
+    /// A dangling symlink: resolve this path instead.
+    Redirect(String),
+}
+
+/// Joins and normalises a path inside the rootfs; `..` stops at the root, as RESOLVE_IN_ROOT.
+fn normalize(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            p => out.push(p),
+        }
+    }
+    out.join("/")
+}
+
+fn create_walk(root: &impl AsFd, rel: &str, kind: Kind) -> Result<Walk, ChildError> {
     let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
     if parts.len() > MAX_COMPONENTS {
-        return Err(ChildError::msg(format!("/{rel}: more than {MAX_COMPONENTS} components")));
+        return Err(ChildError::msg(format!(
+            "/{rel}: more than {MAX_COMPONENTS} components"
+        )));
     }
     let mut parent = open_in_root(root, "").map_err(|e| ChildError::sys("open the rootfs", e))?;
     for (i, name) in parts.iter().enumerate() {
+        let before = parts.get(..i).unwrap_or_default().join("/");
         let prefix = parts.get(..=i).unwrap_or_default().join("/");
         match open_in_root(root, &prefix) {
             Ok(fd) => {
@@ -206,8 +287,24 @@ pub(crate) fn resolve(root: &impl AsFd, rel: &str, create: Option<Kind>) -> Resu
             Err(Errno::ENOENT) => {}
             Err(e) => return Err(ChildError::sys(format!("open /{prefix} in the rootfs"), e)),
         }
+        match nix::fcntl::readlinkat(&parent, *name) {
+            Ok(target) => {
+                let target = target.to_string_lossy().into_owned();
+                let base = if target.starts_with('/') {
+                    ""
+                } else {
+                    before.as_str()
+                };
+                let rest = parts.get(i + 1..).unwrap_or_default().join("/");
+                return Ok(Walk::Redirect(normalize(&format!(
+                    "{base}/{target}/{rest}"
+                ))));
+            }
+            Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(ChildError::sys(format!("readlink /{prefix}"), e)),
+        }
         let last = i + 1 == parts.len();
-        if last && create == Some(Kind::File) {
+        if last && kind == Kind::File {
             match nix::fcntl::openat(
                 &parent,
                 *name,
@@ -223,16 +320,19 @@ pub(crate) fn resolve(root: &impl AsFd, rel: &str, create: Option<Kind>) -> Resu
                 Err(e) => return Err(ChildError::sys(format!("mkdir /{prefix}"), e)),
             }
         }
-        parent = open_in_root(root, &prefix).map_err(|e| ChildError::sys(format!("open /{prefix} in the rootfs"), e))?;
+        parent = open_in_root(root, &prefix)
+            .map_err(|e| ChildError::sys(format!("open /{prefix} in the rootfs"), e))?;
     }
-    Ok(parent)
+    Ok(Walk::Done(parent))
 }
 
 /// Flags the kernel locks on a mount made in a less privileged namespace: a remount in a user
 /// namespace must repeat them or it is refused.
 fn locked_flags(fd: &impl AsFd) -> MsFlags {
     use nix::sys::statvfs::FsFlags;
-    let Ok(st) = nix::sys::statvfs::fstatvfs(fd) else { return MsFlags::empty() };
+    let Ok(st) = nix::sys::statvfs::fstatvfs(fd) else {
+        return MsFlags::empty();
+    };
     let f = st.flags();
     let mut out = MsFlags::empty();
     for (fs, ms) in [
@@ -280,7 +380,12 @@ fn recursive_readonly(fd: &OwnedFd, what: &str) -> Result<(), ChildError> {
         userns_fd: u64,
     }
     const MOUNT_ATTR_RDONLY: u64 = 0x1;
-    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
     // SAFETY: mount_setattr reads `size_of::<MountAttr>()` bytes from a valid, initialised
     // struct laid out as the kernel's struct mount_attr, and an empty NUL-terminated path.
     let ret = unsafe {
@@ -294,12 +399,22 @@ fn recursive_readonly(fd: &OwnedFd, what: &str) -> Result<(), ChildError> {
         )
     };
     if ret < 0 {
-        return Err(ChildError::sys(format!("make {what} read-only"), Errno::last()));
+        return Err(ChildError::sys(
+            format!("make {what} read-only"),
+            Errno::last(),
+        ));
     }
     Ok(())
 }
 
-fn do_bind(root: &OwnedFd, source: &Path, dest: &str, rec: bool, flags: MsFlags, user_ns: bool) -> Result<OwnedFd, ChildError> {
+fn do_bind(
+    root: &OwnedFd,
+    source: &Path,
+    dest: &str,
+    rec: bool,
+    flags: MsFlags,
+    user_ns: bool,
+) -> Result<OwnedFd, ChildError> {
     let meta = std::fs::metadata(source)
         .map_err(|e| ChildError::msg(format!("bind source {}: {e}", source.display())))?;
     let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
@@ -308,8 +423,14 @@ fn do_bind(root: &OwnedFd, source: &Path, dest: &str, rec: bool, flags: MsFlags,
     if rec {
         f |= MsFlags::MS_REC;
     }
-    nix::mount::mount(Some(source), &fd_path(&target), None::<&str>, f, None::<&str>)
-        .map_err(|e| ChildError::sys(format!("bind {} onto /{dest}", source.display()), e))?;
+    nix::mount::mount(
+        Some(source),
+        &fd_path(&target),
+        None::<&str>,
+        f,
+        None::<&str>,
+    )
+    .map_err(|e| ChildError::sys(format!("bind {} onto /{dest}", source.display()), e))?;
     // The fd names the directory under the new mount: reopen to reach the mount itself.
     let mounted = resolve(root, dest, None)?;
     if !(flags & REMOUNT_FLAGS).is_empty() {
@@ -323,36 +444,83 @@ fn do_bind(root: &OwnedFd, source: &Path, dest: &str, rec: bool, flags: MsFlags,
 
 fn mount_one(root: &OwnedFd, m: &MountPlan, plan: &RootfsPlan) -> Result<(), ChildError> {
     let mounted = if m.bind {
-        let source = m.source.as_deref().ok_or_else(|| ChildError::msg(format!("bind on /{} has no source", m.dest)))?;
-        do_bind(root, source, &m.dest, m.flags.contains(MsFlags::MS_REC), m.flags, plan.user_ns)?
+        let source = m
+            .source
+            .as_deref()
+            .ok_or_else(|| ChildError::msg(format!("bind on /{} has no source", m.dest)))?;
+        do_bind(
+            root,
+            source,
+            &m.dest,
+            m.flags.contains(MsFlags::MS_REC),
+            m.flags,
+            plan.user_ns,
+        )?
     } else if m.typ == "cgroup" || m.typ == "cgroup2" {
         if plan.cgroup2_host && plan.new_cgroup_ns {
             let target = resolve(root, &m.dest, Some(Kind::Dir))?;
-            nix::mount::mount(Some("cgroup2"), &fd_path(&target), Some("cgroup2"), m.flags - MsFlags::MS_REC, None::<&str>)
-                .map_err(|e| ChildError::sys(format!("mount cgroup2 on /{}", m.dest), e))?;
+            nix::mount::mount(
+                Some("cgroup2"),
+                &fd_path(&target),
+                Some("cgroup2"),
+                m.flags - MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| ChildError::sys(format!("mount cgroup2 on /{}", m.dest), e))?;
             resolve(root, &m.dest, None)?
         } else {
             // v1 or hybrid host: the host's hierarchies, read-only unless asked otherwise.
-            do_bind(root, Path::new("/sys/fs/cgroup"), &m.dest, true, m.flags, plan.user_ns)?
+            do_bind(
+                root,
+                Path::new("/sys/fs/cgroup"),
+                &m.dest,
+                true,
+                m.flags,
+                plan.user_ns,
+            )?
         }
     } else {
         let target = resolve(root, &m.dest, Some(Kind::Dir))?;
         let source = m.source.clone().unwrap_or_else(|| PathBuf::from(&m.typ));
         let data = (!m.data.is_empty()).then_some(m.data.as_str());
-        match nix::mount::mount(Some(&source), &fd_path(&target), Some(m.typ.as_str()), m.flags, data) {
+        match nix::mount::mount(
+            Some(&source),
+            &fd_path(&target),
+            Some(m.typ.as_str()),
+            m.flags,
+            data,
+        ) {
             Ok(()) => resolve(root, &m.dest, None)?,
             // sysfs needs a network namespace owned by our user namespace, mqueue an ipc one:
             // without them, show the host's, read-only as far as the spec says.
             Err(Errno::EPERM) if plan.user_ns && (m.typ == "sysfs" || m.typ == "mqueue") => {
                 let host = Path::new("/").join(&m.dest);
-                do_bind(root, &host, &m.dest, true, m.flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, true)?
+                do_bind(
+                    root,
+                    &host,
+                    &m.dest,
+                    true,
+                    m.flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                    true,
+                )?
             }
-            Err(e) => return Err(ChildError::sys(format!("mount {} on /{}", m.typ, m.dest), e)),
+            Err(e) => {
+                return Err(ChildError::sys(
+                    format!("mount {} on /{}", m.typ, m.dest),
+                    e,
+                ))
+            }
         }
     };
     if let Some(p) = m.propagation {
-        nix::mount::mount(None::<&str>, &fd_path(&mounted), None::<&str>, p, None::<&str>)
-            .map_err(|e| ChildError::sys(format!("set propagation of /{}", m.dest), e))?;
+        nix::mount::mount(
+            None::<&str>,
+            &fd_path(&mounted),
+            None::<&str>,
+            p,
+            None::<&str>,
+        )
+        .map_err(|e| ChildError::sys(format!("set propagation of /{}", m.dest), e))?;
     }
     Ok(())
 }
@@ -361,12 +529,28 @@ fn mount_one(root: &OwnedFd, m: &MountPlan, plan: &RootfsPlan) -> Result<(), Chi
 /// its new mount namespace.
 pub(crate) fn setup(plan: &RootfsPlan) -> Result<(), ChildError> {
     // Nothing we mount may propagate back to the host.
-    nix::mount::mount(None::<&str>, "/", None::<&str>, plan.propagation, None::<&str>)
-        .map_err(|e| ChildError::sys("set / propagation", e))?;
-    nix::mount::mount(Some(&plan.rootfs), &plan.rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(|e| ChildError::sys(format!("bind {} onto itself", plan.rootfs.display()), e))?;
-    let root: OwnedFd = nix::fcntl::open(&plan.rootfs, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| ChildError::sys(format!("open {}", plan.rootfs.display()), e))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        plan.propagation,
+        None::<&str>,
+    )
+    .map_err(|e| ChildError::sys("set / propagation", e))?;
+    nix::mount::mount(
+        Some(&plan.rootfs),
+        &plan.rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| ChildError::sys(format!("bind {} onto itself", plan.rootfs.display()), e))?;
+    let root: OwnedFd = nix::fcntl::open(
+        &plan.rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ChildError::sys(format!("open {}", plan.rootfs.display()), e))?;
     let mut has_devpts = false;
     for m in &plan.mounts {
         mount_one(&root, m, plan)?;
@@ -385,16 +569,27 @@ fn pivot(root: &OwnedFd) -> Result<(), ChildError> {
     // pivot_root(".", ".") stacks the old root on the new one; detaching it leaves only the
     // container's tree, with no directory for the old root left behind in the image.
     nix::unistd::pivot_root(".", ".").map_err(|e| ChildError::sys("pivot_root", e))?;
-    nix::mount::mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
-        .map_err(|e| ChildError::sys("make the old root a slave", e))?;
-    nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(|e| ChildError::sys("detach the old root", e))?;
+    nix::mount::mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| ChildError::sys("make the old root a slave", e))?;
+    nix::mount::umount2(".", MntFlags::MNT_DETACH)
+        .map_err(|e| ChildError::sys("detach the old root", e))?;
     nix::unistd::chdir("/").map_err(|e| ChildError::sys("chdir /", e))
 }
 
 /// After pivot_root: makes / read-only when the spec says `root.readonly`.
 pub(crate) fn readonly_root(user_ns: bool) -> Result<(), ChildError> {
-    let fd: OwnedFd = nix::fcntl::open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| ChildError::sys("open /", e))?;
+    let fd: OwnedFd = nix::fcntl::open(
+        "/",
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ChildError::sys("open /", e))?;
     remount_bind(&fd, MsFlags::MS_RDONLY, user_ns, "/ read-only")
 }
 
@@ -411,8 +606,17 @@ mod tests {
     }
 
     #[test]
+    fn normalize_clamps_at_the_root() {
+        assert_eq!(normalize("/a/../../../etc/./x/"), "etc/x");
+        assert_eq!(normalize("a/b/../c"), "a/c");
+    }
+
+    #[test]
     fn options_parse_like_mount8() {
-        let opts: Vec<String> = ["rbind", "ro", "nosuid", "rslave", "mode=755", "x-foo"].iter().map(|s| s.to_string()).collect();
+        let opts: Vec<String> = ["rbind", "ro", "nosuid", "rslave", "mode=755", "x-foo"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let (flags, prop, bind, data) = parse_options(&opts).unwrap();
         assert!(bind);
         assert!(flags.contains(MsFlags::MS_REC | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID));

@@ -5,7 +5,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType, Mount, Process, Root, Spec, User,
+    LinuxIdMapping, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceType, Mount, Process,
+    Root, Spec, User,
 };
 
 use crate::error::RuntimeError;
@@ -72,17 +73,43 @@ fn id_map(host: u32) -> LinuxIdMapping {
 /// read-only. `rootless` drops devpts' `gid=5` (the tty group is not mapped in a one-user
 /// namespace, and the kernel refuses an unmapped gid).
 pub fn default_mounts(rootless: bool) -> Vec<Mount> {
-    let mut pts = vec!["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"];
+    let mut pts = vec![
+        "nosuid",
+        "noexec",
+        "newinstance",
+        "ptmxmode=0666",
+        "mode=0620",
+    ];
     if !rootless {
         pts.push("gid=5");
     }
     vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
-        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
         mount("/dev/pts", "devpts", "devpts", &pts),
-        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
-        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
     ]
 }
 
@@ -156,18 +183,32 @@ mod tests {
         assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::User));
         assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::Pid));
         assert_eq!(linux.uid_mappings().as_ref().unwrap()[0].container_id(), 0);
-        let pts = s.mounts().as_ref().unwrap().iter().find(|m| m.destination() == Path::new("/dev/pts")).unwrap();
+        let pts = s
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination() == Path::new("/dev/pts"))
+            .unwrap();
         assert!(!pts.options().as_ref().unwrap().iter().any(|o| o == "gid=5"));
         // Survives a round trip through JSON, as a bundle would.
         let bytes = serde_json::to_vec(&s).unwrap();
         let back = parse(&bytes, Path::new("config.json")).unwrap();
-        assert_eq!(back.process().as_ref().unwrap().args().as_ref().unwrap(), &vec!["true".to_string()]);
+        assert_eq!(
+            back.process().as_ref().unwrap().args().as_ref().unwrap(),
+            &vec!["true".to_string()]
+        );
     }
 
     #[test]
     fn garbage_config_is_a_one_line_error() {
-        let e = parse(b"{\"process\": 7", Path::new("/b/config.json")).unwrap_err().to_string();
-        assert!(e.starts_with("/b/config.json: not a valid OCI runtime config"), "{e}");
+        let e = parse(b"{\"process\": 7", Path::new("/b/config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("/b/config.json: not a valid OCI runtime config"),
+            "{e}"
+        );
         assert!(!e.contains('\n'));
     }
 }

@@ -153,7 +153,8 @@ impl Record {
             problem: e.to_string(),
         })?;
         let mut f = std::fs::File::create(&tmp).map_err(|e| RuntimeError::io(&tmp, "create", e))?;
-        f.write_all(&bytes).map_err(|e| RuntimeError::io(&tmp, "write", e))?;
+        f.write_all(&bytes)
+            .map_err(|e| RuntimeError::io(&tmp, "write", e))?;
         drop(f);
         std::fs::rename(&tmp, &path).map_err(|e| RuntimeError::io(&path, "rename", e))
     }
@@ -165,7 +166,8 @@ mod tests {
 
     #[test]
     fn parses_stat_with_hostile_command_name() {
-        let line = "1234 (a) b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
+        let line =
+            "1234 (a) b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
         let s = parse_proc_stat(line).unwrap();
         assert_eq!(s.state, 'S');
         assert_eq!(s.start_time, 987654);
