@@ -49,7 +49,5 @@ pub trait CgroupManager: Send + Sync {
 
 /// The manager for container `id` on this host (v1, v2 or hybrid, detected).
 pub fn manager_for(id: &str) -> Result<Box<dyn CgroupManager>, CgroupError> {
-    Err(CgroupError::Unsupported(format!(
-        "container {id}: cgroup support is not built yet"
-    )))
+    Err(CgroupError::Unsupported(format!("container {id}: cgroup support is not built yet")))
 }

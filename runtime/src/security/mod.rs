@@ -51,8 +51,5 @@ pub fn install_seccomp(profile: &LinuxSeccomp) -> Result<(), SecurityError> {
 /// In the container's mount namespace, after pivot_root: masks and read-only paths.
 pub fn apply_masks(masked: &[String], readonly: &[String]) -> Result<(), SecurityError> {
     let _ = (masked, readonly);
-    Err(SecurityError::Mask {
-        path: String::new(),
-        problem: "not built yet".into(),
-    })
+    Err(SecurityError::Mask { path: String::new(), problem: "not built yet".into() })
 }
