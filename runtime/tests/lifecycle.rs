@@ -682,6 +682,12 @@ fn rootless_run_as_nobody() {
     if !need_root("to switch to uid 65534 for the rootless run") {
         return;
     }
+    rootless_case(true);
+    // Without a network namespace of its own, sysfs cannot be mounted: /sys is bound instead.
+    rootless_case(false);
+}
+
+fn rootless_case(netns: bool) {
     let b = Bundle::new();
     let env = Env::new();
     std::fs::set_permissions(b.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -691,8 +697,13 @@ fn rootless_run_as_nobody() {
     let (_, err_fd) = out_file(&b, "rootless.err");
     nix::unistd::fchown(&err_fd, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
     // The spec as the unprivileged user would write it: map 65534 to 0.
-    let mut spec = b.spec(&["sh", "-c", "id -u; cat /proc/self/uid_map; echo $$; ls /dev; cat /dev/null; echo hi > /dev/null && echo devnull-ok"], true);
+    let mut spec = b.spec(&["sh", "-c", "id -u; cat /proc/self/uid_map; echo $$; ls /dev; cat /dev/null; echo hi > /dev/null && echo devnull-ok; ls /sys/kernel >/dev/null && echo sys-ok; touch /sys/x 2>/dev/null || echo sys-ro"], true);
     let mut linux = spec.linux().clone().unwrap();
+    if !netns {
+        let mut ns = linux.namespaces().clone().unwrap();
+        ns.retain(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Network);
+        linux.set_namespaces(Some(ns));
+    }
     let map = |h: u32| {
         oci_spec::runtime::LinuxIdMappingBuilder::default()
             .container_id(0u32)
@@ -705,7 +716,7 @@ fn rootless_run_as_nobody() {
     linux.set_gid_mappings(Some(vec![map(65534)]));
     spec.set_linux(Some(linux));
     b.write(&spec);
-    let id = format!("rootless-{}", std::process::id());
+    let id = format!("rootless-{netns}-{}", std::process::id());
     let root = env.root.clone();
     let bundle = b.path().to_path_buf();
 
@@ -759,4 +770,66 @@ fn rootless_run_as_nobody() {
             env.assert_clean(&id, None, &b);
         }
     }
+}
+
+#[test]
+fn terminal_through_console_socket() {
+    if !need_root("namespaces and mounts") {
+        return;
+    }
+    use std::io::IoSliceMut;
+    use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+    use std::os::unix::net::UnixListener;
+    let b = Bundle::new();
+    let mut env = Env::new();
+    let mut spec = b.spec(&["sh", "-c", "tty; test -t 0 && echo interactive"], false);
+    let mut p = spec.process().clone().unwrap();
+    p.set_terminal(Some(true));
+    spec.set_process(Some(p));
+    b.write(&spec);
+    let sock = b.path().join("console.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let id = env.id("tty");
+    // Without a console socket, a terminal is refused up front.
+    let e = runtime::run(&env.root, &id, b.path(), &CreateOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("console socket"), "{e}");
+    env.assert_clean(&id, None, &b);
+
+    let opts = CreateOptions {
+        console_socket: Some(sock.clone()),
+        ..Default::default()
+    };
+    let proc_ = runtime::run(&env.root, &id, b.path(), &opts).unwrap();
+    let (stream, _) = listener.accept().unwrap();
+    let mut name = [0u8; 64];
+    let mut iov = [IoSliceMut::new(&mut name)];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
+    let mut master = None;
+    for c in msg.cmsgs().unwrap() {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the fd was just received over SCM_RIGHTS and is ours alone.
+            master = fds
+                .first()
+                .map(|fd| unsafe { std::fs::File::from_raw_fd(*fd) });
+        }
+    }
+    let mut master = master.expect("no pty master received");
+    let mut out = Vec::new();
+    // The read ends with EIO once the container closes its side.
+    let _ = master.read_to_end(&mut out);
+    assert_eq!(proc_.wait().unwrap().code(), 0);
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("/dev/pts/0\r\n") && text.contains("interactive"),
+        "{text:?}"
+    );
+    runtime::delete(&env.root, &id, false).unwrap();
+    env.assert_clean(&id, Some(proc_.pid()), &b);
 }
