@@ -552,6 +552,7 @@ fn create_inner(
         ],
         join: std::mem::take(&mut prepared.ns.join),
         preserve: opts.preserve_fds,
+        time_offsets: time_offsets(&spec),
     };
     let linux = spec.linux().clone().unwrap_or_default();
     let uids = linux.uid_mappings().clone().unwrap_or_default();
@@ -582,6 +583,27 @@ fn create_inner(
     leftovers.dir = None;
     leftovers.cgroup = None;
     Ok((record, dir))
+}
+
+/// The spec's clock offsets as /proc/self/timens_offsets wants them.
+fn time_offsets(spec: &Spec) -> Option<String> {
+    let offsets = spec.linux().as_ref()?.time_offsets().as_ref()?;
+    let mut names: Vec<&String> = offsets.keys().collect();
+    names.sort();
+    Some(
+        names
+            .into_iter()
+            .filter_map(|n| {
+                offsets.get(n).map(|o| {
+                    format!(
+                        "{n} {} {}\n",
+                        o.secs().unwrap_or(0),
+                        o.nanosecs().unwrap_or(0)
+                    )
+                })
+            })
+            .collect(),
+    )
 }
 
 /// Sets the container up and leaves its init blocked just before execve (status "created").
@@ -915,6 +937,7 @@ pub fn exec(
         ],
         join,
         preserve: opts.preserve_fds,
+        time_offsets: None,
     };
     let pid = launch(
         Launch {

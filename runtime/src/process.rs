@@ -297,6 +297,8 @@ pub(crate) struct ChildFds {
     pub join: Vec<(CloneFlags, OwnedFd)>,
     /// Descriptors 3..3+preserve pass to the container untouched.
     pub preserve: u32,
+    /// /proc/self/timens_offsets text for a new time namespace.
+    pub time_offsets: Option<String>,
 }
 
 impl ChildFds {
@@ -395,6 +397,24 @@ pub(crate) fn helper(
     if lift {
         if let Err(e) = nix::sys::prctl::set_dumpable(true) {
             report(&fds, &ChildError::sys("PR_SET_DUMPABLE", e))
+        }
+    }
+    // CLONE_NEWTIME shares its bit with the exit signal in clone(2): the helper unshares it
+    // instead (it applies to the helper's children) and sets the offsets before any child.
+    let mut flags = flags;
+    let time = crate::namespaces::clone_flag(oci_spec::runtime::LinuxNamespaceType::Time);
+    if flags.contains(time) {
+        flags.remove(time);
+        if let Err(e) = nix::sched::unshare(time) {
+            report(&fds, &ChildError::sys("unshare the time namespace", e))
+        }
+        if let Some(text) = &fds.time_offsets {
+            if let Err(e) = std::fs::write("/proc/self/timens_offsets", text) {
+                report(
+                    &fds,
+                    &ChildError::msg(format!("/proc/self/timens_offsets: {e}")),
+                )
+            }
         }
     }
     match crate::namespaces::clone_child(flags) {

@@ -833,3 +833,30 @@ fn terminal_through_console_socket() {
     runtime::delete(&env.root, &id, false).unwrap();
     env.assert_clean(&id, Some(proc_.pid()), &b);
 }
+
+#[test]
+fn time_namespace_with_offsets() {
+    if !need_root("namespaces and mounts") {
+        return;
+    }
+    if !Path::new("/proc/self/ns/time").exists() {
+        panic!("this kernel has no time namespaces (needs 5.6 or later)");
+    }
+    let b = Bundle::new();
+    let mut env = Env::new();
+    let mut spec = b.spec(&["cat", "/proc/uptime"], false);
+    let mut linux = spec.linux().clone().unwrap();
+    let mut ns = linux.namespaces().clone().unwrap();
+    let mut time = oci_spec::runtime::LinuxNamespace::default();
+    time.set_typ(oci_spec::runtime::LinuxNamespaceType::Time);
+    ns.push(time);
+    linux.set_namespaces(Some(ns));
+    let mut off = oci_spec::runtime::LinuxTimeOffset::default();
+    off.set_secs(Some(10_000_000));
+    linux.set_time_offsets(Some([("boottime".to_string(), off)].into_iter().collect()));
+    spec.set_linux(Some(linux));
+    let (code, out) = run_capture(&mut env, &b, "timens", &spec);
+    assert_eq!(code, 0, "{out}");
+    let uptime: f64 = out.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(uptime > 10_000_000.0, "{out}");
+}
