@@ -888,7 +888,8 @@ pub fn delete(root: &RuntimeRoot, id: &str, force: bool) -> Result<(), RuntimeEr
 }
 
 /// Runs `process` inside a running container: joins every namespace of its init and its
-/// cgroup, applies the same seccomp profile as the container and the process's own settings.
+/// cgroup, applies the same seccomp profile as the container and the process's own settings;
+/// capabilities and no_new_privs the process leaves unset are the container's.
 /// Returns the new process (the caller's child) once it has exec'd.
 pub fn exec(
     root: &RuntimeRoot,
@@ -915,7 +916,18 @@ pub fn exec(
         .iter()
         .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User);
     let rootless = !nix::unistd::geteuid().is_root();
-    let plan = ProcessPlan::from_oci(process, linux.seccomp().clone(), rootless && user_ns)
+    // Unless the caller says otherwise, an exec'd process is held to the container's own
+    // capabilities and no_new_privs, never to more.
+    let mut process = process.clone();
+    if let Some(container) = spec.process() {
+        if process.capabilities().is_none() {
+            process.set_capabilities(container.capabilities().clone());
+        }
+        if process.no_new_privileges().is_none() {
+            process.set_no_new_privileges(container.no_new_privileges());
+        }
+    }
+    let plan = ProcessPlan::from_oci(&process, linux.seccomp().clone(), rootless && user_ns)
         .map_err(|problem| RuntimeError::container(id, problem))?;
     let join = namespaces::namespaces_of(rec.pid, id)?;
     let cgroup = if rec.cgroup {
