@@ -787,7 +787,14 @@ fn pids_in_pidns(init: i32) -> Vec<i32> {
         .collect()
 }
 
+/// The container's processes; never 0 or a negative pid (kill(2) would read those as groups).
 fn container_pids(rec: &Record) -> Vec<i32> {
+    let mut pids = container_pids_unchecked(rec);
+    pids.retain(|p| *p > 0);
+    pids
+}
+
+fn container_pids_unchecked(rec: &Record) -> Vec<i32> {
     if rec.cgroup {
         if let Ok(m) = cgroups::manager_for(&rec.id) {
             if let Ok(p) = m.pids() {

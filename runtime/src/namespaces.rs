@@ -239,9 +239,7 @@ pub(crate) fn write_id_maps(
         let p = proc.join(name);
         std::fs::write(&p, text).map_err(|e| RuntimeError::io(&p, "write", e))
     };
-    let own_only = |maps: &[LinuxIdMapping], own: u32| {
-        maps.len() == 1 && maps[0].host_id() == own && maps[0].size() == 1
-    };
+    let own_only = |maps: &[LinuxIdMapping], own: u32| matches!(maps, [m] if m.host_id() == own && m.size() == 1);
     if euid != 0 {
         let egid = nix::unistd::getegid().as_raw();
         let simple = own_only(uid_maps, euid) && own_only(gid_maps, egid);
