@@ -860,3 +860,45 @@ fn time_namespace_with_offsets() {
     let uptime: f64 = out.split_whitespace().next().unwrap().parse().unwrap();
     assert!(uptime > 10_000_000.0, "{out}");
 }
+
+#[test]
+fn runc_generated_spec_runs() {
+    if !need_root("namespaces and mounts") {
+        return;
+    }
+    let b = Bundle::new();
+    let mut env = Env::new();
+    let st = std::process::Command::new("runc")
+        .args(["spec", "--bundle"])
+        .arg(b.path())
+        .status()
+        .expect("runc is required: apt-get install runc");
+    assert!(st.success());
+    let bytes = std::fs::read(b.path().join("config.json")).unwrap();
+    let mut spec: Spec = serde_json::from_slice(&bytes).unwrap();
+    // runc's defaults minus what the security module (not part of this crate's tests) does.
+    let mut p = spec.process().clone().unwrap();
+    p.set_terminal(Some(false));
+    p.set_capabilities(None);
+    p.set_args(Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "ls /sys/fs/cgroup | grep -c . ; touch /x 2>/dev/null || echo ro".into(),
+    ]));
+    spec.set_process(Some(p));
+    let mut linux = spec.linux().clone().unwrap();
+    linux.set_masked_paths(None);
+    linux.set_readonly_paths(None);
+    spec.set_linux(Some(linux));
+    let (code, out) = run_capture(&mut env, &b, "runcspec", &spec);
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines
+            .first()
+            .and_then(|l| l.parse::<u32>().ok())
+            .is_some_and(|n| n > 0),
+        "no cgroup mount: {out}"
+    );
+    assert_eq!(lines.get(1), Some(&"ro"), "{out}");
+}
