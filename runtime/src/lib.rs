@@ -2,4 +2,20 @@
 //! and runs a container on Linux namespaces and cgroups. It knows nothing of images.
 
 pub mod cgroups;
+pub mod container;
+mod dev;
+pub mod error;
+pub mod namespaces;
+mod process;
+mod rootfs;
 pub mod security;
+pub mod spec;
+mod state;
+
+pub use container::{
+    create, delete, exec, kill, list, run, start, state, validate_id, ContainerProcess,
+    CreateOptions, ExecOptions, ExitStatus, RuntimeRoot,
+};
+pub use error::RuntimeError;
+pub use nix::sys::signal::Signal;
+pub use oci_spec::runtime::{ContainerState, State};
