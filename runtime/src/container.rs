@@ -173,6 +173,18 @@ fn make_cgroup(
         let m = cgroups::manager_for(id)?;
         m.create()?;
         if let Some(r) = resources {
+            // As runc does: whatever the spec's device rules say, the standard nodes the
+            // runtime creates in /dev (null, zero, full, tty, random, urandom, ptmx, pts) stay
+            // usable, or a deny-all spec could not even make /dev/null.
+            let mut r = r.clone();
+            let mut devices = r.devices().clone().unwrap_or_default();
+            devices.extend(
+                crate::security::default_devices()
+                    .into_iter()
+                    .filter(|d| d.allow()),
+            );
+            r.set_devices(Some(devices));
+            let r = &r;
             if let Err(e) = m.apply(r) {
                 let _ = m.destroy();
                 return Err(e);
@@ -843,8 +855,17 @@ pub fn delete(root: &RuntimeRoot, id: &str, force: bool) -> Result<(), RuntimeEr
     }
     let rec = match Record::load(&dir) {
         Ok(r) => r,
-        // A state dir without a readable record is debris of a crashed create.
+        // A state dir without a readable record is debris of a crashed create: its cgroup
+        // (named by the id) goes too, once no process is left in it.
         Err(_) if force || !dir.join(state::STATE_FILE).exists() => {
+            if let Ok(m) = cgroups::manager_for(id) {
+                if m.pids().map(|p| p.is_empty()).unwrap_or(true) {
+                    m.destroy().map_err(|source| RuntimeError::Cgroup {
+                        id: id.to_string(),
+                        source,
+                    })?;
+                }
+            }
             std::fs::remove_dir_all(&dir).map_err(|e| RuntimeError::io(&dir, "remove", e))?;
             return Ok(());
         }

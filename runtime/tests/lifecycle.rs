@@ -14,7 +14,7 @@ use runtime::{CreateOptions, RuntimeError, RuntimeRoot, Signal};
 
 const APPLETS: &[&str] = &[
     "sh", "true", "false", "sleep", "echo", "cat", "ls", "id", "pwd", "hostname", "env", "grep",
-    "wc", "ps", "test", "readlink", "mount",
+    "wc", "ps", "test", "readlink", "mount", "unshare",
 ];
 
 fn need_root(what: &str) -> bool {
@@ -901,4 +901,40 @@ fn runc_generated_spec_runs() {
         "no cgroup mount: {out}"
     );
     assert_eq!(lines.get(1), Some(&"ro"), "{out}");
+}
+
+/// The Podman-like defaults (`default_spec`) really hold inside the container: Podman's
+/// capability set, the seccomp filter (mount and new user namespaces refused), masked and
+/// read-only /proc paths, and no_new_privs.
+#[test]
+fn default_spec_applies_podman_security() {
+    if !need_root("namespaces, mounts and seccomp") {
+        return;
+    }
+    let b = Bundle::new();
+    let mut env = Env::new();
+    let script = "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; \
+                  mount -t tmpfs none /tmp 2>/dev/null && echo mount=allowed || echo mount=refused; \
+                  (echo x > /proc/sys/kernel/domainname) 2>/dev/null && echo procsys=writable || echo procsys=readonly; \
+                  unshare -U true 2>/dev/null && echo userns=allowed || echo userns=refused; \
+                  echo done";
+    let spec = runtime::spec::default_spec(
+        Path::new("rootfs"),
+        vec!["sh".into(), "-c".into(), script.into()],
+        false,
+    );
+    let (code, out) = run_capture(&mut env, &b, "defaults", &spec);
+    assert_eq!(code, 0, "{out}");
+    for want in [
+        "CapEff:\t00000000800405fb",
+        "CapBnd:\t00000000800405fb",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+        "mount=refused",
+        "procsys=readonly",
+        "userns=refused",
+        "done",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
 }
