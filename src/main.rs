@@ -43,6 +43,8 @@ enum Command {
     /// Manage images (ls, rm, prune, inspect, history, tag).
     #[command(subcommand)]
     Image(cmd::image::Command),
+    /// The low-level OCI runtime (create, start, run, state, kill, delete on a bundle), as runc.
+    Runtime(cmd::runtime::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,23 +59,38 @@ fn main() -> ExitCode {
         Command::Tag(a) => cmd::tag::run(&ctx, a),
         Command::Rmi(a) => cmd::rmi::run(&ctx, a),
         Command::Image(c) => cmd::image::run(&ctx, c),
+        Command::Runtime(a) => match cmd::runtime::run(a) {
+            Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("decant: {}", one_line(&e));
+                let code = e
+                    .downcast_ref::<runtime::RuntimeError>()
+                    .map(|r| r.exit_code())
+                    .unwrap_or(125);
+                return ExitCode::from(code.clamp(0, 255) as u8);
+            }
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the chain of contexts, outermost first.
-            let msg = e.chain().map(|c| c.to_string()).collect::<Vec<_>>();
-            let mut line = String::new();
-            for m in msg {
-                if !line.contains(&m) {
-                    if !line.is_empty() {
-                        line.push_str(": ");
-                    }
-                    line.push_str(&m);
-                }
-            }
-            eprintln!("decant: {line}");
+            eprintln!("decant: {}", one_line(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The chain of contexts as one line, outermost first, without repeating what an inner error
+/// already says.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for m in e.chain().map(|c| c.to_string()) {
+        if !line.contains(&m) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&m);
+        }
+    }
+    line
 }

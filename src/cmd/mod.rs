@@ -12,6 +12,7 @@ pub mod import;
 pub mod inspect;
 pub mod inspect_disk;
 pub mod rmi;
+pub mod runtime;
 pub mod tag;
 
 /// What every command shares: where the store is.

@@ -113,7 +113,13 @@ pub fn apply(spec: &LinuxCapabilities) -> Result<(), SecurityError> {
     caps::set(None, CapSet::Permitted, &permitted).map_err(|e| err("setting permitted", e))?;
     if caps::runtime::ambient_set_supported().is_ok() {
         caps::clear(None, CapSet::Ambient).map_err(|e| err("clearing ambient", e))?;
-        for c in &ambient {
+        // The kernel raises an ambient capability only when it is both permitted and
+        // inheritable. `runc spec` writes ambient caps without inheritable ones and runc
+        // carries on without them; so do we (the others are raised, errors still count).
+        for c in ambient
+            .intersection(&inheritable)
+            .filter(|c| permitted.contains(c))
+        {
             caps::raise(None, CapSet::Ambient, *c)
                 .map_err(|e| err(&format!("raising ambient {c}"), e))?;
         }
