@@ -52,7 +52,10 @@ fn sfdisk(img: &Path, script: &str) {
 fn ext4(dir: &Path, name: &str, mib: u64) -> Vec<u8> {
     let src = dir.join(format!("{name}-src"));
     fs::create_dir_all(src.join("etc")).unwrap();
+    fs::create_dir_all(src.join("bin")).unwrap();
     fs::write(src.join("etc/hostname"), name).unwrap();
+    // Enough of a Linux root for root detection: /etc, /bin and os-release.
+    fs::write(src.join("etc/os-release"), format!("ID={name}\n")).unwrap();
     let img = dir.join(format!("{name}.ext4"));
     run(
         "mkfs.ext4",
@@ -233,6 +236,17 @@ fn mbr_with_logical_partitions() {
     assert_eq!(l.volumes[2].partuuid.as_deref(), Some("1234abcd-06"));
     assert_eq!(l.volumes[1].type_name, "Linux swap");
     assert_eq!(read_all(&*l.volumes[2].source), fs_bytes);
+    // The import finds the root in the logical partition.
+    let plan = import_plan(&img, dir.path());
+    assert_eq!(plan.root.as_deref(), Some("6"));
+}
+
+fn import_plan(disk: &Path, spool: &Path) -> import::plan::Plan {
+    let opts = import::plan::PlanOptions {
+        spool_dir: spool.to_path_buf(),
+        ..Default::default()
+    };
+    import::plan::open(disk, &opts).unwrap().plan
 }
 
 /// The second EBR is at the sector sfdisk put it; find it from the first EBR's link.
@@ -427,6 +441,9 @@ fn lvm_two_segment_lv() {
     assert_eq!(root.start, pe_start);
     assert_eq!(read_all(&*root.source), fs_bytes);
     assert_eq!(l.volumes[1].start, pe_start + (8 << 20));
+    // The import takes the two-segment LV as the root, and --root VG/LV names it.
+    let plan = import_plan(&pv, dir.path());
+    assert_eq!(plan.root, Some(format!("{vg}/root")));
 
     // The same PV inside an MBR partition of type 0x8e.
     let disk = dir.path().join("disk.img");
