@@ -14,8 +14,9 @@ for size in 2 8; do
   if [ ! -e "$img" ]; then
     raw=$WORK/disk${size}g.raw
     rm -f "$raw"; truncate -s ${size}G "$raw"
-    printf 'label: gpt\nstart=2048, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name="root"\n' | sfdisk -q "$raw"
-    part_sectors=$(( (size * 1024 * 1024 * 1024 / 512) - 2048 - 34 ))
+    # The root partition fills the disk but for 1 MiB at each end (MBR/GPT, backup GPT).
+    part_sectors=$(( size * 1024 * 1024 * 2 - 4096 ))
+    printf 'label: gpt\nstart=2048, size=%d, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, name="root"\n' "$part_sectors" | sfdisk -q "$raw"
     mkfs.ext4 -q -F -d "$WORK/rootfs" -E root_owner=0:0,offset=$((2048 * 512)) "$raw" $((part_sectors / 2))k >/dev/null
     qemu-img convert -O qcow2 "$raw" "$img"; rm -f "$raw"
   fi
@@ -24,7 +25,8 @@ done
 peak() {
   local s; s=$(mktemp -d /var/tmp/decant-rss.XXXX); chmod 777 "$s"
   /usr/bin/time -f %M -o "$s/rss" setpriv --reuid=65534 --regid=65534 --clear-groups \
-    env DECANT_ROOT="$s/store" "$BIN" import "$1" --quiet --keep-boot --keep-modules --compression "$2" >/dev/null
+    env DECANT_ROOT="$s/store" "$BIN" import "$1" --quiet --keep-boot --keep-modules --compression "$2" >/dev/null \
+    || { echo "bench/rss.sh: import of $1 failed" >&2; exit 1; }
   cat "$s/rss"; rm -rf "$s"
 }
 printf '%-6s %12s %12s %7s\n' comp 2GiB_RSS_MB 8GiB_RSS_MB ratio
