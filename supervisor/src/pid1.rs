@@ -237,9 +237,7 @@ impl Init {
             if self.main_exit.is_some() && self.shutdown.is_none() {
                 self.begin_shutdown(now);
             }
-            if self.shutdown.is_none() {
-                self.tick(now);
-            }
+            self.tick(now);
             if let Some(mut sd) = self.shutdown.take() {
                 let done = sd.step(self, now);
                 self.shutdown = Some(sd);
