@@ -174,7 +174,8 @@ pub fn request(socket: &Path, line: &str) -> Result<String, ControlError> {
     let p = socket.display().to_string();
     let mut s = UnixStream::connect(socket).map_err(|e| ControlError::Connect(p.clone(), e))?;
     let io = |e| ControlError::Io(p.clone(), e);
-    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(io)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(io)?;
     s.write_all(format!("{}\n", line.trim()).as_bytes())
         .map_err(|e| ControlError::Io(p.clone(), e))?;
     let mut reply = Vec::new();

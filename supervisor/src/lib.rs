@@ -103,7 +103,12 @@ pub fn run(opts: Options) -> i32 {
         specs = sources::load(&opts.root, &opts.policy, &mut init.pipes);
     }
     if let Some(argv) = &opts.main {
-        let mut s = Spec::new("main", Source::Main, std::path::Path::new("-"), argv.clone());
+        let mut s = Spec::new(
+            "main",
+            Source::Main,
+            std::path::Path::new("-"),
+            argv.clone(),
+        );
         s.restart = Restart::No;
         s.startsecs = 0;
         s.stdin = Input::Inherit;

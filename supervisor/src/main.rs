@@ -25,7 +25,10 @@ fn usage() -> ! {
 }
 
 fn globs(v: &str) -> impl Iterator<Item = String> + '_ {
-    v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 fn main() {
@@ -52,10 +55,12 @@ fn main() {
     let mut it = args.into_iter();
     let mut ctl: Option<Vec<String>> = None;
     while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().unwrap_or_else(|| {
-            eprintln!("decant-init: {name} needs a value");
-            usage()
-        });
+        let mut value = |name: &str| {
+            it.next().unwrap_or_else(|| {
+                eprintln!("decant-init: {name} needs a value");
+                usage()
+            })
+        };
         match a.as_str() {
             "--root" => opts.root = PathBuf::from(value("--root")),
             "--socket" => opts.socket = PathBuf::from(value("--socket")),

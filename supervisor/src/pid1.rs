@@ -278,8 +278,10 @@ impl Init {
         let revents: Vec<bool> = {
             // SAFETY: every raw fd above belongs to an object owned by `self` that lives across
             // this block; nothing closes them while the borrowed fds exist.
-            let borrowed: Vec<BorrowedFd> =
-                raws.iter().map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) }).collect();
+            let borrowed: Vec<BorrowedFd> = raws
+                .iter()
+                .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
+                .collect();
             let mut fds: Vec<PollFd> = borrowed
                 .iter()
                 .map(|b| PollFd::new(*b, PollFlags::POLLIN))
@@ -363,5 +365,8 @@ pub fn unblock_all() {
 pub fn wait_signal(fd: BorrowedFd, d: Duration) {
     let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
     let ms = d.as_millis().min(60_000) as i32;
-    let _ = poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX));
+    let _ = poll(
+        &mut fds,
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+    );
 }

@@ -424,13 +424,11 @@ impl Service {
         self.delay = None;
         self.awaiting_finish = None;
         match self.state {
-            State::Backoff | State::Exited | State::Fatal => {
-                if self.pid.is_none() {
-                    if self.state == State::Backoff {
-                        self.set_state(State::Stopped);
-                    }
-                    return;
+            State::Backoff | State::Exited | State::Fatal if self.pid.is_none() => {
+                if self.state == State::Backoff {
+                    self.set_state(State::Stopped);
                 }
+                return;
             }
             State::Stopping | State::Stopped => return,
             _ => {}
@@ -519,19 +517,17 @@ impl Service {
                     ));
                 }
             }
-            State::Stopping => {
-                if self.stop_deadline.is_some_and(|d| now >= d) {
-                    self.stop_deadline = None;
-                    if let Some(pid) = self.pid {
-                        log::warn(&format!(
-                            "killing '{}' ({pid}) with SIGKILL",
-                            self.spec.name
-                        ));
-                        signal_proc(pid, Signal::SIGKILL, self.spec.killasgroup);
-                    }
-                    if let Some((hpid, _)) = self.helper {
-                        signal_proc(hpid, Signal::SIGKILL, true);
-                    }
+            State::Stopping if self.stop_deadline.is_some_and(|d| now >= d) => {
+                self.stop_deadline = None;
+                if let Some(pid) = self.pid {
+                    log::warn(&format!(
+                        "killing '{}' ({pid}) with SIGKILL",
+                        self.spec.name
+                    ));
+                    signal_proc(pid, Signal::SIGKILL, self.spec.killasgroup);
+                }
+                if let Some((hpid, _)) = self.helper {
+                    signal_proc(hpid, Signal::SIGKILL, true);
                 }
             }
             _ => {}
@@ -575,7 +571,11 @@ impl Service {
         for d in &self.spec.runtime_dirs {
             let path = ctx.run_dir.join(d);
             if let Err(e) = std::fs::create_dir_all(&path) {
-                log::warn(&format!("{}: RuntimeDirectory {}: {e}", self.spec.name, path.display()));
+                log::warn(&format!(
+                    "{}: RuntimeDirectory {}: {e}",
+                    self.spec.name,
+                    path.display()
+                ));
             } else if let Some(u) = &self.spec.user {
                 let _ = nix::unistd::chown(
                     &path,
@@ -717,7 +717,10 @@ impl Service {
                     return;
                 }
                 Err(e) => {
-                    log::warn(&format!("{}: cannot spawn {:?}: {e}", self.spec.name, cmd.argv));
+                    log::warn(&format!(
+                        "{}: cannot spawn {:?}: {e}",
+                        self.spec.name, cmd.argv
+                    ));
                     if !cmd.ignore_failure {
                         return;
                     }
@@ -763,8 +766,9 @@ impl Service {
         self.pid = None;
         self.forking_parent = false;
         if self.spec.startsecs > 0 && self.spec.source != Source::Systemd {
-            self.spawnerr =
-                Some(why.unwrap_or_else(|| "Exited too quickly (process log may have details)".into()));
+            self.spawnerr = Some(
+                why.unwrap_or_else(|| "Exited too quickly (process log may have details)".into()),
+            );
             self.backoff = self.backoff.saturating_add(1);
             self.delay = Some(now + Duration::from_secs(u64::from(self.backoff)));
             self.set_state(State::Backoff);
@@ -861,7 +865,10 @@ impl Service {
                     .laststart
                     .is_some_and(|t| now < t + Duration::from_secs(self.spec.startsecs)));
         if too_quickly {
-            log::info(&format!("exited: {name} ({}; not expected)", exit.describe()));
+            log::info(&format!(
+                "exited: {name} ({}; not expected)",
+                exit.describe()
+            ));
             self.start_failed(now, None);
         } else {
             self.backoff = 0;
@@ -909,7 +916,10 @@ impl Service {
                         exit.describe()
                     ));
                     self.last_exit = Some(exit);
-                    self.start_failed(now, Some(format!("ExecStartPre failed: {}", exit.describe())));
+                    self.start_failed(
+                        now,
+                        Some(format!("ExecStartPre failed: {}", exit.describe())),
+                    );
                 }
             }
             Job::Post(i) => {
@@ -1014,14 +1024,22 @@ fn read_pidfile(path: &Path) -> Option<i32> {
     text.trim().parse::<i32>().ok().filter(|p| *p > 1)
 }
 
+/// /dev/null for reading, or (in a root filesystem with no /dev) an empty pipe: both read EOF.
+fn null_stdin() -> std::io::Result<Stdio> {
+    match std::fs::File::open("/dev/null") {
+        Ok(f) => Ok(Stdio::from(f)),
+        Err(_) => {
+            let (r, _w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+            Ok(Stdio::from(r))
+        }
+    }
+}
+
 fn open_output(out: &Output, ctx: &mut Ctx, name: &str) -> std::io::Result<Stdio> {
     Ok(match out {
         Output::Relay => {
             let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-            nix::fcntl::fcntl(
-                &r,
-                nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
-            )?;
+            nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
             ctx.relays.push(Relay::new(r, name));
             Stdio::from(w)
         }
@@ -1034,10 +1052,14 @@ fn open_output(out: &Output, ctx: &mut Ctx, name: &str) -> std::io::Result<Stdio
                 .mode(0o644)
                 .open(p)?,
         ),
-        Output::Null => Stdio::null(),
+        Output::Null => match OpenOptions::new().write(true).open("/dev/null") {
+            Ok(f) => Stdio::from(f),
+            // A root filesystem with no /dev at all: show the output rather than fail.
+            Err(_) => return open_output(&Output::Relay, ctx, name),
+        },
         Output::Pipe(i) => match ctx.pipes.get(*i) {
             Some((_, w)) => Stdio::from(w.try_clone()?),
-            None => Stdio::null(),
+            None => return open_output(&Output::Relay, ctx, name),
         },
     })
 }
@@ -1073,16 +1095,19 @@ fn spawn(
     for (k, v) in spec.env.iter().chain(extra_env) {
         set(k, v);
     }
-    c.envs(env.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))));
+    c.envs(
+        env.iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+    );
     if let Some(d) = &spec.dir {
         c.current_dir(d);
     }
     c.stdin(match &spec.stdin {
-        Input::Null => Stdio::null(),
+        Input::Null => null_stdin()?,
         Input::Inherit => Stdio::inherit(),
         Input::Pipe(i) => match ctx.pipes.get(*i) {
             Some((r, _)) => Stdio::from(r.try_clone()?),
-            None => Stdio::null(),
+            None => null_stdin()?,
         },
     });
     let relay_name = spec.name.clone();

@@ -70,7 +70,11 @@ impl Shutdown {
                     break;
                 };
                 let members: Vec<usize> = (0..init.services.len())
-                    .filter(|&i| init.services.get(i).is_some_and(|s| s.spec.priority == rank))
+                    .filter(|&i| {
+                        init.services
+                            .get(i)
+                            .is_some_and(|s| s.spec.priority == rank)
+                    })
                     .collect();
                 if self.rank_deadline.is_none() {
                     let mut wait = Duration::ZERO;

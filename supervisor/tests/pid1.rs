@@ -11,7 +11,11 @@ fn tini_case_propagates_exit_code_and_signal_status() {
     let _r = root();
     let mut r = start_with(Command::new(BIN).args(["--", BUSYBOX, "sh", "-c", "echo out; exit 7"]));
     assert_eq!(r.wait_exit(secs(5)), 7);
-    assert_eq!(r.output(), "out\n", "the tini case prints nothing of its own");
+    assert_eq!(
+        r.output(),
+        "out\n",
+        "the tini case prints nothing of its own"
+    );
     let mut r = start_with(Command::new(BIN).args(["--", BUSYBOX, "sh", "-c", "kill -KILL $$"]));
     assert_eq!(r.wait_exit(secs(5)), 137);
 }
@@ -21,7 +25,11 @@ fn signals_are_forwarded_to_a_trapping_shell() {
     let _r = root();
     let script = "trap 'echo got USR1' USR1; trap 'echo got TERM; exit 42' TERM; \
                   echo ready; while true; do busybox sleep 0.05; done";
-    let mut r = start_with(Command::new(BIN).args(["--", BUSYBOX, "sh", "-c", script]).env("PATH", "/bin:/usr/bin"));
+    let mut r = start_with(
+        Command::new(BIN)
+            .args(["--", BUSYBOX, "sh", "-c", script])
+            .env("PATH", "/bin:/usr/bin"),
+    );
     r.wait_for("ready", secs(5));
     r.signal(libc::SIGUSR1);
     r.wait_for("got USR1", secs(5));
@@ -34,7 +42,8 @@ fn signals_are_forwarded_to_a_trapping_shell() {
 fn zombie_storm(mut cmd: Command) {
     let script = "i=0; while [ $i -lt 1000 ]; do (busybox true &); i=$((i+1)); done; \
                   echo storm-done; exec busybox sleep 30";
-    cmd.args(["--", BUSYBOX, "sh", "-c", script]).env("PATH", "/bin:/usr/bin");
+    cmd.args(["--", BUSYBOX, "sh", "-c", script])
+        .env("PATH", "/bin:/usr/bin");
     let r = start_with(&mut cmd);
     r.wait_for("storm-done", secs(20));
     std::thread::sleep(Duration::from_secs(1));
@@ -61,7 +70,18 @@ fn pid1_in_namespace_stops_on_sigterm_and_exits_with_main_status() {
     let script = "trap 'exit 5' TERM; echo up; while true; do busybox sleep 0.05; done";
     let mut r = start_with(
         Command::new("/usr/bin/unshare")
-            .args(["--pid", "--fork", "--mount-proc", "--kill-child=SIGKILL", BIN, "--", BUSYBOX, "sh", "-c", script])
+            .args([
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--kill-child=SIGKILL",
+                BIN,
+                "--",
+                BUSYBOX,
+                "sh",
+                "-c",
+                script,
+            ])
             .env("PATH", "/bin:/usr/bin"),
     );
     r.wait_for("up", secs(5));
@@ -78,7 +98,11 @@ fn pid1_in_namespace_stops_on_sigterm_and_exits_with_main_status() {
 #[test]
 fn crash_loop_costs_under_five_percent_cpu() {
     let d = root();
-    write(&d.path().join("etc/service/crash/run"), "#!/bin/busybox sh\nexit 1\n", true);
+    write(
+        &d.path().join("etc/service/crash/run"),
+        "#!/bin/busybox sh\nexit 1\n",
+        true,
+    );
     let r = start(d.path(), &[]);
     r.wait_for("spawned: 'crash'", secs(5));
     let t0 = stat(r.pid).unwrap().2;
@@ -90,5 +114,8 @@ fn crash_loop_costs_under_five_percent_cpu() {
     let cpu = ticks as f64 / hz / start.elapsed().as_secs_f64();
     assert!(cpu < 0.05, "crash loop used {:.1}% CPU", cpu * 100.0);
     let spawns = r.output().matches("spawned: 'crash'").count();
-    assert!((2..=5).contains(&spawns), "runit restarts at most once a second: {spawns} spawns");
+    assert!(
+        (2..=5).contains(&spawns),
+        "runit restarts at most once a second: {spawns} spawns"
+    );
 }

@@ -33,8 +33,16 @@ fn states_backoff_fatal_and_exitcodes() {
     assert!(o.contains("exited: unexpected (exit status 3; not expected)"));
     r.wait_socket(d.path());
     let (_, st) = r.ctl(d.path(), &["status"]);
-    let line = |n: &str| st.lines().find(|l| l.starts_with(&format!("{n} "))).unwrap_or("").to_string();
-    assert!(line("up").contains("supervisord RUNNING") && line("up").contains("pid "), "{st}");
+    let line = |n: &str| {
+        st.lines()
+            .find(|l| l.starts_with(&format!("{n} ")))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        line("up").contains("supervisord RUNNING") && line("up").contains("pid "),
+        "{st}"
+    );
     assert!(line("dies").contains("FATAL"), "{st}");
     assert!(line("expected").contains("EXITED"), "{st}");
 }
@@ -42,13 +50,19 @@ fn states_backoff_fatal_and_exitcodes() {
 #[test]
 fn backoff_delay_grows_one_second_per_attempt() {
     let d = root();
-    conf(d.path(), "[program:b]\ncommand=/bin/busybox false\nstartretries=2\n");
+    conf(
+        d.path(),
+        "[program:b]\ncommand=/bin/busybox false\nstartretries=2\n",
+    );
     let t0 = Instant::now();
     let r = start(d.path(), &[]);
     r.wait_for("gave up: b", secs(10));
     // Delays 1 s then 2 s between the three attempts.
     let el = t0.elapsed();
-    assert!(el >= Duration::from_millis(2900) && el < Duration::from_secs(5), "{el:?}");
+    assert!(
+        el >= Duration::from_millis(2900) && el < Duration::from_secs(5),
+        "{el:?}"
+    );
     assert_eq!(r.output().matches("spawned: 'b'").count(), 3);
 }
 
@@ -66,13 +80,19 @@ fn ignoring_sigterm_is_killed_at_stopwaitsecs_and_group_members_go_too() {
         ),
     );
     let mut r = start(d.path(), &[]);
-    r.wait_output(secs(5), |o| o.contains("spawned: 'stubborn'") && o.contains("spawned: 'shell'"));
+    r.wait_output(secs(5), |o| {
+        o.contains("spawned: 'stubborn'") && o.contains("spawned: 'shell'")
+    });
     let until = Instant::now() + secs(5);
     while !mark.exists() || std::fs::read_to_string(&mark).unwrap().trim().is_empty() {
         assert!(Instant::now() < until);
         std::thread::sleep(Duration::from_millis(10));
     }
-    let child: i32 = std::fs::read_to_string(&mark).unwrap().trim().parse().unwrap();
+    let child: i32 = std::fs::read_to_string(&mark)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let t0 = Instant::now();
     r.signal(libc::SIGTERM);
@@ -80,21 +100,37 @@ fn ignoring_sigterm_is_killed_at_stopwaitsecs_and_group_members_go_too() {
     let el = t0.elapsed();
     let o = r.output();
     assert!(o.contains("killing 'stubborn'"), "{o}");
-    assert!(o.contains("stopped: stubborn (terminated by SIGKILL)"), "{o}");
-    assert!(el >= Duration::from_millis(900) && el < Duration::from_millis(2500), "{el:?}\n{o}");
-    assert!(stat(child).is_none(), "the shell's child survived its group's stop");
+    assert!(
+        o.contains("stopped: stubborn (terminated by SIGKILL)"),
+        "{o}"
+    );
+    assert!(
+        el >= Duration::from_millis(900) && el < Duration::from_millis(2500),
+        "{el:?}\n{o}"
+    );
+    assert!(
+        stat(child).is_none(),
+        "the shell's child survived its group's stop"
+    );
 }
 
 #[test]
 fn shutdown_returns_at_once_when_everything_is_gone() {
     let d = root();
-    conf(d.path(), "[program:a]\ncommand=/bin/busybox sleep 60\nstartsecs=0\nstopwaitsecs=10\n");
+    conf(
+        d.path(),
+        "[program:a]\ncommand=/bin/busybox sleep 60\nstartsecs=0\nstopwaitsecs=10\n",
+    );
     let mut r = start(d.path(), &["--grace", "10"]);
     r.wait_for("spawned: 'a'", secs(5));
     let t0 = Instant::now();
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait_exit(secs(5)), 0);
-    assert!(t0.elapsed() < Duration::from_millis(800), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        t0.elapsed()
+    );
 }
 
 #[test]
@@ -112,7 +148,10 @@ fn leftover_processes_get_term_then_kill_after_grace() {
     r.signal(libc::SIGTERM);
     assert_eq!(r.wait_exit(secs(5)), 0);
     let el = t0.elapsed();
-    assert!(el >= Duration::from_millis(450) && el < Duration::from_secs(3), "{el:?}");
+    assert!(
+        el >= Duration::from_millis(450) && el < Duration::from_secs(3),
+        "{el:?}"
+    );
     assert!(r.output().contains("grace period over"));
 }
 
@@ -132,7 +171,9 @@ fn output_prefix_logfiles_and_environment() {
         ),
     );
     let r = start(d.path(), &[]);
-    let o = r.wait_output(secs(5), |o| o.contains("talk | err") && o.contains("talk | out hi, there") && o.contains("plain-stdout"));
+    let o = r.wait_output(secs(5), |o| {
+        o.contains("talk | err") && o.contains("talk | out hi, there") && o.contains("plain-stdout")
+    });
     assert!(o.lines().any(|l| l == "plain-stdout"), "{o}");
     let until = Instant::now() + secs(5);
     loop {
@@ -148,7 +189,11 @@ fn output_prefix_logfiles_and_environment() {
 #[test]
 fn numprocs_user_and_directory() {
     let d = root();
-    write(&d.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nsvc:x:4321:4321::/home/svc:/bin/sh\n", false);
+    write(
+        &d.path().join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\nsvc:x:4321:4321::/home/svc:/bin/sh\n",
+        false,
+    );
     let out = d.path().join("ids");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
@@ -162,7 +207,9 @@ fn numprocs_user_and_directory() {
         ),
     );
     let r = start(d.path(), &[]);
-    r.wait_output(secs(5), |o| o.contains("spawned: 'w:w_00'") && o.contains("spawned: 'w:w_01'"));
+    r.wait_output(secs(5), |o| {
+        o.contains("spawned: 'w:w_00'") && o.contains("spawned: 'w:w_01'")
+    });
     let until = Instant::now() + secs(5);
     loop {
         let t = std::fs::read_to_string(out.join("1")).unwrap_or_default();
@@ -187,14 +234,30 @@ fn bad_config_skips_that_program_and_status_shows_why() {
     );
     let r = start(d.path(), &[]);
     let o = r.wait_for("spawned: 'good'", secs(5));
-    let f = d.path().join("etc/supervisor/conf.d/test.conf").display().to_string();
-    assert!(o.contains(&format!("{f}:5: unknown key 'comand' in [program:typo]")), "{o}");
-    assert!(o.contains(&format!("{f}:6: [program:nocmd] has no command")), "{o}");
-    assert!(o.contains(&format!("{f}:10: user 'nobody-here' does not exist")), "{o}");
+    let f = d
+        .path()
+        .join("etc/supervisor/conf.d/test.conf")
+        .display()
+        .to_string();
+    assert!(
+        o.contains(&format!("{f}:5: unknown key 'comand' in [program:typo]")),
+        "{o}"
+    );
+    assert!(
+        o.contains(&format!("{f}:6: [program:nocmd] has no command")),
+        "{o}"
+    );
+    assert!(
+        o.contains(&format!("{f}:10: user 'nobody-here' does not exist")),
+        "{o}"
+    );
     r.wait_socket(d.path());
     let (code, st) = r.ctl(d.path(), &["status", "typo"]);
     assert_eq!(code, 0);
-    assert!(st.contains("typo") && st.contains("FATAL") && st.contains("unknown key 'comand'"), "{st}");
+    assert!(
+        st.contains("typo") && st.contains("FATAL") && st.contains("unknown key 'comand'"),
+        "{st}"
+    );
 }
 
 #[test]
@@ -209,7 +272,10 @@ fn control_start_stop_restart() {
     r.wait_for("spawned: 'a'", secs(5));
     r.wait_socket(d.path());
     let (_, st) = r.ctl(d.path(), &["status"]);
-    assert!(st.contains("manual") && st.contains("STOPPED") && st.contains("Not started"), "{st}");
+    assert!(
+        st.contains("manual") && st.contains("STOPPED") && st.contains("Not started"),
+        "{st}"
+    );
     let (code, st) = r.ctl(d.path(), &["start", "manual"]);
     assert_eq!(code, 0, "{st}");
     assert!(st.contains("RUNNING"), "{st}");

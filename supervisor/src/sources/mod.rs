@@ -166,7 +166,10 @@ pub fn read_config(path: &Path) -> Result<String, ConfigError> {
         return Err(ConfigError::new(
             path,
             0,
-            format!("{} bytes: larger than the {CONFIG_FILE_CAP} byte cap", meta.len()),
+            format!(
+                "{} bytes: larger than the {CONFIG_FILE_CAP} byte cap",
+                meta.len()
+            ),
         ));
     }
     let data = std::fs::read(path).map_err(|e| ConfigError::new(path, 0, e.to_string()))?;
@@ -243,7 +246,11 @@ pub fn lookup_user(root: &Path, who: &str, group: Option<&str>) -> Result<User, 
                 user.gid = gid;
                 user.groups = vec![gid];
             }
-            None => return Err(format!("group '{g}' does not exist in the image's /etc/group")),
+            None => {
+                return Err(format!(
+                    "group '{g}' does not exist in the image's /etc/group"
+                ))
+            }
         }
     }
     for line in group_text.lines().take(100_000) {

@@ -6,8 +6,8 @@
 //! handed to the services as usual), each bounded by [`SCRIPT_TIMEOUT`].
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -43,10 +43,15 @@ pub fn import_env(root: &Path, env: &mut Vec<(String, String)>) {
             continue;
         };
         if !meta.is_file() || meta.len() > CONFIG_FILE_CAP {
-            log::warn(&format!("{}: not a small regular file; skipped", p.display()));
+            log::warn(&format!(
+                "{}: not a small regular file; skipped",
+                p.display()
+            ));
             continue;
         }
-        let Ok(data) = std::fs::read(&p) else { continue };
+        let Ok(data) = std::fs::read(&p) else {
+            continue;
+        };
         let mut v = String::from_utf8_lossy(&data).into_owned();
         if v.ends_with('\n') {
             v.pop();
@@ -119,7 +124,10 @@ pub fn run_script(init: &mut Init, path: &Path) -> Option<Exit> {
         }
         let now = Instant::now();
         if now >= until && !killed {
-            log::warn(&format!("{}: still running after {SCRIPT_TIMEOUT:?}; killed", path.display()));
+            log::warn(&format!(
+                "{}: still running after {SCRIPT_TIMEOUT:?}; killed",
+                path.display()
+            ));
             signal_proc(pid, Signal::SIGKILL, false);
             killed = true;
         }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use nix::fcntl::OFlag;
 
-use crate::service::{Input, Output, Restart, Spec, Source};
+use crate::service::{Input, Output, Restart, Source, Spec};
 use crate::sources::{list_dir, ConfigError};
 
 fn executable(p: &Path) -> Result<(), String> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::service::{Output, Restart, Spec, Source};
+use crate::service::{Output, Restart, Source, Spec};
 use crate::sources::{in_root, list_dir, lookup_user, read_config, split_words, ConfigError};
 
 /// Most configuration files read (includes included).
@@ -41,11 +41,19 @@ pub fn parse_ini(text: &str, file: &Path) -> Result<Vec<Section>, ConfigError> {
                 last.1.push_str(strip_comment(trimmed));
                 continue;
             }
-            return Err(ConfigError::new(file, lineno, "continuation line with no key before it"));
+            return Err(ConfigError::new(
+                file,
+                lineno,
+                "continuation line with no key before it",
+            ));
         }
         if let Some(rest) = trimmed.strip_prefix('[') {
             let Some(name) = rest.strip_suffix(']') else {
-                return Err(ConfigError::new(file, lineno, format!("bad section header '{trimmed}'")));
+                return Err(ConfigError::new(
+                    file,
+                    lineno,
+                    format!("bad section header '{trimmed}'"),
+                ));
             };
             out.push(Section {
                 name: name.trim().to_string(),
@@ -66,8 +74,11 @@ pub fn parse_ini(text: &str, file: &Path) -> Result<Vec<Section>, ConfigError> {
         let Some(sec) = out.last_mut() else {
             return Err(ConfigError::new(file, lineno, "key before any [section]"));
         };
-        sec.keys
-            .push((k.trim().to_lowercase(), strip_comment(v.trim()).to_string(), lineno));
+        sec.keys.push((
+            k.trim().to_lowercase(),
+            strip_comment(v.trim()).to_string(),
+            lineno,
+        ));
     }
     Ok(out)
 }
@@ -155,7 +166,8 @@ pub fn parse_signal(v: &str) -> Result<Signal, String> {
     } else {
         format!("SIG{up}")
     };
-    full.parse::<Signal>().map_err(|_| format!("'{v}' is not a signal"))
+    full.parse::<Signal>()
+        .map_err(|_| format!("'{v}' is not a signal"))
 }
 
 /// `KEY="val",KEY2=val2`: commas inside quotes belong to the value.
@@ -296,7 +308,12 @@ fn program(
             x => match parse_bool(x) {
                 Ok(true) => Restart::Always,
                 Ok(false) => Restart::No,
-                Err(_) => return Err(err(l, format!("autorestart: '{v}' is not true, false or unexpected"))),
+                Err(_) => {
+                    return Err(err(
+                        l,
+                        format!("autorestart: '{v}' is not true, false or unexpected"),
+                    ))
+                }
             },
         },
     };
@@ -334,18 +351,27 @@ fn program(
         vars.insert("group_name".into(), prog.into());
         vars.insert("process_num".into(), num_val.to_string());
         vars.insert("numprocs".into(), numprocs.to_string());
-        vars.insert("host_node_name".into(), host_env.get("HOSTNAME").cloned().unwrap_or_default());
+        vars.insert(
+            "host_node_name".into(),
+            host_env.get("HOSTNAME").cloned().unwrap_or_default(),
+        );
         vars.insert(
             "here".into(),
-            file.parent().map(|p| p.display().to_string()).unwrap_or_default(),
+            file.parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
         );
         let x = |v: &str, l: usize| expand(v, &vars).map_err(|e| err(l, e));
         let pname = x(pname_tpl, pname_line)?;
         vars.insert("process_name".into(), pname.clone());
         let x = |v: &str, l: usize| expand(v, &vars).map_err(|e| err(l, e));
-        let argv = split_words(&x(command, cmd_line)?).map_err(|e| err(cmd_line, format!("command: {e}")))?;
+        let argv = split_words(&x(command, cmd_line)?)
+            .map_err(|e| err(cmd_line, format!("command: {e}")))?;
         if argv.is_empty() {
-            return Err(err(cmd_line, format!("[program:{prog}] has an empty command")));
+            return Err(err(
+                cmd_line,
+                format!("[program:{prog}] has an empty command"),
+            ));
         }
         let name = if numprocs > 1 {
             format!("{prog}:{pname}")
@@ -375,7 +401,8 @@ fn program(
             s.dir = Some(PathBuf::from(x(v.trim(), l)?));
         }
         if let Some((v, l)) = get("environment") {
-            s.env = parse_environment(&x(v, l)?).map_err(|e| err(l, format!("environment: {e}")))?;
+            s.env =
+                parse_environment(&x(v, l)?).map_err(|e| err(l, format!("environment: {e}")))?;
         }
         specs.push(s);
     }
@@ -399,7 +426,11 @@ pub fn load(root: &Path, specs: &mut Vec<Spec>, errors: &mut Vec<ConfigError>) {
     while let Some(file) = queue.get(i).cloned() {
         i += 1;
         if seen.len() >= FILE_CAP {
-            errors.push(ConfigError::new(&file, 0, format!("more than {FILE_CAP} supervisord files; rest ignored")));
+            errors.push(ConfigError::new(
+                &file,
+                0,
+                format!("more than {FILE_CAP} supervisord files; rest ignored"),
+            ));
             break;
         }
         if !file.is_file() || !seen.insert(file.clone()) {
@@ -417,7 +448,12 @@ pub fn load(root: &Path, specs: &mut Vec<Spec>, errors: &mut Vec<ConfigError>) {
                 match program(root, &file, sec, prog.trim(), &host_env) {
                     Ok(v) => specs.extend(v),
                     Err(e) => {
-                        specs.push(Spec::broken(prog.trim(), Source::Supervisord, &file, e.to_string()));
+                        specs.push(Spec::broken(
+                            prog.trim(),
+                            Source::Supervisord,
+                            &file,
+                            e.to_string(),
+                        ));
                         errors.push(e);
                     }
                 }
@@ -436,7 +472,9 @@ pub fn load(root: &Path, specs: &mut Vec<Spec>, errors: &mut Vec<ConfigError>) {
                         queue.extend(glob_files(&full));
                     }
                 }
-            } else if sec.name.starts_with("eventlistener:") || sec.name.starts_with("fcgi-program:") {
+            } else if sec.name.starts_with("eventlistener:")
+                || sec.name.starts_with("fcgi-program:")
+            {
                 errors.push(ConfigError::new(
                     &file,
                     sec.line,
@@ -480,7 +518,10 @@ mod tests {
 
     #[test]
     fn python_percent_expansion() {
-        assert_eq!(expand("%(program_name)s_%(process_num)02d", &vars()).unwrap(), "web_03");
+        assert_eq!(
+            expand("%(program_name)s_%(process_num)02d", &vars()).unwrap(),
+            "web_03"
+        );
         assert_eq!(expand("100%% %(process_num)d", &vars()).unwrap(), "100% 3");
         assert!(expand("%(nope)s", &vars()).is_err());
         assert!(expand("%(program_name", &vars()).is_err());
@@ -491,7 +532,11 @@ mod tests {
     fn environment_values() {
         assert_eq!(
             parse_environment(r#"A="x,y",B=2, C='q'"#).unwrap(),
-            vec![("A".into(), "x,y".into()), ("B".into(), "2".into()), ("C".into(), "q".into())]
+            vec![
+                ("A".into(), "x,y".into()),
+                ("B".into(), "2".into()),
+                ("C".into(), "q".into())
+            ]
         );
         assert!(parse_environment("A=\"open").is_err());
         assert!(parse_environment("NOEQUALS").is_err());
@@ -534,12 +579,22 @@ mod tests {
         let mut errors = Vec::new();
         load(d.path(), &mut specs, &mut errors);
         let names: Vec<_> = specs.iter().map(|s| s.name.clone()).collect();
-        assert_eq!(names, ["good:good_00", "good:good_01", "typo", "nocmd", "who"]);
+        assert_eq!(
+            names,
+            ["good:good_00", "good:good_01", "typo", "nocmd", "who"]
+        );
         let e: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         let f = conf.join("a.conf").display().to_string();
-        assert_eq!(e[0], format!("{f}:6: unknown key 'comand' in [program:typo]"));
+        assert_eq!(
+            e[0],
+            format!("{f}:6: unknown key 'comand' in [program:typo]")
+        );
         assert_eq!(e[1], format!("{f}:7: [program:nocmd] has no command"));
-        assert!(e[2].starts_with(&format!("{f}:11: user 'ghost' does not exist")), "{}", e[2]);
+        assert!(
+            e[2].starts_with(&format!("{f}:11: user 'ghost' does not exist")),
+            "{}",
+            e[2]
+        );
         assert!(specs[2].broken.is_some() && specs[0].broken.is_none());
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::log;
-use crate::service::{Cmd, Kind, Restart, Spec, Source};
+use crate::service::{Cmd, Kind, Restart, Source, Spec};
 use crate::sources::supervisord::parse_signal;
 use crate::sources::{
     in_root, list_dir, lookup_user, read_config, split_words, ConfigError, Policy,
@@ -83,7 +83,11 @@ pub fn parse_unit_text(text: &str, file: &Path, unit: &mut Unit) -> Result<(), C
         }
         if line.starts_with('[') {
             let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) else {
-                return Err(ConfigError::new(file, start, format!("bad section header '{line}'")));
+                return Err(ConfigError::new(
+                    file,
+                    start,
+                    format!("bad section header '{line}'"),
+                ));
             };
             section = name.to_string();
             continue;
@@ -96,7 +100,11 @@ pub fn parse_unit_text(text: &str, file: &Path, unit: &mut Unit) -> Result<(), C
             ));
         };
         if section.is_empty() {
-            return Err(ConfigError::new(file, start, "assignment outside of any [section]"));
+            return Err(ConfigError::new(
+                file,
+                start,
+                "assignment outside of any [section]",
+            ));
         }
         unit.entries.push((
             section.clone(),
@@ -107,7 +115,11 @@ pub fn parse_unit_text(text: &str, file: &Path, unit: &mut Unit) -> Result<(), C
         ));
     }
     if let Some((_, start)) = pending {
-        return Err(ConfigError::new(file, start, "line continuation at end of file"));
+        return Err(ConfigError::new(
+            file,
+            start,
+            "line continuation at end of file",
+        ));
     }
     Ok(())
 }
@@ -129,8 +141,12 @@ pub fn parse_timespan(v: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         let (num, tail) = rest.split_at(digits);
-        let n: f64 = num.parse().map_err(|_| format!("'{v}' is not a time span"))?;
-        let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == ' ').unwrap_or(tail.len());
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("'{v}' is not a time span"))?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == ' ')
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
         let mult = match unit {
             "" | "s" | "sec" | "second" | "seconds" => 1.0,
@@ -198,9 +214,10 @@ pub fn parse_exec(v: &str, env: &HashMap<String, String>) -> Result<Option<Cmd>,
     let words = split_words(v)?;
     let mut argv = Vec::new();
     for w in words {
-        if let Some(name) = w.strip_prefix('$').filter(|n| {
-            !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        }) {
+        if let Some(name) = w
+            .strip_prefix('$')
+            .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
             if let Some(val) = env.get(name) {
                 argv.extend(val.split_whitespace().map(str::to_string));
             }
@@ -358,7 +375,9 @@ pub fn unit_spec(root: &Path, unit: &Unit) -> Result<Option<Spec>, ConfigError> 
             None => (false, v),
         };
         if in_root(root, p).exists() == neg {
-            log::info(&format!("systemd: {name} skipped: ConditionPathExists={v} not met"));
+            log::info(&format!(
+                "systemd: {name} skipped: ConditionPathExists={v} not met"
+            ));
             return Ok(None);
         }
     }
@@ -377,7 +396,9 @@ pub fn unit_spec(root: &Path, unit: &Unit) -> Result<Option<Spec>, ConfigError> 
             None => None,
         },
     };
-    let home = user.as_ref().map_or("/root".to_string(), |u| u.home.clone());
+    let home = user
+        .as_ref()
+        .map_or("/root".to_string(), |u| u.home.clone());
     let uname = user.as_ref().map_or("root".to_string(), |u| u.name.clone());
     let sp = |s: &str| specifiers(s, name, &home, &uname);
     let mut env: Vec<(String, String)> = Vec::new();
@@ -420,17 +441,31 @@ pub fn unit_spec(root: &Path, unit: &Unit) -> Result<Option<Spec>, ConfigError> 
             "forking" => "forking",
             "oneshot" => "oneshot",
             "notify" | "notify-reload" => "notify",
-            other => return Err(err(l, f, format!("Type={other} is not a known service type"))),
+            other => {
+                return Err(err(
+                    l,
+                    f,
+                    format!("Type={other} is not a known service type"),
+                ))
+            }
         },
         None if starts.is_empty() => "oneshot",
         None => "simple",
     };
     let Some(first) = starts.first().cloned() else {
-        return Err(ConfigError::new(&unit.file, 0, format!("{name} has no ExecStart=")));
+        return Err(ConfigError::new(
+            &unit.file,
+            0,
+            format!("{name} has no ExecStart="),
+        ));
     };
     if starts.len() > 1 && type_ != "oneshot" {
         let (_, l, f) = unit.last(svc, "ExecStart").unwrap_or(("", 0, &unit.file));
-        return Err(err(l, f, "more than one ExecStart= is only allowed for Type=oneshot".into()));
+        return Err(err(
+            l,
+            f,
+            "more than one ExecStart= is only allowed for Type=oneshot".into(),
+        ));
     }
     let mut s = Spec::new(name, Source::Systemd, &unit.file, first.argv.clone());
     s.start = first;
@@ -453,7 +488,9 @@ pub fn unit_spec(root: &Path, unit: &Unit) -> Result<Option<Spec>, ConfigError> 
     };
     s.kind = match type_ {
         "forking" => Kind::Forking {
-            pidfile: unit.last(svc, "PIDFile").map(|(p, _, _)| in_root(root, &sp(p))),
+            pidfile: unit
+                .last(svc, "PIDFile")
+                .map(|(p, _, _)| in_root(root, &sp(p))),
         },
         "oneshot" => Kind::Oneshot { remain },
         "notify" => Kind::Notify,
@@ -500,14 +537,22 @@ pub fn unit_spec(root: &Path, unit: &Unit) -> Result<Option<Spec>, ConfigError> 
             if let Ok(c) = w.parse::<i32>() {
                 s.exitcodes.push(c);
             } else if parse_signal(w).is_err() {
-                return Err(err(l, f, format!("SuccessExitStatus: '{w}' is neither code nor signal")));
+                return Err(err(
+                    l,
+                    f,
+                    format!("SuccessExitStatus: '{w}' is neither code nor signal"),
+                ));
             }
         }
     }
     if let Some((v, l, f)) = unit.last(svc, "WorkingDirectory") {
         let v = sp(v);
         let v = v.strip_prefix('-').unwrap_or(&v);
-        let d = if v == "~" { home.clone() } else { v.to_string() };
+        let d = if v == "~" {
+            home.clone()
+        } else {
+            v.to_string()
+        };
         if !d.starts_with('/') {
             return Err(err(l, f, format!("WorkingDirectory={d} is not absolute")));
         }
@@ -532,7 +577,10 @@ fn parse_yes(v: &str) -> Result<bool, String> {
 
 /// Chooses, parses and orders the enabled units.
 pub fn load(root: &Path, policy: &Policy, specs: &mut Vec<Spec>, errors: &mut Vec<ConfigError>) {
-    let mut targets = vec!["multi-user.target".to_string(), "default.target".to_string()];
+    let mut targets = vec![
+        "multi-user.target".to_string(),
+        "default.target".to_string(),
+    ];
     targets.extend(default_target(root));
     let mut queue: Vec<String> = Vec::new();
     for t in &targets {
@@ -587,12 +635,19 @@ pub fn load(root: &Path, policy: &Policy, specs: &mut Vec<Spec>, errors: &mut Ve
     // Ordering edges (before → after), with where each was written.
     let mut after: HashMap<String, Vec<(String, usize, PathBuf)>> = HashMap::new();
     for name in &order {
-        let Some(unit) = chosen.get(name) else { continue };
+        let Some(unit) = chosen.get(name) else {
+            continue;
+        };
         match unit_spec(root, unit) {
             Ok(Some(s)) => built.push(s),
             Ok(None) => continue,
             Err(e) => {
-                specs.push(Spec::broken(name, Source::Systemd, &unit.file, e.to_string()));
+                specs.push(Spec::broken(
+                    name,
+                    Source::Systemd,
+                    &unit.file,
+                    e.to_string(),
+                ));
                 errors.push(e);
                 continue;
             }
@@ -611,13 +666,23 @@ pub fn load(root: &Path, policy: &Policy, specs: &mut Vec<Spec>, errors: &mut Ve
     let (levels, dropped) = order_units(&built, &after, errors);
     for mut s in built {
         if let Some(why) = dropped.get(&s.name) {
-            specs.push(Spec::broken(&s.name, Source::Systemd, &s.origin, why.clone()));
+            specs.push(Spec::broken(
+                &s.name,
+                Source::Systemd,
+                &s.origin,
+                why.clone(),
+            ));
             continue;
         }
         s.priority = levels.get(&s.name).copied().unwrap_or(0);
         s.after = after
             .get(&s.name)
-            .map(|v| v.iter().map(|(d, _, _)| d.clone()).filter(|d| !dropped.contains_key(d)).collect())
+            .map(|v| {
+                v.iter()
+                    .map(|(d, _, _)| d.clone())
+                    .filter(|d| !dropped.contains_key(d))
+                    .collect()
+            })
             .unwrap_or_default();
         specs.push(s);
     }
@@ -645,7 +710,11 @@ fn order_units(
             remaining.retain(|n| {
                 let deps: Vec<&(String, usize, PathBuf)> = after
                     .get(*n)
-                    .map(|v| v.iter().filter(|(d, _, _)| !dropped.contains_key(d)).collect())
+                    .map(|v| {
+                        v.iter()
+                            .filter(|(d, _, _)| !dropped.contains_key(d))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 if deps.iter().all(|(d, _, _)| levels.contains_key(d)) {
                     let lvl = deps
@@ -675,7 +744,8 @@ fn order_units(
                 break;
             }
             let next = after.get(&cur).and_then(|v| {
-                v.iter().find(|(d, _, _)| rem.contains(d.as_str()) && !dropped.contains_key(d))
+                v.iter()
+                    .find(|(d, _, _)| rem.contains(d.as_str()) && !dropped.contains_key(d))
             });
             let Some((d, l, f)) = next else { break };
             path.push((cur.clone(), *l, f.clone()));
@@ -713,7 +783,10 @@ mod tests {
         assert_eq!(parse_timespan("2min30s").unwrap(), Duration::from_secs(150));
         assert!(parse_timespan("5 parsecs").is_err());
         assert!(parse_timespan("").is_err());
-        assert_eq!(parse_timespan("infinity").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(
+            parse_timespan("infinity").unwrap(),
+            Duration::from_secs(86_400)
+        );
     }
 
     #[test]
@@ -722,10 +795,14 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let c = parse_exec("-/usr/sbin/cron -f $OPTS pre${X}post $NONE", &env).unwrap().unwrap();
+        let c = parse_exec("-/usr/sbin/cron -f $OPTS pre${X}post $NONE", &env)
+            .unwrap()
+            .unwrap();
         assert!(c.ignore_failure);
         assert_eq!(c.argv, ["/usr/sbin/cron", "-f", "-a", "-b", "prexpost"]);
-        let c = parse_exec("@/bin/sh myname -c 'exit 0'", &env).unwrap().unwrap();
+        let c = parse_exec("@/bin/sh myname -c 'exit 0'", &env)
+            .unwrap()
+            .unwrap();
         assert_eq!(c.arg0.as_deref(), Some("myname"));
         assert_eq!(c.argv, ["/bin/sh", "-c", "exit 0"]);
         assert_eq!(parse_exec("", &env).unwrap(), None);
@@ -735,11 +812,23 @@ mod tests {
     #[test]
     fn unit_syntax_errors_name_the_line() {
         let mut u = Unit::default();
-        let e = parse_unit_text("[Unit]\nDescription=x\nthis is wrong\n", Path::new("a.service"), &mut u)
-            .unwrap_err();
-        assert_eq!(e.to_string(), "a.service:3: expected 'Key=Value', found 'this is wrong'");
+        let e = parse_unit_text(
+            "[Unit]\nDescription=x\nthis is wrong\n",
+            Path::new("a.service"),
+            &mut u,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "a.service:3: expected 'Key=Value', found 'this is wrong'"
+        );
         let mut u = Unit::default();
-        parse_unit_text("[Service]\nExecStart=/bin/a \\\n  b\n", Path::new("a"), &mut u).unwrap();
+        parse_unit_text(
+            "[Service]\nExecStart=/bin/a \\\n  b\n",
+            Path::new("a"),
+            &mut u,
+        )
+        .unwrap();
         assert_eq!(u.entries[0].2, "/bin/a  b");
     }
 
@@ -748,7 +837,11 @@ mod tests {
         let v = parse_env_file("# c\nA=1\nexport B=\"two words\"\nbad\nC='x'\n");
         assert_eq!(
             v,
-            vec![("A".into(), "1".into()), ("B".into(), "two words".into()), ("C".into(), "x".into())]
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into()),
+                ("C".into(), "x".into())
+            ]
         );
     }
 }

@@ -64,7 +64,9 @@ pub fn start_with(cmd: &mut Command) -> Running {
                 if n == 0 {
                     break;
                 }
-                out.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                out.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
     }
@@ -98,7 +100,10 @@ impl Running {
             if pred(&o) {
                 return o;
             }
-            assert!(Instant::now() < until, "timed out waiting; output so far:\n{o}");
+            assert!(
+                Instant::now() < until,
+                "timed out waiting; output so far:\n{o}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -150,7 +155,11 @@ impl Running {
     pub fn wait_socket(&self, root: &Path) {
         let until = Instant::now() + Duration::from_secs(5);
         while !root.join("ctl.sock").exists() {
-            assert!(Instant::now() < until, "no control socket; output:\n{}", self.output());
+            assert!(
+                Instant::now() < until,
+                "no control socket; output:\n{}",
+                self.output()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -177,7 +186,9 @@ pub fn stat(pid: i32) -> Option<(i32, char, u64)> {
     let state = f.first()?.chars().next()?;
     let ppid = f.get(1)?.parse().ok()?;
     // utime, stime, cutime, cstime are fields 14..17 (1-based), i.e. 11..14 after ')'.
-    let ticks: u64 = (11..=14).filter_map(|i| f.get(i)?.parse::<u64>().ok()).sum();
+    let ticks: u64 = (11..=14)
+        .filter_map(|i| f.get(i)?.parse::<u64>().ok())
+        .sum();
     Some((ppid, state, ticks))
 }
 
