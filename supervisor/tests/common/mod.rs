@@ -167,6 +167,11 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
+        // Freeze the init first so it cannot restart a service we are about to kill.
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            libc::kill(self.pid, libc::SIGSTOP);
+        }
         for p in descendants(self.pid) {
             // SAFETY: kill(2) on processes below our own child.
             unsafe {
