@@ -239,6 +239,11 @@ impl Container {
     }
 }
 
+/// Whether this process is root (else layers are unpacked and containers run rootless).
+pub fn running_as_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
 /// `TERM`, `SIGTERM` or `15`.
 pub fn parse_signal(s: &str) -> Result<Signal, EngineError> {
     use std::str::FromStr;
