@@ -46,8 +46,10 @@ enum Command {
     /// The low-level OCI runtime (create, start, run, state, kill, delete on a bundle), as runc.
     Runtime(cmd::runtime::Args),
     /// Create and start a container from an image.
+    #[command(disable_help_flag = true)]
     Run(cmd::run::RunArgs),
     /// Create a container (start it with `start`).
+    #[command(disable_help_flag = true)]
     Create(cmd::run::CreateArgs),
     /// Start containers.
     Start(cmd::container::StartArgs),

@@ -71,6 +71,9 @@ pub struct CreateArgs {
     /// Seconds to wait after the stop signal before SIGKILL (default 10).
     #[arg(long)]
     pub stop_timeout: Option<u32>,
+    /// Print help (-h is --hostname, as docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
     pub image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
