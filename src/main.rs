@@ -80,7 +80,10 @@ fn container_verb(r: anyhow::Result<i32>) -> ExitCode {
             let code = e
                 .downcast_ref::<runtime::engine::EngineError>()
                 .map(|r| r.exit_code())
-                .or_else(|| e.downcast_ref::<runtime::RuntimeError>().map(|r| r.exit_code()))
+                .or_else(|| {
+                    e.downcast_ref::<runtime::RuntimeError>()
+                        .map(|r| r.exit_code())
+                })
                 .unwrap_or(125);
             ExitCode::from(code.clamp(0, 255) as u8)
         }

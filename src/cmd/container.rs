@@ -166,7 +166,10 @@ fn quote_command(args: &[String]) -> String {
 
 fn cut(s: &str, n: usize) -> String {
     if s.chars().count() > n {
-        format!("{}…", s.chars().take(n.saturating_sub(1)).collect::<String>())
+        format!(
+            "{}…",
+            s.chars().take(n.saturating_sub(1)).collect::<String>()
+        )
     } else {
         s.to_string()
     }
@@ -215,7 +218,11 @@ pub fn ps(ctx: &Context, a: PsArgs) -> Result<i32> {
             for c in &list {
                 let cmd = format!("\"{}\"", quote_command(&c.config.args()));
                 t.row(vec![
-                    if a.no_trunc { c.id.clone() } else { c.short_id().to_string() },
+                    if a.no_trunc {
+                        c.id.clone()
+                    } else {
+                        c.short_id().to_string()
+                    },
                     c.config.image.clone(),
                     if a.no_trunc { cmd } else { cut(&cmd, 20) },
                     format!(
@@ -235,7 +242,10 @@ pub fn ps(ctx: &Context, a: PsArgs) -> Result<i32> {
 pub fn logs(ctx: &Context, a: LogsArgs) -> Result<i32> {
     let tail = match a.tail.as_deref() {
         None | Some("all") => None,
-        Some(n) => Some(n.parse::<usize>().with_context(|| format!("invalid --tail {n}"))?),
+        Some(n) => Some(
+            n.parse::<usize>()
+                .with_context(|| format!("invalid --tail {n}"))?,
+        ),
     };
     engine(ctx).logs(&a.container, tail, a.follow, |l| {
         if a.timestamps {

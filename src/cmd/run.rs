@@ -110,8 +110,8 @@ pub fn parse_bytes(s: &str) -> Result<i64> {
 }
 
 fn env_file(path: &PathBuf) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("env file {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("env file {}", path.display()))?;
     Ok(text
         .lines()
         .map(str::trim)
@@ -144,7 +144,11 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
     let ic = config.config().clone().unwrap_or_default();
     let (entrypoint, cmd) = match &a.entrypoint {
         Some(e) => (
-            if e.is_empty() { vec![] } else { vec![e.clone()] },
+            if e.is_empty() {
+                vec![]
+            } else {
+                vec![e.clone()]
+            },
             a.command.clone(),
         ),
         None => (
@@ -175,7 +179,10 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
         cmd,
         env,
         workdir: a.workdir.or_else(|| ic.working_dir().clone()),
-        user: a.user.or_else(|| ic.user().clone()).filter(|u| !u.is_empty()),
+        user: a
+            .user
+            .or_else(|| ic.user().clone())
+            .filter(|u| !u.is_empty()),
         hostname: a.hostname,
         binds,
         tmpfs: a.tmpfs,

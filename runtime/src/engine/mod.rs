@@ -121,7 +121,9 @@ impl std::str::FromStr for Bind {
             _ => return Err(bad("not HOST:CONTAINER[:ro]")),
         };
         if !host.starts_with('/') {
-            return Err(bad("the host path must be absolute (named volumes come later)"));
+            return Err(bad(
+                "the host path must be absolute (named volumes come later)",
+            ));
         }
         if !ctr.starts_with('/') {
             return Err(bad("the container path must be absolute"));
@@ -471,7 +473,8 @@ impl Engine {
             None => {
                 let mut salt = 0;
                 loop {
-                    let n = names::random_name(salt).map_err(io_err(Path::new("/dev/urandom"), "read"))?;
+                    let n = names::random_name(salt)
+                        .map_err(io_err(Path::new("/dev/urandom"), "read"))?;
                     if !existing.iter().any(|c| c.name == n) {
                         break n;
                     }
@@ -607,9 +610,7 @@ impl Engine {
         if c.status != Status::Running {
             return Ok(c);
         }
-        let grace = Duration::from_secs(u64::from(
-            timeout.or(c.config.stop_timeout).unwrap_or(10),
-        ));
+        let grace = Duration::from_secs(u64::from(timeout.or(c.config.stop_timeout).unwrap_or(10)));
         let _ = crate::kill(&self.runtime, &c.id, c.stop_signal()?, false);
         if let Some(done) = self.wait_exit(&c.id, grace)? {
             return Ok(done);
@@ -758,7 +759,10 @@ impl Engine {
             while let Some(l) = reader.next_line().map_err(io_err(&path, "read"))? {
                 out(&l);
             }
-            let mut pfd = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN)];
+            let mut pfd = [nix::poll::PollFd::new(
+                fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
             match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(50u16)) {
                 Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
                 _ => {}

@@ -16,7 +16,9 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
-use super::{io_err, report, time, Container, EngineError, Engine, LogLine, NetworkMode, Status, LOG};
+use super::{
+    io_err, report, time, Container, Engine, EngineError, LogLine, NetworkMode, Status, LOG,
+};
 
 /// The longest log entry; longer output is split into several entries (as Docker, 16 KiB).
 const MAX_ENTRY: usize = 16 << 10;
@@ -97,7 +99,10 @@ fn loopback_up(pid: i32) -> Result<(), String> {
         // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `req`, which
         // lives for the call.
         if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
-            return Err(format!("SIOCGIFFLAGS lo: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "SIOCGIFFLAGS lo: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         // SAFETY: the union's flags member is the one SIOCGIFFLAGS filled.
         unsafe {
@@ -105,7 +110,10 @@ fn loopback_up(pid: i32) -> Result<(), String> {
         }
         // SAFETY: as above; SIOCSIFFLAGS reads `req`.
         if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
-            return Err(format!("SIOCSIFFLAGS lo: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "SIOCSIFFLAGS lo: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         Ok(())
     })
@@ -140,13 +148,19 @@ impl LogWriter {
         p.extend_from_slice(data);
         let mut buf = std::mem::take(p);
         let mut start = 0;
-        while let Some(i) = buf.get(start..).and_then(|r| r.iter().position(|b| *b == b'\n')) {
+        while let Some(i) = buf
+            .get(start..)
+            .and_then(|r| r.iter().position(|b| *b == b'\n'))
+        {
             let end = start + i + 1;
             self.entry(stream, buf.get(start..end).unwrap_or_default());
             start = end;
         }
         while buf.len() - start >= MAX_ENTRY {
-            self.entry(stream, buf.get(start..start + MAX_ENTRY).unwrap_or_default());
+            self.entry(
+                stream,
+                buf.get(start..start + MAX_ENTRY).unwrap_or_default(),
+            );
             start += MAX_ENTRY;
         }
         buf.drain(..start);
@@ -156,7 +170,11 @@ impl LogWriter {
     }
 
     fn flush(&mut self, stream: usize) {
-        let rest = self.pending.get_mut(stream).map(std::mem::take).unwrap_or_default();
+        let rest = self
+            .pending
+            .get_mut(stream)
+            .map(std::mem::take)
+            .unwrap_or_default();
         if !rest.is_empty() {
             self.entry(stream, &rest);
         }
@@ -174,7 +192,9 @@ fn pump(out: OwnedFd, err: OwnedFd, log: &mut LogWriter) {
     let mut buf = vec![0u8; 64 << 10];
     while open.iter().any(Option::is_some) {
         let ready: Vec<usize> = {
-            let idx: Vec<usize> = (0..open.len()).filter(|i| matches!(open.get(*i), Some(Some(_)))).collect();
+            let idx: Vec<usize> = (0..open.len())
+                .filter(|i| matches!(open.get(*i), Some(Some(_))))
+                .collect();
             let mut pfds: Vec<PollFd> = open
                 .iter()
                 .flatten()
@@ -221,11 +241,17 @@ fn wait_init(pid: i32) -> i32 {
 }
 
 /// Creates and starts the OCI container; returns its init pid.
-fn launch(engine: &Engine, c: &Container, dir: &Path, log: &mut LogWriter) -> Result<(i32, OwnedFd, OwnedFd), EngineError> {
+fn launch(
+    engine: &Engine,
+    c: &Container,
+    dir: &Path,
+    log: &mut LogWriter,
+) -> Result<(i32, OwnedFd, OwnedFd), EngineError> {
     let merged = mount_root(c, dir)?;
     let spec = super::build_spec(&c.config, dir, &merged)?;
     let cfg = dir.join("config.json");
-    let bytes = serde_json::to_vec(&spec).map_err(|e| EngineError::Invalid(format!("config.json: {e}")))?;
+    let bytes =
+        serde_json::to_vec(&spec).map_err(|e| EngineError::Invalid(format!("config.json: {e}")))?;
     std::fs::write(&cfg, bytes).map_err(io_err(&cfg, "write"))?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
@@ -277,10 +303,17 @@ pub fn run(store_root: &Path, id: &str, status: Option<OwnedFd>) -> i32 {
         return 125;
     };
     let log_path = dir.join(LOG);
-    let file = match std::fs::OpenOptions::new().append(true).create(true).open(&log_path) {
+    let file = match std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&log_path)
+    {
         Ok(f) => f,
         Err(e) => {
-            report(&mut status, &format!("error 125 {}: open: {e}\n", log_path.display()));
+            report(
+                &mut status,
+                &format!("error 125 {}: open: {e}\n", log_path.display()),
+            );
             return 125;
         }
     };
@@ -290,7 +323,9 @@ pub fn run(store_root: &Path, id: &str, status: Option<OwnedFd>) -> i32 {
     };
     let me = std::process::id() as i32;
     c.monitor_pid = me;
-    c.monitor_start = crate::state::proc_stat(me).map(|s| s.start_time).unwrap_or(0);
+    c.monitor_start = crate::state::proc_stat(me)
+        .map(|s| s.start_time)
+        .unwrap_or(0);
     let code = match launch(&engine, &c, &dir, &mut log) {
         Ok((pid, out, err)) => {
             c.status = Status::Running;

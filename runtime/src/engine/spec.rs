@@ -8,8 +8,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capabilities, Capability, LinuxCpu, LinuxMemory, LinuxNamespaceType, LinuxPids,
-    LinuxResources, Mount, Spec, User,
+    Capabilities, Capability, LinuxCpu, LinuxMemory, LinuxNamespaceType, LinuxPids, LinuxResources,
+    Mount, Spec, User,
 };
 
 use super::{io_err, ContainerConfig, EngineError, NetworkMode};
@@ -231,7 +231,12 @@ pub fn build_spec(c: &ContainerConfig, dir: &Path, rootfs: &Path) -> Result<Spec
     };
     if let Some(p) = spec.process_mut() {
         p.set_env(Some(env));
-        p.set_cwd(PathBuf::from(c.workdir.as_deref().filter(|w| !w.is_empty()).unwrap_or("/")));
+        p.set_cwd(PathBuf::from(
+            c.workdir
+                .as_deref()
+                .filter(|w| !w.is_empty())
+                .unwrap_or("/"),
+        ));
         p.set_user(user);
         p.set_capabilities(Some(capabilities(c)?));
         if c.privileged {
@@ -354,7 +359,11 @@ mod tests {
             "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\nbad:x:zz\n",
         )
         .unwrap();
-        std::fs::write(etc.join("group"), "root:x:0:\nalice:x:1000:\nwheel:x:10:alice\n").unwrap();
+        std::fs::write(
+            etc.join("group"),
+            "root:x:0:\nalice:x:1000:\nwheel:x:10:alice\n",
+        )
+        .unwrap();
         let u = resolve_user(t.path(), "alice").unwrap();
         assert_eq!((u.uid(), u.gid()), (1000, 1000));
         assert_eq!(u.additional_gids().as_deref(), Some(&[10u32][..]));
@@ -403,7 +412,13 @@ mod tests {
         let p = s.process().as_ref().unwrap();
         let env = p.env().as_ref().unwrap();
         assert!(env.contains(&"PATH=/x".to_string()) && env.contains(&"HOSTNAME=box".to_string()));
-        let b = p.capabilities().as_ref().unwrap().bounding().clone().unwrap();
+        let b = p
+            .capabilities()
+            .as_ref()
+            .unwrap()
+            .bounding()
+            .clone()
+            .unwrap();
         assert!(b.contains(&Capability::NetAdmin) && !b.contains(&Capability::Chown));
         let linux = s.linux().as_ref().unwrap();
         assert!(!linux
