@@ -139,7 +139,7 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
     let cache = LayerCache::open(&store)?;
     let mut lower_dirs = Vec::new();
     for l in manifest.layers() {
-        lower_dirs.push(cache.ensure(&store, &l.digest().to_string(), rootless)?);
+        lower_dirs.push(cache.ensure(&store, l.digest().as_ref(), rootless)?);
     }
     let ic = config.config().clone().unwrap_or_default();
     let (entrypoint, cmd) = match &a.entrypoint {

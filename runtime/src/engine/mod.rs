@@ -865,3 +865,39 @@ pub(crate) fn report(status: &mut Option<std::fs::File>, text: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn damaged_records_are_errors_not_panics() {
+        let t = tempfile::tempdir().unwrap();
+        let e = Engine::new(t.path());
+        let id = "ab".repeat(32);
+        let dir = e.containers_dir().join(&id);
+        std::fs::create_dir_all(&dir).unwrap();
+        for bad in [&b"{\"id\": 7"[..], b"", &[0xffu8; 64][..]] {
+            std::fs::write(dir.join(RECORD), bad).unwrap();
+            let err = e.load(&id).unwrap_err();
+            assert!(matches!(err, EngineError::Record { .. }), "{err}");
+            assert!(!err.to_string().contains('\n'));
+        }
+        // A damaged record is left out of the list and lookups do not find it.
+        assert!(e.list().unwrap().is_empty());
+        assert!(matches!(e.find("abab"), Err(EngineError::NotFound(_))));
+        assert!(matches!(e.load("../x"), Err(EngineError::NotFound(_))));
+    }
+
+    #[test]
+    fn flags_parse() {
+        let b: Bind = "/h:/c:ro".parse().unwrap();
+        assert!(b.read_only && b.container == "/c");
+        assert!("rel:/c".parse::<Bind>().is_err());
+        assert!("/h:/c:zz".parse::<Bind>().is_err());
+        assert_eq!(parse_signal("term").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert!(parse_signal("NOPE").is_err());
+        assert!("bogus".parse::<NetworkMode>().is_err());
+    }
+}
