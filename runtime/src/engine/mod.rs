@@ -853,7 +853,8 @@ impl LogReader {
 pub(crate) fn monitor_alive(pid: i32, start: u64) -> bool {
     pid > 0
         && crate::state::proc_stat(pid)
-            .map(|s| s.start_time == start)
+            // A zombie is dead: a killed monitor whose new parent does not reap it stays one.
+            .map(|s| s.start_time == start && !matches!(s.state, 'Z' | 'X'))
             .unwrap_or(false)
 }
 
