@@ -45,6 +45,49 @@ enum Command {
     Image(cmd::image::Command),
     /// The low-level OCI runtime (create, start, run, state, kill, delete on a bundle), as runc.
     Runtime(cmd::runtime::Args),
+    /// Create and start a container from an image.
+    #[command(disable_help_flag = true)]
+    Run(cmd::run::RunArgs),
+    /// Create a container (start it with `start`).
+    #[command(disable_help_flag = true)]
+    Create(cmd::run::CreateArgs),
+    /// Start containers.
+    Start(cmd::container::StartArgs),
+    /// Stop containers: the stop signal, then SIGKILL after the timeout.
+    Stop(cmd::container::StopArgs),
+    /// Send a signal (default KILL) to containers.
+    Kill(cmd::container::KillArgs),
+    /// Remove containers.
+    Rm(cmd::container::RmArgs),
+    /// List containers.
+    Ps(cmd::container::PsArgs),
+    /// Show a container's output.
+    Logs(cmd::container::LogsArgs),
+    /// Wait for containers to stop and print their exit codes.
+    Wait(cmd::container::WaitArgs),
+    /// The per-container monitor (started by run/start; not for users).
+    #[command(name = "__monitor", hide = true)]
+    Monitor(cmd::container::MonitorArgs),
+}
+
+/// Docker's exit status for a failed container command: the engine's own code (125, 126,
+/// 127), else 125.
+fn container_verb(r: anyhow::Result<i32>) -> ExitCode {
+    match r {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("decant: {}", one_line(&e));
+            let code = e
+                .downcast_ref::<runtime::engine::EngineError>()
+                .map(|r| r.exit_code())
+                .or_else(|| {
+                    e.downcast_ref::<runtime::RuntimeError>()
+                        .map(|r| r.exit_code())
+                })
+                .unwrap_or(125);
+            ExitCode::from(code.clamp(0, 255) as u8)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -59,6 +102,18 @@ fn main() -> ExitCode {
         Command::Tag(a) => cmd::tag::run(&ctx, a),
         Command::Rmi(a) => cmd::rmi::run(&ctx, a),
         Command::Image(c) => cmd::image::run(&ctx, c),
+        Command::Run(a) => return container_verb(cmd::run::run(&ctx, a)),
+        Command::Create(a) => return container_verb(cmd::run::run_create(&ctx, a)),
+        Command::Start(a) => return container_verb(cmd::container::start(&ctx, a)),
+        Command::Stop(a) => return container_verb(cmd::container::stop(&ctx, a)),
+        Command::Kill(a) => return container_verb(cmd::container::kill(&ctx, a)),
+        Command::Rm(a) => return container_verb(cmd::container::rm(&ctx, a)),
+        Command::Ps(a) => return container_verb(cmd::container::ps(&ctx, a)),
+        Command::Logs(a) => return container_verb(cmd::container::logs(&ctx, a)),
+        Command::Wait(a) => return container_verb(cmd::container::wait(&ctx, a)),
+        Command::Monitor(a) => {
+            return ExitCode::from(cmd::container::monitor(a).clamp(0, 255) as u8)
+        }
         Command::Runtime(a) => match cmd::runtime::run(a) {
             Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {

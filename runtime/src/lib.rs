@@ -4,6 +4,7 @@
 pub mod cgroups;
 pub mod container;
 mod dev;
+pub mod engine;
 pub mod error;
 pub mod namespaces;
 mod process;

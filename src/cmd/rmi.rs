@@ -1,4 +1,5 @@
-//! `decant rmi [-f] IMAGE...`: docker's Untagged/Deleted lines; blobs other images share stay.
+//! `decant rmi [-f] IMAGE...`: docker's Untagged/Deleted lines; blobs other images share stay;
+//! an image a container uses is refused.
 
 use anyhow::Result;
 use clap::Args as ClapArgs;
@@ -17,7 +18,19 @@ pub struct Args {
 pub fn run(ctx: &Context, a: Args) -> Result<()> {
     let store = ctx.open_store()?;
     let mut failed = None;
+    let in_use = runtime::engine::Engine::new(&ctx.store_root()).images_in_use()?;
     for image in &a.images {
+        // An image a container uses stays, even with -f (its layers are the container's root).
+        if let Ok(rec) = store.resolve(image) {
+            if let Some((ctr, _)) = in_use.iter().find(|(_, id)| id == rec.id.digest()) {
+                eprintln!(
+                    "decant: conflict: unable to remove image {image}: container {ctr} is using its referenced image {}",
+                    rec.id.short()
+                );
+                failed = Some(image.clone());
+                continue;
+            }
+        }
         match store.remove(image, a.force) {
             Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
             Err(e) => {

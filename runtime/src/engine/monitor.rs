@@ -1,0 +1,370 @@
+//! The per-container monitor (Podman's conmon, in-process): `decant __monitor` runs this,
+//! double-forked by `Engine::start`, so a container outlives the command that started it.
+//! It mounts the overlay root, creates the OCI container with pipes for stdout/stderr, brings
+//! `lo` up in a private network namespace, starts it, writes the log as JSON lines, waits,
+//! records the exit code and finish time, cleans up (runtime state, cgroup, mount) and removes
+//! the container when asked to (`--rm`). It reports `started <pid>` / `error <code> <msg>` /
+//! `exit <code>` lines on the status pipe its starter reads.
+
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::mount::MntFlags;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+use super::{
+    io_err, report, time, Container, Engine, EngineError, LogLine, NetworkMode, Status, LOG,
+};
+
+/// The longest log entry; longer output is split into several entries (as Docker, 16 KiB).
+const MAX_ENTRY: usize = 16 << 10;
+/// The overlay mount's option string must fit in one page.
+const MAX_MOUNT_DATA: usize = 4000;
+
+/// Unmounts `<dir>/merged` if mounted (lazily: a process still inside does not block it).
+pub fn unmount(dir: &Path) -> Result<(), EngineError> {
+    let merged = dir.join("merged");
+    match nix::mount::umount2(&merged, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(io_err(&merged, "unmount")(std::io::Error::from(e))),
+    }
+}
+
+/// Mounts the overlay of the lower dirs (bottom first in the config) with the container's
+/// upper and work dirs at `<dir>/merged`.
+fn mount_root(c: &Container, dir: &Path) -> Result<std::path::PathBuf, EngineError> {
+    let merged = dir.join("merged");
+    unmount(dir)?;
+    let mut lower = String::new();
+    for l in c.config.lower_dirs.iter().rev() {
+        let s = l.to_str().filter(|s| !s.contains([':', ',']));
+        let Some(s) = s else {
+            return Err(EngineError::Invalid(format!(
+                "layer directory {}: a path overlay cannot take (':' or ',')",
+                l.display()
+            )));
+        };
+        if !lower.is_empty() {
+            lower.push(':');
+        }
+        lower.push_str(s);
+    }
+    let data = format!(
+        "lowerdir={lower},upperdir={},workdir={}",
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    if data.len() > MAX_MOUNT_DATA {
+        return Err(EngineError::Invalid(format!(
+            "container {}: {} layers make overlay options longer than {MAX_MOUNT_DATA} bytes",
+            c.id,
+            c.config.lower_dirs.len()
+        )));
+    }
+    nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(|e| io_err(&merged, "mount overlay")(std::io::Error::from(e)))?;
+    Ok(merged)
+}
+
+/// Brings `lo` up in the network namespace of `pid`, from a thread of our own (setns of a
+/// network namespace affects only the calling thread), with SIOCSIFFLAGS: images have no `ip`.
+fn loopback_up(pid: i32) -> Result<(), String> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(|e| format!("open /proc/{pid}/ns/net: {e}"))?;
+    std::thread::spawn(move || -> Result<(), String> {
+        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("setns into the container's network: {e}"))?;
+        // SAFETY: socket takes plain integers and returns a new descriptor or -1.
+        let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if s < 0 {
+            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+        let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(s) };
+        // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `req`, which
+        // lives for the call.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+            return Err(format!(
+                "SIOCGIFFLAGS lo: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: the union's flags member is the one SIOCGIFFLAGS filled.
+        unsafe {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        }
+        // SAFETY: as above; SIOCSIFFLAGS reads `req`.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+            return Err(format!(
+                "SIOCSIFFLAGS lo: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| "the loopback thread panicked".to_string())?
+}
+
+/// Appends JSON log lines; a partial line is held until its newline, EOF or 16 KiB.
+struct LogWriter {
+    file: std::fs::File,
+    pending: [Vec<u8>; 2],
+}
+
+impl LogWriter {
+    fn entry(&mut self, stream: usize, bytes: &[u8]) {
+        let line = LogLine {
+            time: time::rfc3339(time::now()),
+            stream: if stream == 0 { "stdout" } else { "stderr" }.to_string(),
+            log: String::from_utf8_lossy(bytes).into_owned(),
+        };
+        if let Ok(mut j) = serde_json::to_vec(&line) {
+            j.push(b'\n');
+            // A full disk loses log lines, never the container.
+            let _ = self.file.write_all(&j);
+        }
+    }
+
+    fn feed(&mut self, stream: usize, data: &[u8]) {
+        let Some(p) = self.pending.get_mut(stream) else {
+            return;
+        };
+        p.extend_from_slice(data);
+        let mut buf = std::mem::take(p);
+        let mut start = 0;
+        while let Some(i) = buf
+            .get(start..)
+            .and_then(|r| r.iter().position(|b| *b == b'\n'))
+        {
+            let end = start + i + 1;
+            self.entry(stream, buf.get(start..end).unwrap_or_default());
+            start = end;
+        }
+        while buf.len() - start >= MAX_ENTRY {
+            self.entry(
+                stream,
+                buf.get(start..start + MAX_ENTRY).unwrap_or_default(),
+            );
+            start += MAX_ENTRY;
+        }
+        buf.drain(..start);
+        if let Some(p) = self.pending.get_mut(stream) {
+            *p = buf;
+        }
+    }
+
+    fn flush(&mut self, stream: usize) {
+        let rest = self
+            .pending
+            .get_mut(stream)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        if !rest.is_empty() {
+            self.entry(stream, &rest);
+        }
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), EngineError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| EngineError::Invalid(format!("pipe: {e}")))
+}
+
+/// Copies the container's output into the log until both pipes close.
+fn pump(out: OwnedFd, err: OwnedFd, log: &mut LogWriter) {
+    let mut open = [Some(out), Some(err)];
+    let mut buf = vec![0u8; 64 << 10];
+    while open.iter().any(Option::is_some) {
+        let ready: Vec<usize> = {
+            let idx: Vec<usize> = (0..open.len())
+                .filter(|i| matches!(open.get(*i), Some(Some(_))))
+                .collect();
+            let mut pfds: Vec<PollFd> = open
+                .iter()
+                .flatten()
+                .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN))
+                .collect();
+            match nix::poll::poll(&mut pfds, PollTimeout::NONE) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(_) => break,
+            }
+            idx.into_iter()
+                .zip(&pfds)
+                .filter(|(_, p)| !p.revents().unwrap_or(PollFlags::empty()).is_empty())
+                .map(|(i, _)| i)
+                .collect()
+        };
+        for i in ready {
+            let got = match open.get(i) {
+                Some(Some(fd)) => nix::unistd::read(fd, &mut buf),
+                _ => continue,
+            };
+            match got {
+                Ok(0) | Err(Errno::EIO) | Err(Errno::EBADF) => {
+                    log.flush(i);
+                    if let Some(slot) = open.get_mut(i) {
+                        *slot = None;
+                    }
+                }
+                Ok(n) => log.feed(i, buf.get(..n).unwrap_or_default()),
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+fn wait_init(pid: i32) -> i32 {
+    loop {
+        match waitpid(Pid::from_raw(pid), None) {
+            Ok(WaitStatus::Exited(_, c)) => return c,
+            Ok(WaitStatus::Signaled(_, s, _)) => return 128 + s as i32,
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(_) => return 255,
+        }
+    }
+}
+
+/// Creates and starts the OCI container; returns its init pid.
+fn launch(
+    engine: &Engine,
+    c: &Container,
+    dir: &Path,
+    log: &mut LogWriter,
+) -> Result<(i32, OwnedFd, OwnedFd), EngineError> {
+    let merged = mount_root(c, dir)?;
+    let spec = super::build_spec(&c.config, dir, &merged)?;
+    let cfg = dir.join("config.json");
+    let bytes =
+        serde_json::to_vec(&spec).map_err(|e| EngineError::Invalid(format!("config.json: {e}")))?;
+    std::fs::write(&cfg, bytes).map_err(io_err(&cfg, "write"))?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let null = std::fs::File::open("/dev/null").map_err(io_err(Path::new("/dev/null"), "open"))?;
+    let opts = crate::CreateOptions {
+        stdin: Some(null.into()),
+        stdout: Some(out_w),
+        stderr: Some(err_w),
+        ..Default::default()
+    };
+    let rt = engine.runtime_root();
+    // A leftover from a crash of an earlier monitor of this container.
+    let _ = crate::delete(rt, &c.id, true);
+    let created = crate::create(rt, &c.id, dir, &opts)?;
+    drop(opts);
+    let pid = created.pid().unwrap_or(0);
+    let started = (|| {
+        if c.config.network != NetworkMode::Host {
+            loopback_up(pid).map_err(|m| EngineError::Start {
+                code: 125,
+                message: format!("container {}: loopback: {m}", c.id),
+            })?;
+        }
+        crate::start(rt, &c.id)?;
+        Ok(())
+    })();
+    if let Err(e) = started {
+        let _ = crate::delete(rt, &c.id, true);
+        let _ = wait_init(pid);
+        log.flush(0);
+        return Err(e);
+    }
+    Ok((pid, out_r, err_r))
+}
+
+/// The monitor's whole life for container `id` of the store at `store_root`; `status` is the
+/// pipe to the starter. Returns the monitor's exit code.
+pub fn run(store_root: &Path, id: &str, status: Option<OwnedFd>) -> i32 {
+    let mut status = status.map(std::fs::File::from);
+    let engine = Engine::new(store_root);
+    let mut c = match engine.load_raw(id) {
+        Ok(c) => c,
+        Err(e) => {
+            report(&mut status, &format!("error 125 {e}\n"));
+            return 125;
+        }
+    };
+    let Ok(dir) = engine.container_dir(id) else {
+        return 125;
+    };
+    let log_path = dir.join(LOG);
+    let file = match std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&log_path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            report(
+                &mut status,
+                &format!("error 125 {}: open: {e}\n", log_path.display()),
+            );
+            return 125;
+        }
+    };
+    let mut log = LogWriter {
+        file,
+        pending: [Vec::new(), Vec::new()],
+    };
+    let me = std::process::id() as i32;
+    c.monitor_pid = me;
+    c.monitor_start = crate::state::proc_stat(me)
+        .map(|s| s.start_time)
+        .unwrap_or(0);
+    let code = match launch(&engine, &c, &dir, &mut log) {
+        Ok((pid, out, err)) => {
+            c.status = Status::Running;
+            c.pid = pid;
+            c.started_at = Some(time::now());
+            c.finished_at = None;
+            c.exit_code = None;
+            c.error = None;
+            if let Err(e) = engine.save(&c) {
+                let _ = crate::kill(engine.runtime_root(), id, crate::Signal::SIGKILL, true);
+                report(&mut status, &format!("error 125 {e}\n"));
+            } else {
+                report(&mut status, &format!("started {pid}\n"));
+            }
+            pump(out, err, &mut log);
+            let code = wait_init(pid);
+            let _ = crate::delete(engine.runtime_root(), id, true);
+            c.exit_code = Some(code);
+            code
+        }
+        Err(e) => {
+            let code = e.exit_code();
+            let msg = e.to_string().replace('\n', " ");
+            report(&mut status, &format!("error {code} {msg}\n"));
+            c.error = Some(msg);
+            c.exit_code = Some(code);
+            code
+        }
+    };
+    let _ = unmount(&dir);
+    c.status = Status::Exited;
+    c.pid = 0;
+    c.finished_at = Some(time::now());
+    let saved = engine.save(&c);
+    if c.config.auto_remove {
+        let _ = engine.purge(id);
+    }
+    if saved.is_ok() || c.config.auto_remove {
+        report(&mut status, &format!("exit {code}\n"));
+    }
+    0
+}

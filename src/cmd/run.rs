@@ -1,0 +1,240 @@
+//! `decant run` and `decant create`: the image's config (Entrypoint, Cmd, Env, WorkingDir,
+//! User, StopSignal) and its cached layers become a `runtime::engine::ContainerConfig`; the
+//! engine does the rest.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::Args as ClapArgs;
+use runtime::engine::{Bind, ContainerConfig, Engine, LogLine, NetworkMode};
+use snapshot::layer::cache::LayerCache;
+
+use super::Context;
+
+#[derive(ClapArgs)]
+pub struct CreateArgs {
+    /// Assign a name to the container.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Set environment variables (K=V, or K to take it from this environment).
+    #[arg(short, long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file (K=V lines; # comments).
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// USER[:GROUP], names or numbers.
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Container host name.
+    #[arg(short = 'h', long)]
+    pub hostname: Option<String>,
+    /// Overwrite the image's entrypoint.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Bind mount a host directory: HOST:CTR[:ro].
+    #[arg(short, long = "volume", value_name = "HOST:CTR[:ro]")]
+    pub volume: Vec<String>,
+    /// Mount a tmpfs directory.
+    #[arg(long, value_name = "DIR")]
+    pub tmpfs: Vec<String>,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Memory limit (bytes, or with b, k, m, g).
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// Number of CPUs.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Limit on the number of processes.
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// private (own namespace, lo up), host or none.
+    #[arg(long, default_value = "private")]
+    pub network: String,
+    #[arg(long, value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    #[arg(long, value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Every capability, no seccomp filter, no masked paths.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Signal to stop the container (default the image's, else SIGTERM).
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Seconds to wait after the stop signal before SIGKILL (default 10).
+    #[arg(long)]
+    pub stop_timeout: Option<u32>,
+    /// Print help (-h is --hostname, as docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    pub image: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(ClapArgs)]
+pub struct RunArgs {
+    /// Run in the background and print the container id.
+    #[arg(short, long)]
+    pub detach: bool,
+    #[command(flatten)]
+    pub create: CreateArgs,
+}
+
+/// `512m`, `1g`, `1048576`.
+pub fn parse_bytes(s: &str) -> Result<i64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("invalid size: {s} (a number with b, k, m or g)"))?;
+    let v = n * mult as f64;
+    anyhow::ensure!(
+        v >= 6.0 * 1024.0 * 1024.0 && v < i64::MAX as f64,
+        "invalid memory limit {s}: the minimum is 6m"
+    );
+    Ok(v as i64)
+}
+
+fn env_file(path: &PathBuf) -> Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("env file {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(expand_env)
+        .collect())
+}
+
+/// `K=V` as is; a bare `K` takes this process's value (dropped when unset), as Docker.
+fn expand_env(kv: &str) -> Option<String> {
+    if kv.contains('=') {
+        Some(kv.to_string())
+    } else {
+        std::env::var(kv).ok().map(|v| format!("{kv}={v}"))
+    }
+}
+
+/// Builds the engine's config from the image and flags, and records the container.
+pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container> {
+    let store = ctx.open_store()?;
+    let rec = store.resolve(&a.image)?;
+    let (config, _) = store.config(&rec)?;
+    let (manifest, _) = store.manifest(&rec)?;
+    let rootless = !runtime::engine::running_as_root();
+    let cache = LayerCache::open(&store)?;
+    let mut lower_dirs = Vec::new();
+    for l in manifest.layers() {
+        lower_dirs.push(cache.ensure(&store, l.digest().as_ref(), rootless)?);
+    }
+    let ic = config.config().clone().unwrap_or_default();
+    let (entrypoint, cmd) = match &a.entrypoint {
+        Some(e) => (
+            if e.is_empty() {
+                vec![]
+            } else {
+                vec![e.clone()]
+            },
+            a.command.clone(),
+        ),
+        None => (
+            ic.entrypoint().clone().unwrap_or_default(),
+            if a.command.is_empty() {
+                ic.cmd().clone().unwrap_or_default()
+            } else {
+                a.command.clone()
+            },
+        ),
+    };
+    let mut env = ic.env().clone().unwrap_or_default();
+    for f in &a.env_file {
+        env.extend(env_file(f)?);
+    }
+    env.extend(a.env.iter().filter_map(|e| expand_env(e)));
+    let binds = a
+        .volume
+        .iter()
+        .map(|v| v.parse::<Bind>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let cfg = ContainerConfig {
+        name: a.name,
+        image: a.image.clone(),
+        image_id: rec.id.digest().to_string(),
+        lower_dirs,
+        entrypoint,
+        cmd,
+        env,
+        workdir: a.workdir.or_else(|| ic.working_dir().clone()),
+        user: a
+            .user
+            .or_else(|| ic.user().clone())
+            .filter(|u| !u.is_empty()),
+        hostname: a.hostname,
+        binds,
+        tmpfs: a.tmpfs,
+        read_only: a.read_only,
+        memory: a.memory.as_deref().map(parse_bytes).transpose()?,
+        cpus: a.cpus,
+        pids_limit: a.pids_limit,
+        network: a.network.parse::<NetworkMode>()?,
+        cap_add: a.cap_add,
+        cap_drop: a.cap_drop,
+        privileged: a.privileged,
+        stop_signal: a.stop_signal.or_else(|| ic.stop_signal().clone()),
+        stop_timeout: a.stop_timeout,
+        auto_remove: a.rm,
+    };
+    Ok(Engine::new(&ctx.store_root()).create(cfg)?)
+}
+
+/// Prints a log line to our stdout or stderr, as it was written.
+pub fn print_line(l: &LogLine) {
+    use std::io::Write;
+    if l.stream == "stderr" {
+        let _ = std::io::stderr().write_all(l.log.as_bytes());
+    } else {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(l.log.as_bytes());
+        let _ = out.flush();
+    }
+}
+
+/// `create`: prints the new id.
+pub fn run_create(ctx: &Context, a: CreateArgs) -> Result<i32> {
+    let c = create(ctx, a)?;
+    println!("{}", c.id);
+    Ok(0)
+}
+
+/// `run`: create + start; with -d prints the id, else streams the output and returns the
+/// container's exit code.
+pub fn run(ctx: &Context, a: RunArgs) -> Result<i32> {
+    let c = create(ctx, a.create)?;
+    let engine = Engine::new(&ctx.store_root());
+    let exe = std::env::current_exe().context("finding the decant binary")?;
+    if a.detach {
+        match engine.start(&c.id, &exe) {
+            Ok(_) => {
+                println!("{}", c.id);
+                Ok(0)
+            }
+            Err(e) => Err(e.into()),
+        }
+    } else {
+        Ok(engine.run_attached(&c.id, &exe, print_line)?)
+    }
+}
