@@ -407,6 +407,22 @@ fn tag_rmi_and_prune_speak_dockers_words() {
     );
     let ids = env.run(&["images", "-q"]).ok().stdout;
     assert_eq!(ids.lines().count(), 1, "one image, two names");
+    let with_digests = env.run(&["images", "--digests"]).ok().stdout;
+    assert!(
+        with_digests.lines().next().unwrap().contains("DIGEST"),
+        "{with_digests}"
+    );
+    assert!(with_digests.contains("sha256:"), "{with_digests}");
+    let json: serde_json::Value =
+        serde_json::from_str(&env.run(&["images", "--format", "json"]).ok().stdout).unwrap();
+    let rows = json.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(
+        |r| r["ID"].as_str().unwrap().starts_with("sha256:") && r["Size"].as_u64().unwrap() > 0
+    ));
+    assert!(rows
+        .iter()
+        .any(|r| r["Repository"] == "registry.example:5000/team/vm" && r["Tag"] == "prod"));
     // Removing one name only untags.
     let out = env.run(&["rmi", "vm:1"]).ok().stdout;
     assert_eq!(out.trim(), "Untagged: vm:1");
