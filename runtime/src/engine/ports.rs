@@ -300,7 +300,9 @@ fn wait(
         Ok(_) | Err(nix::errno::Errno::EINTR) => {}
         Err(_) => return None,
     }
-    let mut it = pfds.iter().map(|p| p.revents().unwrap_or(PollFlags::empty()));
+    let mut it = pfds
+        .iter()
+        .map(|p| p.revents().unwrap_or(PollFlags::empty()));
     if !it.next().unwrap_or(PollFlags::POLLHUP).is_empty() {
         return None;
     }
@@ -533,17 +535,26 @@ mod tests {
         let m: PortMapping = "80".parse().unwrap();
         assert_eq!((m.host_port, m.container_port), (0, 80));
         let m: PortMapping = "127.0.0.1::80".parse().unwrap();
-        assert_eq!((m.host_port, m.host_ip.to_string()), (0, "127.0.0.1".into()));
+        assert_eq!(
+            (m.host_port, m.host_ip.to_string()),
+            (0, "127.0.0.1".into())
+        );
         let m: PortMapping = "[::1]:8080:80".parse().unwrap();
         assert_eq!(m.to_string(), "::1:8080->80/tcp");
-        for bad in ["", "x", "0", "8080:70000", "a:80", "1.2.3:80:80", "80/sctp", ":"] {
+        for bad in [
+            "",
+            "x",
+            "0",
+            "8080:70000",
+            "a:80",
+            "1.2.3:80:80",
+            "80/sctp",
+            ":",
+        ] {
             let e = bad.parse::<PortMapping>().unwrap_err();
             assert!(!e.to_string().contains('\n'), "{e}");
         }
-        assert_eq!(
-            PortMapping::exposed("53/udp").unwrap().private(),
-            "53/udp"
-        );
+        assert_eq!(PortMapping::exposed("53/udp").unwrap().private(), "53/udp");
         assert!(PortMapping::exposed("x/tcp").is_err());
     }
 
@@ -587,10 +598,13 @@ mod tests {
                 echo.send_to(&b[..n], from).unwrap();
             }
         });
-        let maps: Vec<PortMapping> = [format!("127.0.0.1::{tport}"), format!("127.0.0.1::{uport}/udp")]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
+        let maps: Vec<PortMapping> = [
+            format!("127.0.0.1::{tport}"),
+            format!("127.0.0.1::{uport}/udp"),
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
         let bound = bind(&maps).unwrap();
         let got = bound.mappings();
         let fwd = bound.forward(std::process::id() as i32).unwrap();
