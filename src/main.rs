@@ -65,6 +65,8 @@ enum Command {
     Logs(cmd::container::LogsArgs),
     /// Wait for containers to stop and print their exit codes.
     Wait(cmd::container::WaitArgs),
+    /// List a container's published ports.
+    Port(cmd::container::PortArgs),
     /// The per-container monitor (started by run/start; not for users).
     #[command(name = "__monitor", hide = true)]
     Monitor(cmd::container::MonitorArgs),
@@ -111,6 +113,7 @@ fn main() -> ExitCode {
         Command::Ps(a) => return container_verb(cmd::container::ps(&ctx, a)),
         Command::Logs(a) => return container_verb(cmd::container::logs(&ctx, a)),
         Command::Wait(a) => return container_verb(cmd::container::wait(&ctx, a)),
+        Command::Port(a) => return container_verb(cmd::container::port(&ctx, a)),
         Command::Monitor(a) => {
             return ExitCode::from(cmd::container::monitor(a).clamp(0, 255) as u8)
         }

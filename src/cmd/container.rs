@@ -78,6 +78,13 @@ pub struct WaitArgs {
 }
 
 #[derive(ClapArgs)]
+pub struct PortArgs {
+    pub container: String,
+    /// Only this port: PORT[/PROTO].
+    pub private: Option<String>,
+}
+
+#[derive(ClapArgs)]
 pub struct MonitorArgs {
     #[arg(long)]
     pub store: PathBuf,
@@ -201,6 +208,7 @@ pub fn ps(ctx: &Context, a: PsArgs) -> Result<i32> {
                     "ExitCode": c.exit_code,
                     "Names": c.name,
                     "Privileged": c.config.privileged,
+                    "Ports": ports_text(c),
                 });
                 println!("{v}");
             }
@@ -213,6 +221,7 @@ pub fn ps(ctx: &Context, a: PsArgs) -> Result<i32> {
                 "COMMAND",
                 "CREATED",
                 "STATUS",
+                "PORTS",
                 "NAMES",
             ]);
             for c in &list {
@@ -230,10 +239,58 @@ pub fn ps(ctx: &Context, a: PsArgs) -> Result<i32> {
                         time::human_duration(now.saturating_sub(c.created))
                     ),
                     c.status_text(now),
+                    ports_text(c),
                     c.name.clone(),
                 ]);
             }
             t.print();
+        }
+    }
+    Ok(0)
+}
+
+/// Docker's PORTS column: the running container's bindings, `0.0.0.0:8080->80/tcp, ...`.
+fn ports_text(c: &runtime::engine::Container) -> String {
+    if c.status != Status::Running {
+        return String::new();
+    }
+    c.ports
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `port`: `80/tcp -> 0.0.0.0:8080` per published port of a running container (or the host
+/// address of one port).
+pub fn port(ctx: &Context, a: PortArgs) -> Result<i32> {
+    let c = engine(ctx).find(&a.container)?;
+    let ports = if c.status == Status::Running {
+        c.ports.clone()
+    } else {
+        Vec::new()
+    };
+    match a.private {
+        None => {
+            for p in &ports {
+                println!("{} -> {}", p.private(), p.public());
+            }
+        }
+        Some(want) => {
+            let want = if want.contains('/') {
+                want
+            } else {
+                format!("{want}/tcp")
+            };
+            let hits: Vec<_> = ports.iter().filter(|p| p.private() == want).collect();
+            anyhow::ensure!(
+                !hits.is_empty(),
+                "No public port '{want}' published for {}",
+                a.container
+            );
+            for p in hits {
+                println!("{}", p.public());
+            }
         }
     }
     Ok(0)

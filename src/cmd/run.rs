@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::Args as ClapArgs;
+use runtime::engine::ports::PortMapping;
 use runtime::engine::{Bind, ContainerConfig, Engine, LogLine, NetworkMode};
 use snapshot::layer::cache::LayerCache;
 
@@ -71,6 +72,12 @@ pub struct CreateArgs {
     /// Seconds to wait after the stop signal before SIGKILL (default 10).
     #[arg(long)]
     pub stop_timeout: Option<u32>,
+    /// Publish a container's port to the host: [IP:][HOST:]CTR[/tcp|udp] (no HOST: any free).
+    #[arg(short = 'p', long = "publish", value_name = "[IP:][HOST:]CTR[/PROTO]")]
+    pub publish: Vec<String>,
+    /// Publish every port the image EXPOSEs on free host ports.
+    #[arg(short = 'P', long)]
+    pub publish_all: bool,
     /// Print help (-h is --hostname, as docker).
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,
@@ -170,6 +177,13 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
         .iter()
         .map(|v| v.parse::<Bind>())
         .collect::<Result<Vec<_>, _>>()?;
+    let network = a.network.parse::<NetworkMode>()?;
+    let ports = published(
+        &a.publish,
+        a.publish_all,
+        ic.exposed_ports().as_deref().unwrap_or_default(),
+        network,
+    )?;
     let cfg = ContainerConfig {
         name: a.name,
         image: a.image.clone(),
@@ -190,15 +204,59 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
         memory: a.memory.as_deref().map(parse_bytes).transpose()?,
         cpus: a.cpus,
         pids_limit: a.pids_limit,
-        network: a.network.parse::<NetworkMode>()?,
+        network,
         cap_add: a.cap_add,
         cap_drop: a.cap_drop,
         privileged: a.privileged,
         stop_signal: a.stop_signal.or_else(|| ic.stop_signal().clone()),
         stop_timeout: a.stop_timeout,
         auto_remove: a.rm,
+        ports,
     };
     Ok(Engine::new(&ctx.store_root()).create(cfg)?)
+}
+
+/// The ports of `-p` and (with `-P`) of the image's EXPOSE; none, with Docker's warning, on
+/// the host network (nothing to forward) or none.
+fn published(
+    publish: &[String],
+    all: bool,
+    exposed: &[String],
+    network: NetworkMode,
+) -> Result<Vec<PortMapping>> {
+    let mut ports = publish
+        .iter()
+        .map(|p| p.parse::<PortMapping>())
+        .collect::<Result<Vec<_>, _>>()?;
+    if all {
+        for e in exposed {
+            let m = PortMapping::exposed(e)?;
+            // An explicit -p for the same port wins, as Docker.
+            if !ports
+                .iter()
+                .any(|p| p.container_port == m.container_port && p.proto == m.proto)
+            {
+                ports.push(m);
+            }
+        }
+    }
+    if network != NetworkMode::Private && !ports.is_empty() {
+        let mode = if network == NetworkMode::Host {
+            "host"
+        } else {
+            "none"
+        };
+        eprintln!("WARNING: Published ports are discarded when using {mode} network mode");
+        ports.clear();
+    }
+    Ok(ports)
+}
+
+/// A `run` whose start failed on a taken host port leaves nothing behind (the error is Docker's).
+fn forget_on_port_error(engine: &Engine, id: &str, e: &runtime::engine::EngineError) {
+    if e.to_string().contains(runtime::engine::ports::ALLOCATED) {
+        let _ = engine.remove(id, false);
+    }
 }
 
 /// Prints a log line to our stdout or stderr, as it was written.
@@ -232,9 +290,18 @@ pub fn run(ctx: &Context, a: RunArgs) -> Result<i32> {
                 println!("{}", c.id);
                 Ok(0)
             }
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                forget_on_port_error(&engine, &c.id, &e);
+                Err(e.into())
+            }
         }
     } else {
-        Ok(engine.run_attached(&c.id, &exe, print_line)?)
+        match engine.run_attached(&c.id, &exe, print_line) {
+            Ok(code) => Ok(code),
+            Err(e) => {
+                forget_on_port_error(&engine, &c.id, &e);
+                Err(e.into())
+            }
+        }
     }
 }

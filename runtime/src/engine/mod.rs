@@ -6,6 +6,7 @@
 
 pub mod monitor;
 pub mod names;
+pub mod ports;
 mod spec;
 pub mod time;
 
@@ -173,6 +174,9 @@ pub struct ContainerConfig {
     pub stop_timeout: Option<u32>,
     /// `--rm`: the monitor removes the container when it exits.
     pub auto_remove: bool,
+    /// `-p` / `-P`: host ports to forward (host port 0: any free one); private network only.
+    #[serde(default)]
+    pub ports: Vec<ports::PortMapping>,
 }
 
 impl ContainerConfig {
@@ -211,6 +215,9 @@ pub struct Container {
     pub exit_code: Option<i32>,
     /// Why the last start failed.
     pub error: Option<String>,
+    /// The ports published while it runs, with the host ports actually bound.
+    #[serde(default)]
+    pub ports: Vec<ports::PortMapping>,
 }
 
 impl Container {
@@ -377,6 +384,7 @@ impl Engine {
                 c.exit_code.get_or_insert(255);
                 c.finished_at = Some(time::now());
                 c.error = Some("the container's monitor died".to_string());
+                c.ports.clear();
                 self.save(&c)?;
             }
         }
@@ -453,6 +461,13 @@ impl Engine {
             parse_signal(s)?;
         }
         spec::check_caps(&config)?;
+        if config.ports.len() > ports::MAX_PORTS {
+            return Err(EngineError::Invalid(format!(
+                "{} published ports: more than {}",
+                config.ports.len(),
+                ports::MAX_PORTS
+            )));
+        }
         std::fs::create_dir_all(&self.dir).map_err(io_err(&self.dir, "create"))?;
         let existing = self.list()?;
         let name = match config.name.take() {
@@ -510,6 +525,7 @@ impl Engine {
                 finished_at: None,
                 exit_code: None,
                 error: None,
+                ports: Vec::new(),
             };
             self.save(&c)?;
             Ok(c)

@@ -240,13 +240,19 @@ fn wait_init(pid: i32) -> i32 {
     }
 }
 
-/// Creates and starts the OCI container; returns its init pid.
+/// Creates and starts the OCI container; returns its init pid, its output pipes and the
+/// port forwarder (bound before anything else, so a taken port changes nothing).
 fn launch(
     engine: &Engine,
     c: &Container,
     dir: &Path,
     log: &mut LogWriter,
-) -> Result<(i32, OwnedFd, OwnedFd), EngineError> {
+) -> Result<(i32, OwnedFd, OwnedFd, super::ports::Forwarder), EngineError> {
+    let bound = if c.config.network == NetworkMode::Private {
+        super::ports::bind(&c.config.ports)?
+    } else {
+        super::ports::Bound::default()
+    };
     let merged = mount_root(c, dir)?;
     let spec = super::build_spec(&c.config, dir, &merged)?;
     let cfg = dir.join("config.json");
@@ -275,16 +281,19 @@ fn launch(
                 message: format!("container {}: loopback: {m}", c.id),
             })?;
         }
+        let forwarder = bound.forward(pid)?;
         crate::start(rt, &c.id)?;
-        Ok(())
+        Ok(forwarder)
     })();
-    if let Err(e) = started {
-        let _ = crate::delete(rt, &c.id, true);
-        let _ = wait_init(pid);
-        log.flush(0);
-        return Err(e);
+    match started {
+        Ok(forwarder) => Ok((pid, out_r, err_r, forwarder)),
+        Err(e) => {
+            let _ = crate::delete(rt, &c.id, true);
+            let _ = wait_init(pid);
+            log.flush(0);
+            Err(e)
+        }
     }
-    Ok((pid, out_r, err_r))
 }
 
 /// The monitor's whole life for container `id` of the store at `store_root`; `status` is the
@@ -326,10 +335,14 @@ pub fn run(store_root: &Path, id: &str, status: Option<OwnedFd>) -> i32 {
     c.monitor_start = crate::state::proc_stat(me)
         .map(|s| s.start_time)
         .unwrap_or(0);
+    // A failed start is reported once the record is saved, so the starter (`run` cleaning up
+    // after a taken port) never races this process's last writes.
+    let mut failed = None;
     let code = match launch(&engine, &c, &dir, &mut log) {
-        Ok((pid, out, err)) => {
+        Ok((pid, out, err, forwarder)) => {
             c.status = Status::Running;
             c.pid = pid;
+            c.ports = forwarder.mappings().to_vec();
             c.started_at = Some(time::now());
             c.finished_at = None;
             c.exit_code = None;
@@ -342,6 +355,9 @@ pub fn run(store_root: &Path, id: &str, status: Option<OwnedFd>) -> i32 {
             }
             pump(out, err, &mut log);
             let code = wait_init(pid);
+            // The host ports are free before the record says the container stopped.
+            forwarder.stop();
+            c.ports.clear();
             let _ = crate::delete(engine.runtime_root(), id, true);
             c.exit_code = Some(code);
             code
@@ -349,7 +365,7 @@ pub fn run(store_root: &Path, id: &str, status: Option<OwnedFd>) -> i32 {
         Err(e) => {
             let code = e.exit_code();
             let msg = e.to_string().replace('\n', " ");
-            report(&mut status, &format!("error {code} {msg}\n"));
+            failed = Some(format!("error {code} {msg}\n"));
             c.error = Some(msg);
             c.exit_code = Some(code);
             code
@@ -362,6 +378,9 @@ pub fn run(store_root: &Path, id: &str, status: Option<OwnedFd>) -> i32 {
     let saved = engine.save(&c);
     if c.config.auto_remove {
         let _ = engine.purge(id);
+    }
+    if let Some(f) = failed {
+        report(&mut status, &f);
     }
     if saved.is_ok() || c.config.auto_remove {
         report(&mut status, &format!("exit {code}\n"));
