@@ -6,6 +6,7 @@
 
 pub mod monitor;
 pub mod names;
+pub mod ops;
 mod spec;
 pub mod time;
 
@@ -599,6 +600,7 @@ impl Engine {
                 c.name
             )));
         }
+        self.thaw_if_paused(&c.id);
         crate::kill(&self.runtime, &c.id, signal, false)?;
         Ok(c)
     }
@@ -611,6 +613,7 @@ impl Engine {
             return Ok(c);
         }
         let grace = Duration::from_secs(u64::from(timeout.or(c.config.stop_timeout).unwrap_or(10)));
+        self.thaw_if_paused(&c.id);
         let _ = crate::kill(&self.runtime, &c.id, c.stop_signal()?, false);
         if let Some(done) = self.wait_exit(&c.id, grace)? {
             return Ok(done);
@@ -653,6 +656,7 @@ impl Engine {
                     c.name
                 )));
             }
+            self.thaw_if_paused(&c.id);
             let _ = crate::kill(&self.runtime, &c.id, Signal::SIGKILL, true);
             if self.wait_exit(&c.id, Duration::from_secs(10))?.is_none() {
                 return Err(EngineError::Invalid(format!(
