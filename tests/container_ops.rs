@@ -71,7 +71,13 @@ fn exec_joins_the_container_and_passes_exit_codes() {
     assert_eq!(r.stdout.trim(), &id[..12]);
     // The same pid namespace as the container's init (pid 1 inside, which wrote /tmp/init).
     let r = env
-        .run(&["exec", "box", "sh", "-c", "readlink /proc/self/ns/pid; cat /tmp/init"])
+        .run(&[
+            "exec",
+            "box",
+            "sh",
+            "-c",
+            "readlink /proc/self/ns/pid; cat /tmp/init",
+        ])
         .ok();
     let pid = inspect(&env, "box")["State"]["Pid"].as_i64().unwrap();
     let host_ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
@@ -83,7 +89,16 @@ fn exec_joins_the_container_and_passes_exit_codes() {
     // Environment, user and working directory flags.
     let r = env
         .run(&[
-            "exec", "-e", "FOO=bar", "-u", "1000", "-w", "/tmp", "box", "sh", "-c",
+            "exec",
+            "-e",
+            "FOO=bar",
+            "-u",
+            "1000",
+            "-w",
+            "/tmp",
+            "box",
+            "sh",
+            "-c",
             "echo $FOO; id -u; pwd",
         ])
         .ok();
@@ -182,11 +197,22 @@ fn stats_and_top_show_the_process() {
     let r = env.run(&["stats", "--no-stream"]).ok();
     let mut lines = r.stdout.lines();
     let head = lines.next().unwrap();
-    for col in ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"] {
+    for col in [
+        "CONTAINER ID",
+        "NAME",
+        "CPU %",
+        "MEM USAGE / LIMIT",
+        "MEM %",
+        "PIDS",
+    ] {
         assert!(head.contains(col), "{head}");
     }
     let row = lines.next().unwrap_or_default();
-    assert!(row.starts_with(&id[..12]) && row.contains("busy"), "{}", r.stdout);
+    assert!(
+        row.starts_with(&id[..12]) && row.contains("busy"),
+        "{}",
+        r.stdout
+    );
     assert!(row.trim_end().ends_with(" 1"), "one process: {row}");
     let r = env
         .run(&["stats", "--no-stream", "--format", "json", "busy"])
@@ -297,7 +323,15 @@ fn prune_removes_only_stopped_containers() {
     let Some(env) = setup() else { return };
     let live = run_detached(&env, "live", "sleep 1000");
     let r = env
-        .run(&["run", "--name", "gone", "ex", "sh", "-c", "head -c 5000 /dev/zero > /big"])
+        .run(&[
+            "run",
+            "--name",
+            "gone",
+            "ex",
+            "sh",
+            "-c",
+            "head -c 5000 /dev/zero > /big",
+        ])
         .ok();
     assert_eq!(r.status, 0);
     env.run(&["create", "--name", "fresh", "ex", "true"]).ok();
@@ -309,7 +343,11 @@ fn prune_removes_only_stopped_containers() {
     env.run(&["container", "prune"]).ok();
     assert!(env.run(&["ps", "-a"]).ok().stdout.contains("gone"));
     let r = env.run(&["container", "prune", "-f"]).ok();
-    assert!(r.stdout.starts_with("Deleted Containers:\n"), "{}", r.stdout);
+    assert!(
+        r.stdout.starts_with("Deleted Containers:\n"),
+        "{}",
+        r.stdout
+    );
     for id in &ids {
         assert!(r.stdout.contains(id.as_str()), "{}", r.stdout);
     }

@@ -458,12 +458,7 @@ fn clock_ticks() -> u64 {
 
 /// `[DD-]HH:MM:SS` as ps prints TIME.
 fn cpu_time(secs: u64) -> String {
-    let (d, h, m, s) = (
-        secs / 86_400,
-        secs / 3600 % 24,
-        secs / 60 % 60,
-        secs % 60,
-    );
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     if d > 0 {
         format!("{d}-{h:02}:{m:02}:{s:02}")
     } else {
