@@ -67,6 +67,19 @@ enum Command {
     Wait(cmd::container::WaitArgs),
     /// List a container's published ports.
     Port(cmd::container::PortArgs),
+    /// Run a command in a running container.
+    Exec(cmd::ops::ExecArgs),
+    /// Freeze every process of containers.
+    Pause(cmd::ops::PauseArgs),
+    /// Thaw paused containers.
+    Unpause(cmd::ops::PauseArgs),
+    /// Show containers' CPU, memory and process use.
+    Stats(cmd::ops::StatsArgs),
+    /// Show the processes of a container.
+    Top(cmd::ops::TopArgs),
+    /// Manage containers (inspect, prune).
+    #[command(subcommand)]
+    Container(cmd::ops::ContainerCommand),
     /// The per-container monitor (started by run/start; not for users).
     #[command(name = "__monitor", hide = true)]
     Monitor(cmd::container::MonitorArgs),
@@ -114,6 +127,12 @@ fn main() -> ExitCode {
         Command::Logs(a) => return container_verb(cmd::container::logs(&ctx, a)),
         Command::Wait(a) => return container_verb(cmd::container::wait(&ctx, a)),
         Command::Port(a) => return container_verb(cmd::container::port(&ctx, a)),
+        Command::Exec(a) => return container_verb(cmd::ops::exec(&ctx, a)),
+        Command::Pause(a) => return container_verb(cmd::ops::pause(&ctx, a)),
+        Command::Unpause(a) => return container_verb(cmd::ops::unpause(&ctx, a)),
+        Command::Stats(a) => return container_verb(cmd::ops::stats(&ctx, a)),
+        Command::Top(a) => return container_verb(cmd::ops::top(&ctx, a)),
+        Command::Container(c) => return container_verb(cmd::ops::container(&ctx, c)),
         Command::Monitor(a) => {
             return ExitCode::from(cmd::container::monitor(a).clamp(0, 255) as u8)
         }

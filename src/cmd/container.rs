@@ -184,7 +184,8 @@ fn cut(s: &str, n: usize) -> String {
 
 pub fn ps(ctx: &Context, a: PsArgs) -> Result<i32> {
     let now = time::now();
-    let list: Vec<_> = engine(ctx)
+    let e = engine(ctx);
+    let list: Vec<_> = e
         .list()?
         .into_iter()
         .filter(|c| a.all || c.status == Status::Running)
@@ -203,8 +204,8 @@ pub fn ps(ctx: &Context, a: PsArgs) -> Result<i32> {
                     "Image": c.config.image,
                     "Command": quote_command(&c.config.args()),
                     "CreatedAt": time::rfc3339(c.created),
-                    "State": format!("{:?}", c.status).to_lowercase(),
-                    "Status": c.status_text(now),
+                    "State": e.state_word(c),
+                    "Status": e.status_line(c, now),
                     "ExitCode": c.exit_code,
                     "Names": c.name,
                     "Privileged": c.config.privileged,
@@ -238,7 +239,7 @@ pub fn ps(ctx: &Context, a: PsArgs) -> Result<i32> {
                         "{} ago",
                         time::human_duration(now.saturating_sub(c.created))
                     ),
-                    c.status_text(now),
+                    e.status_line(c, now),
                     ports_text(c),
                     c.name.clone(),
                 ]);

@@ -1,4 +1,5 @@
-//! `decant inspect IMAGE...`: docker-style JSON with the config, RootFS and the manifest.
+//! `decant inspect IMAGE|CONTAINER...`: docker-style JSON with the config, RootFS and the
+//! manifest of images; containers (when no image has the name) as `container inspect` shows them.
 
 use anyhow::{Context as _, Result};
 use clap::Args as ClapArgs;
@@ -9,7 +10,7 @@ use super::Context;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// Images: name[:tag], ID (or a unique prefix), or name@digest.
+    /// Images: name[:tag], ID (or a unique prefix), or name@digest; else containers.
     #[arg(required = true)]
     pub images: Vec<String>,
 }
@@ -54,8 +55,14 @@ pub fn run(ctx: &Context, a: Args) -> Result<()> {
     let store = ctx.open_store()?;
     let mut out = Vec::new();
     for name in &a.images {
-        let rec = store.resolve(name)?;
-        out.push(describe(&store, &rec)?);
+        // Images first, then containers (as docker inspect does without --type).
+        match store.resolve(name) {
+            Ok(rec) => out.push(describe(&store, &rec)?),
+            Err(err) => match super::ops::inspect_value(ctx, name)? {
+                Some(v) => out.push(v),
+                None => return Err(err.into()),
+            },
+        }
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

@@ -12,6 +12,7 @@ pub mod images;
 pub mod import;
 pub mod inspect;
 pub mod inspect_disk;
+pub mod ops;
 pub mod rmi;
 pub mod run;
 pub mod runtime;

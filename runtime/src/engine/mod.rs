@@ -7,6 +7,7 @@
 pub mod monitor;
 pub mod names;
 pub mod ports;
+pub mod ops;
 mod spec;
 pub mod time;
 
@@ -615,6 +616,7 @@ impl Engine {
                 c.name
             )));
         }
+        self.thaw_if_paused(&c.id);
         crate::kill(&self.runtime, &c.id, signal, false)?;
         Ok(c)
     }
@@ -627,6 +629,7 @@ impl Engine {
             return Ok(c);
         }
         let grace = Duration::from_secs(u64::from(timeout.or(c.config.stop_timeout).unwrap_or(10)));
+        self.thaw_if_paused(&c.id);
         let _ = crate::kill(&self.runtime, &c.id, c.stop_signal()?, false);
         if let Some(done) = self.wait_exit(&c.id, grace)? {
             return Ok(done);
@@ -669,6 +672,7 @@ impl Engine {
                     c.name
                 )));
             }
+            self.thaw_if_paused(&c.id);
             let _ = crate::kill(&self.runtime, &c.id, Signal::SIGKILL, true);
             if self.wait_exit(&c.id, Duration::from_secs(10))?.is_none() {
                 return Err(EngineError::Invalid(format!(
