@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::Args as ClapArgs;
-use runtime::engine::{parse_signal, time, Engine, Status};
+use runtime::engine::{parse_signal, time, Engine};
 
 use super::Context;
 
@@ -180,7 +180,7 @@ pub fn ps(ctx: &Context, a: PsArgs) -> Result<i32> {
     let list: Vec<_> = engine(ctx)
         .list()?
         .into_iter()
-        .filter(|c| a.all || c.status == Status::Running)
+        .filter(|c| a.all || c.is_live())
         .collect();
     if a.quiet {
         for c in &list {
@@ -201,6 +201,7 @@ pub fn ps(ctx: &Context, a: PsArgs) -> Result<i32> {
                     "ExitCode": c.exit_code,
                     "Names": c.name,
                     "Privileged": c.config.privileged,
+                    "RestartCount": c.restart_count,
                 });
                 println!("{v}");
             }

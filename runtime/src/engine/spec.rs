@@ -205,7 +205,15 @@ fn mount(dest: &str, typ: &str, source: &Path, options: &[&str]) -> Mount {
 /// The spec for container `c` whose directory is `dir` and whose root is mounted at `rootfs`.
 pub fn build_spec(c: &ContainerConfig, dir: &Path, rootfs: &Path) -> Result<Spec, EngineError> {
     let rootless = !nix::unistd::geteuid().is_root();
-    let mut spec = crate::spec::default_spec(rootfs, c.args(), rootless);
+    let args = match &c.init {
+        // The tini case of decant-init: it reaps zombies and forwards signals to the command.
+        Some(_) => [super::restart::INIT_PATH.to_string(), "--".to_string()]
+            .into_iter()
+            .chain(c.args())
+            .collect(),
+        None => c.args(),
+    };
+    let mut spec = crate::spec::default_spec(rootfs, args, rootless);
     if let Some(root) = spec.root_mut() {
         root.set_readonly(Some(c.read_only));
     }
@@ -251,6 +259,15 @@ pub fn build_spec(c: &ContainerConfig, dir: &Path, rootfs: &Path) -> Result<Spec
             "bind",
             &dir.join(f),
             &["rbind", "rprivate"],
+        ));
+    }
+    if let Some(init) = &c.init {
+        // On /dev (our tmpfs): writable even with a read-only root, and never in the image.
+        mounts.push(mount(
+            super::restart::INIT_PATH,
+            "bind",
+            init,
+            &["bind", "ro", "rprivate"],
         ));
     }
     for t in &c.tmpfs {
