@@ -203,19 +203,19 @@ fn has_interpreter(f: impl Read) -> Result<bool, String> {
         .map_err(|e| format!("read: {e}"))?;
     let u16_at = |o: usize| {
         bytes
-            .get(o..o + 2)
+            .get(o..o.checked_add(2)?)
             .and_then(|b| b.try_into().ok())
             .map(u16::from_le_bytes)
     };
     let u32_at = |o: usize| {
         bytes
-            .get(o..o + 4)
+            .get(o..o.checked_add(4)?)
             .and_then(|b| b.try_into().ok())
             .map(u32::from_le_bytes)
     };
     let u64_at = |o: usize| {
         bytes
-            .get(o..o + 8)
+            .get(o..o.checked_add(8)?)
             .and_then(|b| b.try_into().ok())
             .map(u64::from_le_bytes)
     };
@@ -225,7 +225,7 @@ fn has_interpreter(f: impl Read) -> Result<bool, String> {
     let (Some(phoff), Some(entsize), Some(num)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
         return Err("ELF header at offset 0: truncated".into());
     };
-    if entsize < 4 {
+    if num > 0 && entsize < 4 {
         return Err(format!(
             "ELF header at offset 0x36: program header size {entsize} is too small"
         ));
@@ -317,7 +317,7 @@ mod tests {
         // This test binary is dynamic (no crt-static for tests).
         let me = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
         assert_eq!(has_interpreter(me), Ok(true));
-        let mut h = vec![0u8; 64];
+        let mut h = [0u8; 64];
         h[..6].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1]);
         // No program headers: static as far as we can tell.
         assert_eq!(has_interpreter(&h[..]), Ok(false));

@@ -412,6 +412,29 @@ mod tests {
     }
 
     #[test]
+    fn init_is_bound_read_only_and_runs_the_command() {
+        let t = tempfile::tempdir().unwrap();
+        let c = ContainerConfig {
+            cmd: vec!["sh".into(), "-c".into(), "sleep 1".into()],
+            init: Some(PathBuf::from("/opt/decant-init")),
+            read_only: true,
+            ..Default::default()
+        };
+        let s = build_spec(&c, t.path(), &t.path().join("merged")).unwrap();
+        let args = s.process().as_ref().unwrap().args().clone().unwrap();
+        assert_eq!(args, ["/dev/init", "--", "sh", "-c", "sleep 1"]);
+        let m = s
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination() == Path::new("/dev/init"))
+            .unwrap();
+        assert_eq!(m.source().as_deref(), Some(Path::new("/opt/decant-init")));
+        assert!(m.options().as_ref().unwrap().contains(&"ro".to_string()));
+    }
+
+    #[test]
     fn caps_and_limits_reach_the_spec() {
         let t = tempfile::tempdir().unwrap();
         std::fs::write(t.path().join("hostname"), "box\n").unwrap();
