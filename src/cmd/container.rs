@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::Args as ClapArgs;
-use runtime::engine::{parse_signal, time, Engine, Status};
+use runtime::engine::{parse_signal, time, Engine};
 
 use super::Context;
 
@@ -188,7 +188,7 @@ pub fn ps(ctx: &Context, a: PsArgs) -> Result<i32> {
     let list: Vec<_> = e
         .list()?
         .into_iter()
-        .filter(|c| a.all || c.status == Status::Running)
+        .filter(|c| a.all || c.is_live())
         .collect();
     if a.quiet {
         for c in &list {
@@ -210,6 +210,7 @@ pub fn ps(ctx: &Context, a: PsArgs) -> Result<i32> {
                     "Names": c.name,
                     "Privileged": c.config.privileged,
                     "Ports": ports_text(c),
+                    "RestartCount": c.restart_count,
                 });
                 println!("{v}");
             }
@@ -252,7 +253,7 @@ pub fn ps(ctx: &Context, a: PsArgs) -> Result<i32> {
 
 /// Docker's PORTS column: the running container's bindings, `0.0.0.0:8080->80/tcp, ...`.
 fn ports_text(c: &runtime::engine::Container) -> String {
-    if c.status != Status::Running {
+    if !c.is_live() {
         return String::new();
     }
     c.ports
@@ -266,7 +267,7 @@ fn ports_text(c: &runtime::engine::Container) -> String {
 /// address of one port).
 pub fn port(ctx: &Context, a: PortArgs) -> Result<i32> {
     let c = engine(ctx).find(&a.container)?;
-    let ports = if c.status == Status::Running {
+    let ports = if c.is_live() {
         c.ports.clone()
     } else {
         Vec::new()

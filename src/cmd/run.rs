@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use clap::Args as ClapArgs;
 use runtime::engine::ports::PortMapping;
-use runtime::engine::{Bind, ContainerConfig, Engine, LogLine, NetworkMode};
+use runtime::engine::{Bind, ContainerConfig, Engine, LogLine, NetworkMode, RestartPolicy};
 use snapshot::layer::cache::LayerCache;
 
 use super::Context;
@@ -78,6 +78,13 @@ pub struct CreateArgs {
     /// Publish every port the image EXPOSEs on free host ports.
     #[arg(short = 'P', long)]
     pub publish_all: bool,
+    /// Restart policy: no, on-failure[:N], always, unless-stopped.
+    #[arg(long, default_value = "no", value_name = "POLICY")]
+    pub restart: String,
+    /// Run decant-init as PID 1 (reaps zombies, forwards signals); found as $DECANT_INIT or
+    /// next to the decant binary, and must be static.
+    #[arg(long)]
+    pub init: bool,
     /// Print help (-h is --hostname, as docker).
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,
@@ -138,6 +145,14 @@ fn expand_env(kv: &str) -> Option<String> {
 
 /// Builds the engine's config from the image and flags, and records the container.
 pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container> {
+    // Flags that need no image are checked first, so a bad one leaves nothing behind.
+    let restart = a.restart.parse::<RestartPolicy>()?;
+    let init = if a.init {
+        let exe = std::env::current_exe().context("finding the decant binary")?;
+        Some(runtime::engine::find_init(&exe)?)
+    } else {
+        None
+    };
     let store = ctx.open_store()?;
     let rec = store.resolve(&a.image)?;
     let (config, _) = store.config(&rec)?;
@@ -212,6 +227,8 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
         stop_timeout: a.stop_timeout,
         auto_remove: a.rm,
         ports,
+        restart,
+        init,
     };
     Ok(Engine::new(&ctx.store_root()).create(cfg)?)
 }

@@ -6,8 +6,9 @@
 
 pub mod monitor;
 pub mod names;
-pub mod ports;
 pub mod ops;
+pub mod ports;
+pub mod restart;
 mod spec;
 pub mod time;
 
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{RuntimeError, RuntimeRoot, Signal};
 
+pub use restart::{find_init, RestartPolicy};
 pub use spec::{build_spec, resolve_user};
 
 /// A container record larger than this is refused as damaged.
@@ -178,6 +180,12 @@ pub struct ContainerConfig {
     /// `-p` / `-P`: host ports to forward (host port 0: any free one); private network only.
     #[serde(default)]
     pub ports: Vec<ports::PortMapping>,
+    /// `--restart`, applied by the monitor.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// `--init`: the host path of the static decant-init, run as PID 1 (see `restart`).
+    #[serde(default)]
+    pub init: Option<PathBuf>,
 }
 
 impl ContainerConfig {
@@ -193,6 +201,8 @@ impl ContainerConfig {
 pub enum Status {
     Created,
     Running,
+    /// Exited, and the monitor waits out the back-off before starting it again.
+    Restarting,
     Exited,
 }
 
@@ -219,6 +229,9 @@ pub struct Container {
     /// The ports published while it runs, with the host ports actually bound.
     #[serde(default)]
     pub ports: Vec<ports::PortMapping>,
+    /// Restarts by the policy since the last explicit start.
+    #[serde(default)]
+    pub restart_count: u32,
 }
 
 impl Container {
@@ -235,12 +248,22 @@ impl Container {
                 "Up {}",
                 time::human_duration(now.saturating_sub(self.started_at.unwrap_or(now)))
             ),
+            Status::Restarting => format!(
+                "Restarting ({}) {} ago",
+                self.exit_code.unwrap_or(255),
+                time::human_duration(now.saturating_sub(self.finished_at.unwrap_or(now)))
+            ),
             Status::Exited => format!(
                 "Exited ({}) {} ago",
                 self.exit_code.unwrap_or(255),
                 time::human_duration(now.saturating_sub(self.finished_at.unwrap_or(now)))
             ),
         }
+    }
+
+    /// Running, or waiting to be restarted: a monitor holds it.
+    pub fn is_live(&self) -> bool {
+        matches!(self.status, Status::Running | Status::Restarting)
     }
 
     /// The signal `stop` sends first.
@@ -375,10 +398,10 @@ impl Engine {
     /// A record, with a running container whose monitor died shown (and cleaned up) as exited.
     pub fn load(&self, id: &str) -> Result<Container, EngineError> {
         let mut c = self.load_raw(id)?;
-        if c.status == Status::Running && !monitor_alive(c.monitor_pid, c.monitor_start) {
+        if c.is_live() && !monitor_alive(c.monitor_pid, c.monitor_start) {
             // Re-read: the monitor may have finished between our read and the check.
             c = self.load_raw(id)?;
-            if c.status == Status::Running {
+            if c.is_live() {
                 let _ = crate::delete(&self.runtime, &c.id, true);
                 let _ = monitor::unmount(&self.container_dir(&c.id)?);
                 c.status = Status::Exited;
@@ -469,6 +492,11 @@ impl Engine {
                 ports::MAX_PORTS
             )));
         }
+        if config.auto_remove && config.restart != RestartPolicy::No {
+            return Err(EngineError::Invalid(
+                "Conflicting options: --restart and --rm".into(),
+            ));
+        }
         std::fs::create_dir_all(&self.dir).map_err(io_err(&self.dir, "create"))?;
         let existing = self.list()?;
         let name = match config.name.take() {
@@ -527,6 +555,7 @@ impl Engine {
                 exit_code: None,
                 error: None,
                 ports: Vec::new(),
+                restart_count: 0,
             };
             self.save(&c)?;
             Ok(c)
@@ -542,12 +571,14 @@ impl Engine {
     /// The returned handle reports the exit code later (foreground `run`, `start -a`).
     pub fn start(&self, id: &str, exe: &Path) -> Result<Started, EngineError> {
         let c = self.load(id)?;
-        if c.status == Status::Running {
+        if c.is_live() {
             return Ok(Started {
                 pid: c.pid,
                 status: None,
             });
         }
+        // An explicit start lets the restart policy apply again.
+        restart::clear_stopped(&self.container_dir(&c.id)?)?;
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| EngineError::Invalid(format!("pipe: {e}")))?;
         let wfd = w.as_raw_fd();
@@ -610,13 +641,19 @@ impl Engine {
     /// Sends `signal` to the container's init.
     pub fn kill(&self, key: &str, signal: Signal) -> Result<Container, EngineError> {
         let c = self.find(key)?;
-        if c.status != Status::Running {
+        if !c.is_live() {
             return Err(EngineError::Invalid(format!(
                 "cannot kill container {}: container is not running",
                 c.name
             )));
         }
         self.thaw_if_paused(&c.id);
+        // As Docker: a killed container is not restarted by its policy.
+        restart::mark_stopped(&self.container_dir(&c.id)?)?;
+        if c.status == Status::Restarting {
+            // No process to signal; the monitor sees the mark and ends.
+            return Ok(c);
+        }
         crate::kill(&self.runtime, &c.id, signal, false)?;
         Ok(c)
     }
@@ -625,9 +662,11 @@ impl Engine {
     /// stop timeout, or 10 s); returns once the monitor has recorded the exit.
     pub fn stop(&self, key: &str, timeout: Option<u32>) -> Result<Container, EngineError> {
         let c = self.find(key)?;
-        if c.status != Status::Running {
+        if !c.is_live() {
             return Ok(c);
         }
+        // Before the signal, so the monitor cannot take the exit for one to restart after.
+        restart::mark_stopped(&self.container_dir(&c.id)?)?;
         let grace = Duration::from_secs(u64::from(timeout.or(c.config.stop_timeout).unwrap_or(10)));
         self.thaw_if_paused(&c.id);
         let _ = crate::kill(&self.runtime, &c.id, c.stop_signal()?, false);
@@ -644,13 +683,14 @@ impl Engine {
         }
     }
 
-    /// Polls the record until the container is no longer running, at most `timeout`;
+    /// Polls the record until the container is no longer running nor waiting to restart,
+    /// at most `timeout`;
     /// `None` when it still runs. A container removed meanwhile (auto-remove) counts as exited.
     pub fn wait_exit(&self, id: &str, timeout: Duration) -> Result<Option<Container>, EngineError> {
         let deadline = Instant::now() + timeout;
         loop {
             match self.load(id) {
-                Ok(c) if c.status != Status::Running => return Ok(Some(c)),
+                Ok(c) if !c.is_live() => return Ok(Some(c)),
                 Ok(_) => {}
                 Err(EngineError::NotFound(_)) => return Ok(None),
                 Err(e) => return Err(e),
@@ -665,7 +705,7 @@ impl Engine {
     /// Removes a container: refused while it runs unless `force` (SIGKILL first).
     pub fn remove(&self, key: &str, force: bool) -> Result<Container, EngineError> {
         let c = self.find(key)?;
-        if c.status == Status::Running {
+        if c.is_live() {
             if !force {
                 return Err(EngineError::Invalid(format!(
                     "cannot remove container \"{}\": container is running: stop the container before removing or force remove",
@@ -673,6 +713,7 @@ impl Engine {
                 )));
             }
             self.thaw_if_paused(&c.id);
+            restart::mark_stopped(&self.container_dir(&c.id)?)?;
             let _ = crate::kill(&self.runtime, &c.id, Signal::SIGKILL, true);
             if self.wait_exit(&c.id, Duration::from_secs(10))?.is_none() {
                 return Err(EngineError::Invalid(format!(
@@ -741,7 +782,7 @@ impl Engine {
             return Ok(());
         }
         loop {
-            let running = matches!(self.load(&c.id), Ok(c) if c.status == Status::Running);
+            let running = matches!(self.load(&c.id), Ok(c) if c.is_live());
             while let Some(l) = reader.next_line().map_err(io_err(&path, "read"))? {
                 if !out(&l) {
                     return Ok(());

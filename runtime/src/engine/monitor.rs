@@ -3,7 +3,8 @@
 //! It mounts the overlay root, creates the OCI container with pipes for stdout/stderr, brings
 //! `lo` up in a private network namespace, starts it, writes the log as JSON lines, waits,
 //! records the exit code and finish time, cleans up (runtime state, cgroup, mount) and removes
-//! the container when asked to (`--rm`). It reports `started <pid>` / `error <code> <msg>` /
+//! the container when asked to (`--rm`), or starts it again as its restart policy says
+//! (after a doubling back-off, with the same upper dir). It reports `started <pid>` / `error <code> <msg>` /
 //! `exit <code>` lines on the status pipe its starter reads.
 
 use std::io::Write;
@@ -17,7 +18,8 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
 use super::{
-    io_err, report, time, Container, Engine, EngineError, LogLine, NetworkMode, Status, LOG,
+    io_err, report, restart, time, Container, Engine, EngineError, LogLine, NetworkMode, Status,
+    LOG,
 };
 
 /// The longest log entry; longer output is split into several entries (as Docker, 16 KiB).
@@ -338,43 +340,77 @@ pub fn run(store_root: &Path, id: &str, status: Option<OwnedFd>) -> i32 {
     // A failed start is reported once the record is saved, so the starter (`run` cleaning up
     // after a taken port) never races this process's last writes.
     let mut failed = None;
-    let code = match launch(&engine, &c, &dir, &mut log) {
-        Ok((pid, out, err, forwarder)) => {
-            c.status = Status::Running;
-            c.pid = pid;
-            c.ports = forwarder.mappings().to_vec();
-            c.started_at = Some(time::now());
-            c.finished_at = None;
-            c.exit_code = None;
-            c.error = None;
-            if let Err(e) = engine.save(&c) {
-                let _ = crate::kill(engine.runtime_root(), id, crate::Signal::SIGKILL, true);
-                report(&mut status, &format!("error 125 {e}\n"));
-            } else {
-                report(&mut status, &format!("started {pid}\n"));
+    // An explicit start begins a new count, as Docker.
+    c.restart_count = 0;
+    let mut delay = restart::BACKOFF_START;
+    let code = loop {
+        let began = std::time::Instant::now();
+        let (code, launched) = match launch(&engine, &c, &dir, &mut log) {
+            Ok((pid, out, err, forwarder)) => {
+                c.status = Status::Running;
+                c.pid = pid;
+                c.ports = forwarder.mappings().to_vec();
+                c.started_at = Some(time::now());
+                c.finished_at = None;
+                c.exit_code = None;
+                c.error = None;
+                if let Err(e) = engine.save(&c) {
+                    let _ = crate::kill(engine.runtime_root(), id, crate::Signal::SIGKILL, true);
+                    report(&mut status, &format!("error 125 {e}\n"));
+                } else {
+                    report(&mut status, &format!("started {pid}\n"));
+                }
+                pump(out, err, &mut log);
+                let code = wait_init(pid);
+                // The host ports are free before the record says the container stopped.
+                forwarder.stop();
+                c.ports.clear();
+                let _ = crate::delete(engine.runtime_root(), id, true);
+                c.exit_code = Some(code);
+                (code, true)
             }
-            pump(out, err, &mut log);
-            let code = wait_init(pid);
-            // The host ports are free before the record says the container stopped.
-            forwarder.stop();
-            c.ports.clear();
-            let _ = crate::delete(engine.runtime_root(), id, true);
-            c.exit_code = Some(code);
-            code
+            Err(e) => {
+                let code = e.exit_code();
+                let msg = e.to_string().replace('\n', " ");
+                failed = Some(format!("error {code} {msg}\n"));
+                c.error = Some(msg);
+                c.exit_code = Some(code);
+                (code, false)
+            }
+        };
+        let _ = unmount(&dir);
+        c.pid = 0;
+        c.finished_at = Some(time::now());
+        // A first start that fails is the starter's error to show, never a restart loop.
+        let first_failed = !launched && c.restart_count == 0;
+        let stopped = restart::stopped_by_user(&dir);
+        if first_failed
+            || !c
+                .config
+                .restart
+                .should_restart(code, c.restart_count, stopped)
+        {
+            break code;
         }
-        Err(e) => {
-            let code = e.exit_code();
-            let msg = e.to_string().replace('\n', " ");
-            failed = Some(format!("error {code} {msg}\n"));
-            c.error = Some(msg);
-            c.exit_code = Some(code);
-            code
+        c.status = Status::Restarting;
+        c.restart_count = c.restart_count.saturating_add(1);
+        if engine.save(&c).is_err() {
+            break code;
+        }
+        // A foreground `run` ends with the first exit, as Docker's; restarts go on detached.
+        report(&mut status, &format!("exit {code}\n"));
+        status = None;
+        if began.elapsed() >= restart::BACKOFF_RESET {
+            delay = restart::BACKOFF_START;
+        }
+        let waited = restart::backoff_wait(&dir, delay);
+        delay = restart::next_backoff(delay, std::time::Duration::ZERO);
+        if !waited {
+            break code;
         }
     };
-    let _ = unmount(&dir);
     c.status = Status::Exited;
     c.pid = 0;
-    c.finished_at = Some(time::now());
     let saved = engine.save(&c);
     if c.config.auto_remove {
         let _ = engine.purge(id);

@@ -118,12 +118,13 @@ impl Engine {
         }
     }
 
-    /// Docker's state word: created, running, paused or exited.
+    /// Docker's state word: created, running, paused, restarting or exited.
     pub fn state_word(&self, c: &Container) -> &'static str {
         match c.status {
             Status::Created => "created",
             Status::Running if self.is_paused(c) => "paused",
             Status::Running => "running",
+            Status::Restarting => "restarting",
             Status::Exited => "exited",
         }
     }

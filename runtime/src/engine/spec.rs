@@ -205,7 +205,15 @@ fn mount(dest: &str, typ: &str, source: &Path, options: &[&str]) -> Mount {
 /// The spec for container `c` whose directory is `dir` and whose root is mounted at `rootfs`.
 pub fn build_spec(c: &ContainerConfig, dir: &Path, rootfs: &Path) -> Result<Spec, EngineError> {
     let rootless = !nix::unistd::geteuid().is_root();
-    let mut spec = crate::spec::default_spec(rootfs, c.args(), rootless);
+    let args = match &c.init {
+        // The tini case of decant-init: it reaps zombies and forwards signals to the command.
+        Some(_) => [super::restart::INIT_PATH.to_string(), "--".to_string()]
+            .into_iter()
+            .chain(c.args())
+            .collect(),
+        None => c.args(),
+    };
+    let mut spec = crate::spec::default_spec(rootfs, args, rootless);
     if let Some(root) = spec.root_mut() {
         root.set_readonly(Some(c.read_only));
     }
@@ -251,6 +259,15 @@ pub fn build_spec(c: &ContainerConfig, dir: &Path, rootfs: &Path) -> Result<Spec
             "bind",
             &dir.join(f),
             &["rbind", "rprivate"],
+        ));
+    }
+    if let Some(init) = &c.init {
+        // On /dev (our tmpfs): writable even with a read-only root, and never in the image.
+        mounts.push(mount(
+            super::restart::INIT_PATH,
+            "bind",
+            init,
+            &["bind", "ro", "rprivate"],
         ));
     }
     for t in &c.tmpfs {
@@ -392,6 +409,29 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("passwd"), t.path().join("etc/passwd"))
             .unwrap();
         assert!(resolve_user(t.path(), "outsider").is_err());
+    }
+
+    #[test]
+    fn init_is_bound_read_only_and_runs_the_command() {
+        let t = tempfile::tempdir().unwrap();
+        let c = ContainerConfig {
+            cmd: vec!["sh".into(), "-c".into(), "sleep 1".into()],
+            init: Some(PathBuf::from("/opt/decant-init")),
+            read_only: true,
+            ..Default::default()
+        };
+        let s = build_spec(&c, t.path(), &t.path().join("merged")).unwrap();
+        let args = s.process().as_ref().unwrap().args().clone().unwrap();
+        assert_eq!(args, ["/dev/init", "--", "sh", "-c", "sleep 1"]);
+        let m = s
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination() == Path::new("/dev/init"))
+            .unwrap();
+        assert_eq!(m.source().as_deref(), Some(Path::new("/opt/decant-init")));
+        assert!(m.options().as_ref().unwrap().contains(&"ro".to_string()));
     }
 
     #[test]
