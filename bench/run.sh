@@ -1,8 +1,8 @@
 #!/bin/bash
 # Container start latency, side by side in one run: `decant run --rm IMAGE true` (layers
 # cached, overlay mount, state, monitor), `decant runtime run` on a bundle, `runc run` on the
-# same bundle, and `crun run` (in a private mount namespace with /sys/fs/cgroup/unified
-# unmounted: crun 1.8 refuses this hybrid host otherwise). Prints medians and ratios. Root.
+# same bundle, and `crun run`, all in one private mount namespace with /sys/fs/cgroup/unified
+# unmounted (crun 1.8 refuses this hybrid host otherwise). Prints medians and ratios. Root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root" >&2; exit 1; }
@@ -18,13 +18,13 @@ tar -C "$W/bundle/rootfs" -cf "$W/rootfs.tar" .
 export DECANT_ROOT=$W/store
 "$BIN" import "$W/rootfs.tar" --tag bench:true -q >/dev/null
 "$BIN" run --rm bench:true true   # warm the layer cache
-i=0
-hyperfine -N --warmup 5 --runs ${RUNS:-50} --export-json "$W/h.json" \
-  -n "decant run" "$BIN run --rm bench:true true" \
-  -n "decant runtime" "$BIN runtime --root $W/state run --bundle $W/bundle b1" \
-  -n "runc" "runc --root $W/runc run --bundle $W/bundle b2" \
-  -n "crun" "unshare -m sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec crun --root $W/crun run --bundle $W/bundle b3'" \
-  >/dev/null
+# All four run in one private mount namespace without the cgroup2 mount (crun refuses this
+# hybrid host with it), so each is invoked directly and measured the same way.
+unshare -m sh -c "umount /sys/fs/cgroup/unified 2>/dev/null; exec hyperfine -N --warmup 5 --runs ${RUNS:-50} --export-json $W/h.json \
+  -n 'decant run' '$BIN run --rm bench:true true' \
+  -n 'decant runtime' '$BIN runtime --root $W/state run --bundle $W/bundle b1' \
+  -n 'runc' 'runc --root $W/runc run --bundle $W/bundle b2' \
+  -n 'crun' 'crun --root $W/crun run --bundle $W/bundle b3'" >/dev/null
 python3 - "$W/h.json" <<'PY'
 import json, sys
 r = {x["command"]: sorted(x["times"])[len(x["times"]) // 2] * 1000 for x in json.load(open(sys.argv[1]))["results"]}
