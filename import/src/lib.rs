@@ -6,6 +6,7 @@
 //! layer writer turns into an OCI layer.
 
 pub mod block;
+pub mod bytes;
 pub mod disk;
 pub mod fs;
 pub mod fstab;

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::block::{check_range, BlockSource, FileSource};
+use crate::bytes::{be32, be64};
 use crate::disk::{DiskError, DiskImage, DiskInfo, DiskOptions};
 
 const MAGIC: &[u8; 4] = b"QFI\xfb";
@@ -57,22 +58,6 @@ pub fn matches(header: &[u8]) -> bool {
 pub fn open(path: &Path, _opts: &DiskOptions) -> Result<Arc<dyn DiskImage>, DiskError> {
     let reader = QcowReader::open_chain(path, &mut Vec::new())?;
     Ok(Arc::new(reader))
-}
-
-fn be32(b: &[u8], at: usize) -> u32 {
-    // Callers only pass offsets inside a header they have already length-checked; a short slice
-    // reads as zeros rather than panicking.
-    b.get(at..at + 4)
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_be_bytes)
-        .unwrap_or(0)
-}
-
-fn be64(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::block::{check_range, BlockSource};
+use crate::bytes::{le32, le64};
 use crate::disk::{DiskError, DiskImage, DiskInfo, DiskOptions};
 
 const SIGNATURE: u32 = 0xBEDA_107F;
@@ -40,20 +41,6 @@ pub fn open(path: &Path, opts: &DiskOptions) -> Result<Arc<dyn DiskImage>, DiskE
         opts.parent.as_deref(),
         &mut Vec::new(),
     )?))
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_le_bytes)
-        .unwrap_or(0)
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(0)
 }
 
 fn uuid(b: &[u8], at: usize) -> [u8; 16] {

@@ -20,6 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::block::{check_range, BlockSource};
+use crate::bytes::{be32, be64};
 use crate::disk::{DiskError, DiskImage, DiskInfo, DiskOptions};
 
 const COOKIE: &[u8; 8] = b"conectix";
@@ -41,20 +42,6 @@ pub fn matches_footer(tail: &[u8]) -> bool {
 /// Opens a fixed or dynamic VHD.
 pub fn open(path: &Path, _opts: &DiskOptions) -> Result<Arc<dyn DiskImage>, DiskError> {
     Ok(Arc::new(VhdReader::open(path)?))
-}
-
-fn be32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_be_bytes)
-        .unwrap_or(0)
-}
-
-fn be64(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0)
 }
 
 /// One's complement of the byte sum, skipping the checksum field itself.

@@ -18,6 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::block::{check_range, BlockSource};
+use crate::bytes::{le16, le32, le64};
 use crate::disk::{DiskError, DiskImage, DiskInfo, DiskOptions};
 
 const SIGNATURE: &[u8; 8] = b"vhdxfile";
@@ -93,27 +94,6 @@ pub fn matches(header: &[u8]) -> bool {
 /// Opens a fixed or dynamic VHDX image.
 pub fn open(path: &Path, _opts: &DiskOptions) -> Result<Arc<dyn DiskImage>, DiskError> {
     Ok(Arc::new(VhdxReader::open(path)?))
-}
-
-fn le16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2)
-        .and_then(|s| s.try_into().ok())
-        .map(u16::from_le_bytes)
-        .unwrap_or(0)
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_le_bytes)
-        .unwrap_or(0)
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(0)
 }
 
 fn guid_at(b: &[u8], at: usize) -> [u8; 16] {

@@ -10,6 +10,7 @@
 use std::io;
 
 use crate::block::BlockSource;
+use crate::bytes::{le16, le32};
 
 /// What a volume holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,16 +104,6 @@ fn bytes_at(src: &dyn BlockSource, offset: u64, len: usize) -> io::Result<Option
 /// Whether `sig` sits at `offset`.
 fn has(src: &dyn BlockSource, offset: u64, sig: &[u8]) -> io::Result<bool> {
     Ok(bytes_at(src, offset, sig.len())?.is_some_and(|b| b == sig))
-}
-
-fn le16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2)
-        .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 const EXT_MAGIC: u16 = 0xEF53;

@@ -20,6 +20,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::block::BlockSource;
+use crate::bytes::{be16, be32, be64, le16, le32};
 
 const JBD2_MAGIC: u32 = 0xC03B_3998;
 
@@ -224,30 +225,6 @@ struct Scan {
     /// The first transaction not to replay.
     end: u32,
     stopped: Option<String>,
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2)
-        .map_or(0, |s| u16::from_be_bytes([s[0], s[1]]))
-}
-
-fn be32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .map_or(0, |s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-fn be64(b: &[u8], at: usize) -> u64 {
-    (u64::from(be32(b, at)) << 32) | u64::from(be32(b, at + 4))
-}
-
-fn le16(b: &[u8], at: usize) -> u16 {
-    b.get(at..at + 2)
-        .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 /// The kernel's `crc32c(seed, data)`: no pre/post inversion, unlike the crate's.

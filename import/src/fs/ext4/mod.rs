@@ -269,21 +269,7 @@ impl Ext4 {
     }
 }
 
-/// Little-endian u16 at `off`, 0 when out of range (callers check lengths first).
-pub(crate) fn le16(b: &[u8], off: usize) -> u16 {
-    off.checked_add(2)
-        .and_then(|end| b.get(off..end))
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u16::from_le_bytes)
-}
-
-/// Little-endian u32 at `off`, 0 when out of range (callers check lengths first).
-pub(crate) fn le32(b: &[u8], off: usize) -> u32 {
-    off.checked_add(4)
-        .and_then(|end| b.get(off..end))
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u32::from_le_bytes)
-}
+pub(crate) use crate::bytes::{le16, le32};
 
 #[cfg(test)]
 mod tests {
