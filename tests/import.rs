@@ -505,10 +505,12 @@ fn kill_9_during_import_leaves_a_valid_store() {
         "--quiet",
     ])
     .ok();
-    assert_eq!(
-        env.run(&["images", "-q"]).ok().stdout.lines().count(),
-        1,
-        "one image under two names"
+    // Two names; one image or two, depending on whether both imports fell in the same second
+    // (the config records the time of the import).
+    let listed = env.run(&["images"]).ok().stdout;
+    assert!(
+        listed.contains("base") && listed.contains("victim"),
+        "{listed}"
     );
     tool(
         "oci-image-tool",
