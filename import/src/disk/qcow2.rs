@@ -763,8 +763,7 @@ impl BlockSource for QcowReader {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         check_range(&self.name, self.virtual_size, offset, buf.len())?;
         let mut done = 0usize;
-        // Pending contiguous data run: (host offset, start in buf, length).
-        let mut run: Option<(u64, usize, usize)> = None;
+        let mut run = super::HostRun::default();
         let mut table: Option<(u64, Option<Arc<[u64]>>)> = None;
         while done < buf.len() {
             let pos = offset + done as u64;
@@ -776,21 +775,13 @@ impl BlockSource for QcowReader {
             let (state, span) = self.classify(t, pos)?;
             let n = (span.min((buf.len() - done) as u64)) as usize;
             if let State::Data(host) = state {
-                match &mut run {
-                    Some((h, s, l)) if *h + *l as u64 == host && *s + *l == done => *l += n,
-                    _ => {
-                        if let Some((h, s, l)) = run.take() {
-                            self.read_host(h, offset + s as u64, &mut buf[s..s + l])?;
-                        }
-                        run = Some((host, done, n));
-                    }
-                }
+                run.push(host, done, n, buf, |h, s, b| {
+                    self.read_host(h, offset + s as u64, b)
+                })?;
                 done += n;
                 continue;
             }
-            if let Some((h, s, l)) = run.take() {
-                self.read_host(h, offset + s as u64, &mut buf[s..s + l])?;
-            }
+            run.flush(buf, |h, s, b| self.read_host(h, offset + s as u64, b))?;
             let out = &mut buf[done..done + n];
             match state {
                 State::Data(_) => {}
@@ -823,9 +814,7 @@ impl BlockSource for QcowReader {
             }
             done += n;
         }
-        if let Some((h, s, l)) = run.take() {
-            self.read_host(h, offset + s as u64, &mut buf[s..s + l])?;
-        }
+        run.flush(buf, |h, s, b| self.read_host(h, offset + s as u64, b))?;
         Ok(())
     }
 

@@ -276,16 +276,7 @@ impl VdiReader {
     }
 
     fn read_file(&self, host: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.file.read_exact_at(buf, host).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "{}: reading {} bytes at offset {host}: {e}",
-                    self.name,
-                    buf.len()
-                ),
-            )
-        })
+        super::read_host_file(&self.file, &self.name, host, buf)
     }
 
     /// Host offset of byte `within` of block `index`, whose map entry is `entry`.
@@ -379,8 +370,7 @@ impl BlockSource for VdiReader {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         check_range(&self.name, self.virtual_size, offset, buf.len())?;
         let mut done = 0usize;
-        // Pending contiguous data run: (host offset, start in buf, length).
-        let mut run: Option<(u64, usize, usize)> = None;
+        let mut run = super::HostRun::default();
         while done < buf.len() {
             let pos = offset + done as u64;
             let index = pos / self.block_size;
@@ -389,21 +379,11 @@ impl BlockSource for VdiReader {
             let entry = self.map.get(index as usize).copied().unwrap_or(FREE);
             if entry != FREE && entry != ZERO {
                 let host = self.host(index, entry, within, n as u64)?;
-                match &mut run {
-                    Some((h, s, l)) if *h + *l as u64 == host && *s + *l == done => *l += n,
-                    _ => {
-                        if let Some((h, s, l)) = run.take() {
-                            self.read_file(h, &mut buf[s..s + l])?;
-                        }
-                        run = Some((host, done, n));
-                    }
-                }
+                run.push(host, done, n, buf, |h, _, b| self.read_file(h, b))?;
                 done += n;
                 continue;
             }
-            if let Some((h, s, l)) = run.take() {
-                self.read_file(h, &mut buf[s..s + l])?;
-            }
+            run.flush(buf, |h, _, b| self.read_file(h, b))?;
             let out = &mut buf[done..done + n];
             match (&self.parent, entry) {
                 (Some(p), FREE) => {
@@ -417,9 +397,7 @@ impl BlockSource for VdiReader {
             }
             done += n;
         }
-        if let Some((h, s, l)) = run.take() {
-            self.read_file(h, &mut buf[s..s + l])?;
-        }
+        run.flush(buf, |h, _, b| self.read_file(h, b))?;
         Ok(())
     }
 

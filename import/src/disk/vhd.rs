@@ -271,16 +271,7 @@ impl VhdReader {
     }
 
     fn read_file(&self, host: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.file.read_exact_at(buf, host).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "{}: reading {} bytes at offset {host}: {e}",
-                    self.name,
-                    buf.len()
-                ),
-            )
-        })
+        super::read_host_file(&self.file, &self.name, host, buf)
     }
 
     /// Host offset of `within` bytes into block `index`, checked for `len` bytes.
@@ -315,8 +306,7 @@ impl BlockSource for VhdReader {
             return self.read_file(offset, buf);
         }
         let mut done = 0usize;
-        // Pending contiguous data run: (host offset, start in buf, length).
-        let mut run: Option<(u64, usize, usize)> = None;
+        let mut run = super::HostRun::default();
         while done < buf.len() {
             let pos = offset + done as u64;
             let index = pos / self.block_size;
@@ -324,27 +314,15 @@ impl BlockSource for VhdReader {
             let n = (self.block_size - within).min((buf.len() - done) as u64) as usize;
             let sector = self.bat.get(index as usize).copied().unwrap_or(FREE);
             if sector == FREE {
-                if let Some((h, s, l)) = run.take() {
-                    self.read_file(h, &mut buf[s..s + l])?;
-                }
+                run.flush(buf, |h, _, b| self.read_file(h, b))?;
                 buf[done..done + n].fill(0);
             } else {
                 let host = self.host(index, sector, within, n as u64)?;
-                match &mut run {
-                    Some((h, s, l)) if *h + *l as u64 == host && *s + *l == done => *l += n,
-                    _ => {
-                        if let Some((h, s, l)) = run.take() {
-                            self.read_file(h, &mut buf[s..s + l])?;
-                        }
-                        run = Some((host, done, n));
-                    }
-                }
+                run.push(host, done, n, buf, |h, _, b| self.read_file(h, b))?;
             }
             done += n;
         }
-        if let Some((h, s, l)) = run.take() {
-            self.read_file(h, &mut buf[s..s + l])?;
-        }
+        run.flush(buf, |h, _, b| self.read_file(h, b))?;
         Ok(())
     }
 

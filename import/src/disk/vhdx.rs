@@ -389,16 +389,7 @@ impl VhdxReader {
     }
 
     fn read_file(&self, host: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.file.read_exact_at(buf, host).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "{}: reading {} bytes at offset {host}: {e}",
-                    self.name,
-                    buf.len()
-                ),
-            )
-        })
+        super::read_host_file(&self.file, &self.name, host, buf)
     }
 
     /// Where the bytes at `within` of payload block `block` are: Some(host offset) or None for
@@ -445,35 +436,22 @@ impl BlockSource for VhdxReader {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         check_range(&self.name, self.virtual_size, offset, buf.len())?;
         let mut done = 0usize;
-        // Pending contiguous data run: (host offset, start in buf, length).
-        let mut run: Option<(u64, usize, usize)> = None;
+        let mut run = super::HostRun::default();
         while done < buf.len() {
             let pos = offset + done as u64;
             let block = pos / self.block_size;
             let within = pos % self.block_size;
             let n = (self.block_size - within).min((buf.len() - done) as u64) as usize;
             match self.locate(block, within, n as u64)? {
-                Some(host) => match &mut run {
-                    Some((h, s, l)) if *h + *l as u64 == host && *s + *l == done => *l += n,
-                    _ => {
-                        if let Some((h, s, l)) = run.take() {
-                            self.read_file(h, &mut buf[s..s + l])?;
-                        }
-                        run = Some((host, done, n));
-                    }
-                },
+                Some(host) => run.push(host, done, n, buf, |h, _, b| self.read_file(h, b))?,
                 None => {
-                    if let Some((h, s, l)) = run.take() {
-                        self.read_file(h, &mut buf[s..s + l])?;
-                    }
+                    run.flush(buf, |h, _, b| self.read_file(h, b))?;
                     buf[done..done + n].fill(0);
                 }
             }
             done += n;
         }
-        if let Some((h, s, l)) = run.take() {
-            self.read_file(h, &mut buf[s..s + l])?;
-        }
+        run.flush(buf, |h, _, b| self.read_file(h, b))?;
         Ok(())
     }
 
