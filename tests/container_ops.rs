@@ -11,36 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::Env;
 
-fn setup() -> Option<Env> {
-    if !common::require_root("containers need namespaces, mounts and cgroups") {
-        return None;
-    }
-    let env = Env::new();
-    let root = common::example().join("root.ext4");
-    env.run(&["import", "-t", "ex", root.to_str().unwrap()])
-        .ok();
-    Some(env)
-}
-
-#[track_caller]
-fn assert_clean(env: &Env, ids: &[String]) {
-    let dir = env.store().join(".decant/containers");
-    let left: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "records left: {left:?}");
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let s = env.store();
-    assert!(!mounts.contains(s.to_str().unwrap()), "a mount is left");
-    for id in ids {
-        assert!(!Path::new("/run/decant/runtime").join(id).exists());
-        for c in ["memory", "pids", "cpu", "freezer", "unified"] {
-            let g = Path::new("/sys/fs/cgroup").join(c).join("decant").join(id);
-            assert!(!g.exists(), "cgroup {} left", g.display());
-        }
-    }
-}
-
 /// Starts a detached container `name` running `script`; returns its full id.
 fn run_detached(env: &Env, name: &str, script: &str) -> String {
     let r = env
@@ -65,7 +35,9 @@ fn counter(env: &Env, name: &str) -> u64 {
 
 #[test]
 fn exec_joins_the_container_and_passes_exit_codes() {
-    let Some(env) = setup() else { return };
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
     let id = run_detached(&env, "box", "echo $$ > /tmp/init; sleep 1000");
     let r = env.run(&["exec", "box", "hostname"]).ok();
     assert_eq!(r.stdout.trim(), &id[..12]);
@@ -125,12 +97,14 @@ fn exec_joins_the_container_and_passes_exit_codes() {
     assert_eq!(r.status, 125);
     assert!(r.stderr.contains("not running"), "{}", r.stderr);
     env.run(&["rm", "done"]).ok();
-    assert_clean(&env, &[id]);
+    common::assert_containers_clean(&env, &[id]);
 }
 
 #[test]
 fn pause_freezes_and_unpause_resumes() {
-    let Some(env) = setup() else { return };
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
     let id = run_detached(
         &env,
         "counter",
@@ -187,12 +161,14 @@ fn pause_freezes_and_unpause_resumes() {
     assert_eq!(v["State"]["Status"], "exited");
     assert_eq!(v["State"]["Running"], false);
     env.run(&["rm", "counter"]).ok();
-    assert_clean(&env, &[id]);
+    common::assert_containers_clean(&env, &[id]);
 }
 
 #[test]
 fn stats_and_top_show_the_process() {
-    let Some(env) = setup() else { return };
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
     let id = run_detached(&env, "busy", "exec sleep 1000");
     let r = env.run(&["stats", "--no-stream"]).ok();
     let mut lines = r.stdout.lines();
@@ -237,12 +213,14 @@ fn stats_and_top_show_the_process() {
     );
     env.run(&["rm", "-f", "busy"]).ok();
     assert_ne!(env.run(&["top", "busy"]).status, 0);
-    assert_clean(&env, &[id]);
+    common::assert_containers_clean(&env, &[id]);
 }
 
 #[test]
 fn inspect_shows_state_and_settings() {
-    let Some(env) = setup() else { return };
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
     let host = env.path().join("vol");
     std::fs::create_dir(&host).unwrap();
     let bind = format!("{}:/data:ro", host.display());
@@ -315,12 +293,14 @@ fn inspect_shows_state_and_settings() {
     assert!(inspect(&env, "ex")["RepoTags"].is_array());
     assert_ne!(env.run(&["inspect", "no-such-thing"]).status, 0);
     env.run(&["rm", "cfg"]).ok();
-    assert_clean(&env, &[id]);
+    common::assert_containers_clean(&env, &[id]);
 }
 
 #[test]
 fn prune_removes_only_stopped_containers() {
-    let Some(env) = setup() else { return };
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
     let live = run_detached(&env, "live", "sleep 1000");
     let r = env
         .run(&[
@@ -365,5 +345,5 @@ fn prune_removes_only_stopped_containers() {
     env.run(&["rm", "-f", "live"]).ok();
     let mut all = ids;
     all.push(live);
-    assert_clean(&env, &all);
+    common::assert_containers_clean(&env, &all);
 }

@@ -4,55 +4,9 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::Env;
-
-/// An env with the example imported as `ex`.
-fn setup() -> Option<Env> {
-    if !common::require_root("containers need namespaces, mounts and cgroups") {
-        return None;
-    }
-    let env = Env::new();
-    let root = common::example().join("root.ext4");
-    env.run(&["import", "-t", "ex", root.to_str().unwrap()])
-        .ok();
-    Some(env)
-}
-
-/// Every trace of every container of `env` must be gone.
-#[track_caller]
-fn assert_clean(env: &Env, ids: &[String]) {
-    let store = env.store();
-    let dir = store.join(".decant/containers");
-    let left: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "records left: {left:?}");
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let s = store.to_str().unwrap();
-    assert!(!mounts.contains(s), "a mount is left under {s}");
-    for id in ids {
-        assert!(
-            !Path::new("/run/decant/runtime").join(id).exists(),
-            "runtime state of {id} left"
-        );
-        for c in ["memory", "pids", "cpu", "freezer", "unified"] {
-            let g = Path::new("/sys/fs/cgroup").join(c).join("decant").join(id);
-            assert!(!g.exists(), "cgroup {} left", g.display());
-        }
-    }
-    for p in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
-        if let Ok(cmd) = std::fs::read(p.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            assert!(
-                !(cmd.contains("__monitor") && cmd.contains(s)),
-                "a monitor is left: {cmd}"
-            );
-        }
-    }
-}
 
 fn id_of(env: &Env, name: &str) -> String {
     env.run(&["ps", "-a", "-q", "--no-trunc"]).ok();
@@ -69,7 +23,9 @@ fn id_of(env: &Env, name: &str) -> String {
 
 #[test]
 fn exit_codes_and_process_settings() {
-    let Some(env) = setup() else { return };
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
     let r = env.run(&[
         "run",
         "--rm",
@@ -112,12 +68,14 @@ fn exit_codes_and_process_settings() {
     // lo is up (IFF_UP) in the private network namespace.
     let flags = u32::from_str_radix(lines[6].trim_start_matches("0x"), 16).unwrap();
     assert_eq!(flags & 1, 1, "{}", r.stdout);
-    assert_clean(&env, &[]);
+    common::assert_containers_clean(&env, &[]);
 }
 
 #[test]
 fn detached_lifecycle_stop_and_rm() {
-    let Some(env) = setup() else { return };
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
     let r = env
         .run(&[
             "run",
@@ -164,12 +122,14 @@ fn detached_lifecycle_stop_and_rm() {
     env.run(&["rm", "-f", "stubborn"]).ok();
     let r = env.run(&["logs", "stubborn"]);
     assert_eq!(r.status, 125);
-    assert_clean(&env, &[id]);
+    common::assert_containers_clean(&env, &[id]);
 }
 
 #[test]
 fn auto_remove_and_create_start() {
-    let Some(env) = setup() else { return };
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
     let r = env
         .run(&["run", "--rm", "--name", "gone", "ex", "echo", "bye"])
         .ok();
@@ -201,12 +161,14 @@ fn auto_remove_and_create_start() {
         .join("upper/m");
     assert_eq!(std::fs::read_to_string(upper).unwrap(), "made\n");
     env.run(&["rm", "later"]).ok();
-    assert_clean(&env, &[id]);
+    common::assert_containers_clean(&env, &[id]);
 }
 
 #[test]
 fn limits_volumes_and_rmi() {
-    let Some(env) = setup() else { return };
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
     let r = env.run(&[
         "run",
         "--rm",
@@ -276,12 +238,14 @@ fn limits_volumes_and_rmi() {
     assert!(env.run(&["images"]).ok().stdout.contains("ex"));
     env.run(&["rm", "holder"]).ok();
     env.run(&["rmi", "ex"]).ok();
-    assert_clean(&env, &[id]);
+    common::assert_containers_clean(&env, &[id]);
 }
 
 #[test]
 fn a_killed_monitor_shows_as_exited_and_is_cleaned() {
-    let Some(env) = setup() else { return };
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
     let id = env
         .run(&["run", "-d", "ex", "sleep", "100"])
         .ok()
@@ -306,5 +270,5 @@ fn a_killed_monitor_shows_as_exited_and_is_cleaned() {
     let ps = env.run(&["ps", "-a"]).ok();
     assert!(ps.stdout.contains("Exited (255)"), "{}", ps.stdout);
     env.run(&["rm", &id]).ok();
-    assert_clean(&env, &[id]);
+    common::assert_containers_clean(&env, &[id]);
 }

@@ -9,27 +9,6 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::Env;
-
-/// An env with the example imported as `ex` (port 80 EXPOSEd, for `-P`).
-fn setup() -> Option<Env> {
-    if !common::require_root("containers need namespaces, mounts and cgroups") {
-        return None;
-    }
-    let env = Env::new();
-    let root = common::example().join("root.ext4");
-    env.run(&[
-        "import",
-        "-t",
-        "ex",
-        "-c",
-        "EXPOSE 80",
-        root.to_str().unwrap(),
-    ])
-    .ok();
-    Some(env)
-}
-
 /// A host port nobody holds right now.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -62,22 +41,11 @@ fn get(port: u16) -> String {
     }
 }
 
-/// No record and no mount of `env` may be left.
-#[track_caller]
-fn assert_clean(env: &Env) {
-    let dir = env.store().join(".decant/containers");
-    let left: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "records left: {left:?}");
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let s = env.store();
-    assert!(!mounts.contains(s.to_str().unwrap()), "a mount is left");
-}
-
 #[test]
 fn httpd_answers_through_a_published_port_until_stopped() {
-    let Some(env) = setup() else { return };
+    let Some(env) = common::container_env(&["-c", "EXPOSE 80"]) else {
+        return;
+    };
     let port = free_port();
     let p = format!("127.0.0.1:{port}:80");
     env.run(&[
@@ -109,12 +77,14 @@ fn httpd_answers_through_a_published_port_until_stopped() {
     assert!(get(port).contains("hello from a VM"));
     env.run(&["rm", "-f", "web"]).ok();
     TcpListener::bind(("127.0.0.1", port)).expect("the host port is free after rm -f");
-    assert_clean(&env);
+    common::assert_containers_clean(&env, &[]);
 }
 
 #[test]
 fn publish_all_uses_the_images_exposed_ports() {
-    let Some(env) = setup() else { return };
+    let Some(env) = common::container_env(&["-c", "EXPOSE 80"]) else {
+        return;
+    };
     let id = env
         .run(&[
             "run", "-d", "-P", "ex", "httpd", "-f", "-p", "80", "-h", "/srv/www",
@@ -151,12 +121,14 @@ fn publish_all_uses_the_images_exposed_ports() {
         "{}",
         r.stderr
     );
-    assert_clean(&env);
+    common::assert_containers_clean(&env, &[]);
 }
 
 #[test]
 fn a_taken_port_fails_the_run_and_leaves_nothing() {
-    let Some(env) = setup() else { return };
+    let Some(env) = common::container_env(&["-c", "EXPOSE 80"]) else {
+        return;
+    };
     let taken = TcpListener::bind("0.0.0.0:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let p = format!("{port}:80");
@@ -177,5 +149,5 @@ fn a_taken_port_fails_the_run_and_leaves_nothing() {
     let r = env.run(&["run", "-p", "80/sctp", "ex", "true"]);
     assert_eq!(r.status, 125);
     assert!(r.stderr.contains("invalid proto: sctp"), "{}", r.stderr);
-    assert_clean(&env);
+    common::assert_containers_clean(&env, &[]);
 }

@@ -12,17 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::{Env, Run};
 
-fn setup() -> Option<Env> {
-    if !common::require_root("containers need namespaces, mounts and cgroups") {
-        return None;
-    }
-    let env = Env::new();
-    let root = common::example().join("root.ext4");
-    env.run(&["import", "-t", "ex", root.to_str().unwrap()])
-        .ok();
-    Some(env)
-}
-
 /// decant-init built static (as supervisor/README.md says), cached in the test target dir.
 fn static_init() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
@@ -105,41 +94,11 @@ fn runs(env: &Env, id: &str) -> usize {
         .count()
 }
 
-/// No record, mount, runtime state, cgroup or monitor of `ids` is left.
-#[track_caller]
-fn assert_clean(env: &Env, ids: &[String]) {
-    let store = env.store();
-    let left: Vec<_> = std::fs::read_dir(store.join(".decant/containers"))
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "records left: {left:?}");
-    let s = store.to_str().unwrap();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains(s), "a mount is left under {s}");
-    for id in ids {
-        assert!(
-            !Path::new("/run/decant/runtime").join(id).exists(),
-            "runtime state of {id} left"
-        );
-        for c in ["memory", "pids", "cpu", "freezer", "unified"] {
-            let g = Path::new("/sys/fs/cgroup").join(c).join("decant").join(id);
-            assert!(!g.exists(), "cgroup {} left", g.display());
-        }
-    }
-    for p in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
-        if let Ok(cmd) = std::fs::read(p.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            assert!(
-                !(cmd.contains("__monitor") && cmd.contains(s)),
-                "a monitor is left: {cmd}"
-            );
-        }
-    }
-}
-
 #[test]
 fn on_failure_counts_its_restarts() {
-    let Some(env) = setup() else { return };
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
     let id = env
         .run(&[
             "run",
@@ -194,12 +153,14 @@ fn on_failure_counts_its_restarts() {
         assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
     }
     env.run(&["rm", &id, &ok]).ok();
-    assert_clean(&env, &[id, ok]);
+    common::assert_containers_clean(&env, &[id, ok]);
 }
 
 #[test]
 fn always_restarts_after_exit_and_crash_and_stop_ends_it() {
-    let Some(env) = setup() else { return };
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
     let id = env
         .run(&[
             "run",
@@ -249,12 +210,14 @@ fn always_restarts_after_exit_and_crash_and_stop_ends_it() {
     });
     assert_eq!(r["exit_code"], serde_json::Value::Null, "{r}");
     env.run(&["rm", "-f", "again"]).ok();
-    assert_clean(&env, &[id]);
+    common::assert_containers_clean(&env, &[id]);
 }
 
 #[test]
 fn unless_stopped_is_not_restarted_after_stop_and_rm_f_wins_over_backoff() {
-    let Some(env) = setup() else { return };
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
     let id = env
         .run(&[
             "run",
@@ -305,7 +268,7 @@ fn unless_stopped_is_not_restarted_after_stop_and_rm_f_wins_over_backoff() {
     env.run(&["rm", "-f", &busy]).ok();
     env.run(&["rm", &id]).ok();
     std::thread::sleep(Duration::from_millis(300));
-    assert_clean(&env, &[id, busy]);
+    common::assert_containers_clean(&env, &[id, busy]);
 }
 
 /// Zombies among the descendants of `pid` (host view).
@@ -344,7 +307,9 @@ fn zombies_under(pid: i32) -> usize {
 
 #[test]
 fn init_forwards_sigterm_and_reaps_zombies() {
-    let Some(env) = setup() else { return };
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
     let init = static_init();
     // A missing or dynamic init is a one-line error and leaves nothing.
     for (path, why) in [
@@ -356,7 +321,7 @@ fn init_forwards_sigterm_and_reaps_zombies() {
         assert!(r.stderr.contains(why), "{}", r.stderr);
         assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
     }
-    assert_clean(&env, &[]);
+    common::assert_containers_clean(&env, &[]);
 
     // sh -c 'sleep 100' as PID 1 installs no SIGTERM handler: the kernel drops the signal,
     // so stop waits for its timeout. Under decant-init the signal reaches sleep at once.
@@ -426,5 +391,5 @@ fn init_forwards_sigterm_and_reaps_zombies() {
     assert_eq!(r.status, 5, "{}", r.stderr);
     assert_eq!(r.stdout.trim(), "0", "{}", r.stdout);
     env.run(&["rm", "-f", &plain, &with, &z0, &z1]).ok();
-    assert_clean(&env, &[plain, with, z0, z1]);
+    common::assert_containers_clean(&env, &[plain, with, z0, z1]);
 }

@@ -276,3 +276,54 @@ pub fn xattrs(root: &Path) -> BTreeMap<String, Vec<(String, String)>> {
     }
     out
 }
+
+/// An env for container tests with the example image imported as `ex` (plus `import_args`,
+/// such as `-c 'EXPOSE 80'`); `None`, said loudly, when not root.
+pub fn container_env(import_args: &[&str]) -> Option<Env> {
+    if !require_root("containers need namespaces, mounts and cgroups") {
+        return None;
+    }
+    let env = Env::new();
+    let root = example().join("root.ext4");
+    let mut args = vec!["import", "-t", "ex"];
+    args.extend_from_slice(import_args);
+    args.push(root.to_str().expect("utf8 path"));
+    env.run(&args).ok();
+    Some(env)
+}
+
+/// Every trace of the containers of `env` is gone: no record, no mount under the store, no
+/// monitor, and for each of `ids` no runtime state and no cgroup.
+#[track_caller]
+pub fn assert_containers_clean(env: &Env, ids: &[String]) {
+    let store = env.store();
+    let left: Vec<_> = std::fs::read_dir(store.join(".decant/containers"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "records left: {left:?}");
+    let s = store.to_str().expect("utf8 path");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains(s), "a mount is left under {s}");
+    for id in ids {
+        assert!(
+            !Path::new("/run/decant/runtime").join(id).exists(),
+            "runtime state of {id} left"
+        );
+        for c in ["memory", "pids", "cpu", "freezer", "unified"] {
+            let g = Path::new("/sys/fs/cgroup").join(c).join("decant").join(id);
+            assert!(!g.exists(), "cgroup {} left", g.display());
+        }
+    }
+    for p in std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok())
+    {
+        if let Ok(cmd) = std::fs::read(p.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            assert!(
+                !(cmd.contains("__monitor") && cmd.contains(s)),
+                "a monitor is left: {cmd}"
+            );
+        }
+    }
+}
