@@ -2,11 +2,10 @@
 //! (`decant runtime run --bundle DIR ID`), over the `runtime` crate.
 
 use std::path::PathBuf;
-use std::str::FromStr;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::{Args as ClapArgs, Subcommand};
-use runtime::{CreateOptions, RuntimeRoot, Signal};
+use runtime::{CreateOptions, RuntimeRoot};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -59,20 +58,6 @@ pub enum Command {
     List,
 }
 
-/// `TERM`, `SIGTERM` or `15`.
-pub fn parse_signal(s: &str) -> Result<Signal> {
-    if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).with_context(|| format!("unknown signal {s}"));
-    }
-    let name = s.to_ascii_uppercase();
-    let name = if name.starts_with("SIG") {
-        name
-    } else {
-        format!("SIG{name}")
-    };
-    Signal::from_str(&name).with_context(|| format!("unknown signal {s}"))
-}
-
 fn opts(b: &BundleArgs) -> CreateOptions {
     CreateOptions {
         pid_file: b.pid_file.clone(),
@@ -103,7 +88,7 @@ pub fn run(a: Args) -> Result<i32> {
             serde_json::to_string_pretty(&runtime::state(&root, &id)?)?
         ),
         Command::Kill { id, signal, all } => {
-            runtime::kill(&root, &id, parse_signal(&signal)?, all)?
+            runtime::kill(&root, &id, runtime::engine::parse_signal(&signal)?, all)?
         }
         Command::Delete { id, force } => runtime::delete(&root, &id, force)?,
         Command::List => {
