@@ -352,8 +352,14 @@ fn check_merged(m: &Path) {
     assert_eq!(fs::read(m.join("o/new")).unwrap(), b"new");
 }
 
+/// Serialises `as_nobody`'s fork-without-exec with the overlay mounts: a child forked while
+/// another test has a file open inside a mount keeps that descriptor until it exits, and the
+/// mount's umount then fails with "target is busy" (seen in CI).
+static FORK_VS_MOUNT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Mounts an overlay of `lowers` (top first) read-only at `m`, runs `f`, unmounts.
 fn with_overlay(lowers: &[&Path], extra: &str, m: &Path, f: impl FnOnce()) {
+    let _serial = FORK_VS_MOUNT.lock().unwrap_or_else(|e| e.into_inner());
     fs::create_dir_all(m).unwrap();
     let lower = lowers
         .iter()
@@ -365,7 +371,23 @@ fn with_overlay(lowers: &[&Path], extra: &str, m: &Path, f: impl FnOnce()) {
         .arg(format!("lowerdir={lower}{extra}"))
         .arg(m));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    run(tool("umount").arg(m));
+    // A process spawned by another test (fork, then exec) may still hold a descriptor from
+    // inside the mount for a moment; retry briefly before calling the umount a failure.
+    let mut tries = 0;
+    loop {
+        let out = tool("umount").arg(m).output().unwrap();
+        if out.status.success() {
+            break;
+        }
+        tries += 1;
+        assert!(
+            tries < 50,
+            "umount {} failed: {}",
+            m.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     if let Err(p) = r {
         std::panic::resume_unwind(p);
     }
@@ -722,6 +744,7 @@ const NOBODY: u32 = 65534;
 /// Runs `f` in a forked child with real, effective and saved ids 65534 and no groups; returns
 /// whether it exited 0. The child only unpacks and exits; `_exit` skips the test harness.
 fn as_nobody(f: impl FnOnce() -> bool) -> bool {
+    let _serial = FORK_VS_MOUNT.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: the child runs only `f` and `_exit`s; the parent waits for it.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
