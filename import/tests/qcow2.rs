@@ -2,7 +2,6 @@
 //! byte is compared with `qemu-img convert -O raw` of the same image (the oracle). Damaged copies
 //! must give one-line errors naming the file, and never panic.
 
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -12,35 +11,12 @@ use import::block::BlockSource;
 use import::disk::{qcow2, DiskImage, DiskOptions};
 use tempfile::TempDir;
 
-const MIB: usize = 1 << 20;
-
-fn run(tool: &str, args: &[&str]) {
-    let out = Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{tool} is required for this test and could not run: {e}"));
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+mod common;
+use common::*;
 
 /// An 8 MiB disk: pseudo-random bytes, a compressible text stretch and zero regions.
 fn raw_disk(dir: &Path) -> PathBuf {
-    let mut data = vec![0u8; 8 * MIB];
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for b in data.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    let mut data = xorshift_bytes(8 * MIB, 0x9e37_79b9_7f4a_7c15);
     data[MIB..2 * MIB].fill(0);
     data[5 * MIB + 4096..5 * MIB + 69632].fill(0);
     for (i, b) in data[3 * MIB..3 * MIB + 300_000].iter_mut().enumerate() {
@@ -392,19 +368,8 @@ fn extended_l2_overlay_subclusters() {
 
 // ---- hostile inputs ----
 
-fn patch(path: &Path, offset: u64, bytes: &[u8]) {
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.write_all_at(bytes, offset).unwrap();
-}
-
 fn open_err(path: &Path) -> String {
-    let e = match qcow2::open(path, &DiskOptions::default()) {
-        Ok(_) => panic!("{} opened but should not", path.display()),
-        Err(e) => e.to_string(),
-    };
-    assert!(!e.contains('\n'), "multi-line error: {e}");
-    assert!(e.contains(p(path)), "error does not name the file: {e}");
-    e
+    expect_open_err(path, qcow2::open(path, &DiskOptions::default()))
 }
 
 /// Reads the whole disk; returns the first error.

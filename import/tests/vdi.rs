@@ -2,43 +2,19 @@
 //! byte for byte with the raw source; differencing images (qemu cannot write them) built here by
 //! hand over a qemu-made parent; damaged copies must fail cleanly.
 
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use import::block::BlockSource;
 use import::disk::{vdi, DiskImage, DiskOptions};
 use tempfile::TempDir;
 
-const MIB: usize = 1 << 20;
-
-fn run(tool: &str, args: &[&str]) {
-    let out = Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{tool} is required for this test and could not run: {e}"));
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+mod common;
+use common::*;
 
 /// A 4 MiB disk: pseudo-random bytes with a zero MiB (which qemu leaves unallocated) and a
 /// zero stretch inside a block.
 fn raw_data() -> Vec<u8> {
-    let mut data = vec![0u8; 4 * MIB];
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    for b in data.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    let mut data = xorshift_bytes(4 * MIB, 0x2545_f491_4f6c_dd1d);
     data[MIB..2 * MIB].fill(0);
     data[3 * MIB + 100..3 * MIB + 5000].fill(0);
     data
@@ -207,18 +183,8 @@ fn differencing_modified_parent_noted() {
 
 // ---- hostile inputs ----
 
-fn patch(path: &Path, offset: u64, bytes: &[u8]) {
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.write_all_at(bytes, offset).unwrap();
-}
-
 fn open_err(path: &Path) -> String {
-    let e = match vdi::open(path, &DiskOptions::default()) {
-        Ok(_) => panic!("{} opened but should not", path.display()),
-        Err(e) => e.to_string(),
-    };
-    assert!(!e.contains('\n') && e.contains(p(path)), "{e}");
-    e
+    expect_open_err(path, vdi::open(path, &DiskOptions::default()))
 }
 
 #[test]

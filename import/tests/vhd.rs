@@ -1,42 +1,18 @@
 //! VHD reader against qemu: fixed and dynamic images from `qemu-img convert -O vpc`, compared
 //! byte for byte with `qemu-img convert -O raw` of the same image; damaged copies fail cleanly.
 
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use import::block::BlockSource;
 use import::disk::{vhd, DiskImage, DiskOptions};
 use tempfile::TempDir;
 
-const MIB: usize = 1 << 20;
-
-fn run(tool: &str, args: &[&str]) {
-    let out = Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{tool} is required for this test and could not run: {e}"));
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+mod common;
+use common::*;
 
 /// A 7 MiB disk: pseudo-random bytes with a zero stretch spanning a whole 2 MiB block.
 fn make(dir: &Path, name: &str, opts: &[&str]) -> (PathBuf, Vec<u8>) {
-    let mut data = vec![0u8; 7 * MIB];
-    let mut x: u64 = 0x1234_5678_9abc_def1;
-    for b in data.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    let mut data = xorshift_bytes(7 * MIB, 0x1234_5678_9abc_def1);
     data[MIB..5 * MIB + 77].fill(0);
     let raw = dir.join("src.raw");
     std::fs::write(&raw, &data).unwrap();
@@ -103,18 +79,8 @@ fn fixed() {
     compare(&*disk, &want[..want.len() - 512]);
 }
 
-fn patch(path: &Path, offset: u64, bytes: &[u8]) {
-    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.write_all_at(bytes, offset).unwrap();
-}
-
 fn open_err(path: &Path) -> String {
-    let e = match vhd::open(path, &DiskOptions::default()) {
-        Ok(_) => panic!("{} opened but should not", path.display()),
-        Err(e) => e.to_string(),
-    };
-    assert!(!e.contains('\n') && e.contains(p(path)), "{e}");
-    e
+    expect_open_err(path, vhd::open(path, &DiskOptions::default()))
 }
 
 #[test]

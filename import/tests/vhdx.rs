@@ -2,40 +2,17 @@
 //! compared byte for byte with `qemu-img convert -O raw`; damaged copies fail cleanly.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use import::block::BlockSource;
 use import::disk::{vhdx, DiskImage, DiskOptions};
 use tempfile::TempDir;
 
-const MIB: usize = 1 << 20;
-
-fn run(tool: &str, args: &[&str]) {
-    let out = Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{tool} is required for this test and could not run: {e}"));
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+mod common;
+use common::*;
 
 /// A 7 MiB + 3 KiB disk: pseudo-random bytes with a zero stretch covering whole blocks.
 fn make(dir: &Path, name: &str, opts: &[&str]) -> (PathBuf, Vec<u8>) {
-    let mut data = vec![0u8; 7 * MIB + 3072];
-    let mut x: u64 = 0x0bad_cafe_f00d_d00d;
-    for b in data.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
+    let mut data = xorshift_bytes(7 * MIB + 3072, 0x0bad_cafe_f00d_d00d);
     data[MIB / 2..5 * MIB + 77].fill(0);
     let raw = dir.join("src.raw");
     std::fs::write(&raw, &data).unwrap();
@@ -102,12 +79,7 @@ fn fixed() {
 }
 
 fn open_err(path: &Path) -> String {
-    let e = match vhdx::open(path, &DiskOptions::default()) {
-        Ok(_) => panic!("{} opened but should not", path.display()),
-        Err(e) => e.to_string(),
-    };
-    assert!(!e.contains('\n') && e.contains(p(path)), "{e}");
-    e
+    expect_open_err(path, vhdx::open(path, &DiskOptions::default()))
 }
 
 /// Recomputes the CRC-32C of a 4 KiB header or 64 KiB region table at `off`.
