@@ -252,19 +252,7 @@ fn a_killed_monitor_shows_as_exited_and_is_cleaned() {
         .stdout
         .trim()
         .to_string();
-    let monitor = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .find(|p| {
-            std::fs::read(p.path().join("cmdline"))
-                .map(|c| {
-                    let c = String::from_utf8_lossy(&c);
-                    c.contains("__monitor") && c.contains(&id)
-                })
-                .unwrap_or(false)
-        })
-        .and_then(|p| p.file_name().to_str()?.parse::<i32>().ok())
-        .expect("the monitor runs");
+    let monitor = *common::monitors_of(&id).first().expect("the monitor runs");
     common::tool("kill", &["-9", &monitor.to_string()]);
     std::thread::sleep(Duration::from_millis(200));
     let ps = env.run(&["ps", "-a"]).ok();

@@ -314,16 +314,42 @@ pub fn assert_containers_clean(env: &Env, ids: &[String]) {
             assert!(!g.exists(), "cgroup {} left", g.display());
         }
     }
+    let left = monitors_of(s);
+    assert!(left.is_empty(), "a monitor of {s} is left: pids {left:?}");
+}
+
+/// The monitors of container `id` (full id or prefix): processes named `decant-monitor` (a
+/// forked monitor) or running `__monitor`, that hold a file of that container's directory open
+/// (its log) or name it on their command line.
+pub fn monitors_of(id: &str) -> Vec<i32> {
+    let mut found = Vec::new();
     for p in std::fs::read_dir("/proc")
         .expect("/proc")
         .filter_map(|e| e.ok())
     {
-        if let Ok(cmd) = std::fs::read(p.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            assert!(
-                !(cmd.contains("__monitor") && cmd.contains(s)),
-                "a monitor is left: {cmd}"
-            );
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+        let cmd = std::fs::read(p.path().join("cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .unwrap_or_default();
+        if comm.trim_end() != "decant-monitor" && !cmd.contains("__monitor") {
+            continue;
+        }
+        let holds = cmd.contains(id)
+            || std::fs::read_dir(p.path().join("fd"))
+                .map(|fds| {
+                    fds.filter_map(|f| f.ok()).any(|f| {
+                        std::fs::read_link(f.path())
+                            .map(|t| t.to_string_lossy().contains(id))
+                            .unwrap_or(false)
+                    })
+                })
+                .unwrap_or(false);
+        if holds {
+            found.push(pid);
         }
     }
+    found
 }

@@ -1,5 +1,6 @@
-//! The per-container monitor (Podman's conmon, in-process): `decant __monitor` runs this,
-//! double-forked by `Engine::start`, so a container outlives the command that started it.
+//! The per-container monitor (Podman's conmon, in-process): a double-forked copy of the
+//! starting command (named `decant-monitor`), or `decant __monitor` when the starter has
+//! threads (see `Engine::start`), so a container outlives the command that started it.
 //! It mounts the overlay root, creates the OCI container with pipes for stdout/stderr, brings
 //! `lo` up in a private network namespace, starts it, writes the log as JSON lines, waits,
 //! records the exit code and finish time, cleans up (runtime state, cgroup, mount) and removes
