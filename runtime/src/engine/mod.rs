@@ -651,6 +651,9 @@ impl Engine {
                             libc::signal(sig, libc::SIG_DFL);
                         }
                     }
+                    // As Rust's runtime sets it in a fresh process: a status pipe whose reader
+                    // is gone (`run -d` returned) must give EPIPE, not kill the monitor.
+                    libc::signal(libc::SIGPIPE, libc::SIG_IGN);
                     // Only the status pipe stays open: the parent's store lock and files must
                     // not live on in the monitor.
                     let null = libc::open(devnull.as_ptr(), libc::O_RDWR);
