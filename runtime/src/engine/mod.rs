@@ -1016,6 +1016,19 @@ pub(crate) fn report(status: &mut Option<std::fs::File>, text: &str) {
     }
 }
 
+/// Whether this process has a single thread (`/proc/self/stat` field 20), so a fork may run
+/// on without exec. Unknown counts as not.
+fn single_threaded() -> bool {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return false;
+    };
+    // Fields after the parenthesised command name, which may itself hold spaces.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return false;
+    };
+    rest.split_whitespace().nth(17) == Some("1")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1050,17 +1063,4 @@ mod tests {
         assert!(parse_signal("NOPE").is_err());
         assert!("bogus".parse::<NetworkMode>().is_err());
     }
-}
-
-/// Whether this process has a single thread (`/proc/self/stat` field 20), so a fork may run
-/// on without exec. Unknown counts as not.
-fn single_threaded() -> bool {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return false;
-    };
-    // Fields after the parenthesised command name, which may itself hold spaces.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return false;
-    };
-    rest.split_whitespace().nth(17) == Some("1")
 }
