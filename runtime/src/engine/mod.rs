@@ -624,12 +624,10 @@ impl Engine {
         // the caller's frames, so no destructor of the parent's objects runs twice.
         let pid = unsafe { libc::fork() };
         match pid {
-            -1 => {
-                return Err(EngineError::Invalid(format!(
-                    "fork the monitor: {}",
-                    std::io::Error::last_os_error()
-                )))
-            }
+            -1 => Err(EngineError::Invalid(format!(
+                "fork the monitor: {}",
+                std::io::Error::last_os_error()
+            ))),
             0 => {
                 // SAFETY: plain syscalls on descriptors and signal state this child owns; every
                 // path ends in `_exit`.
