@@ -1,6 +1,7 @@
 //! decant's image store (an OCI image layout on disk), the layer writer and reader, and the
 //! image metadata (config, manifest, index) built on them.
 
+pub mod archive;
 pub mod change;
 pub mod image;
 pub mod layer;
