@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod change;
 pub mod image;
+pub mod kube;
 pub mod layer;
 pub mod store;
 
