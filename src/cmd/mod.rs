@@ -13,6 +13,7 @@ pub mod images;
 pub mod import;
 pub mod inspect;
 pub mod inspect_disk;
+pub mod kube;
 pub mod ops;
 pub mod rmi;
 pub mod run;
