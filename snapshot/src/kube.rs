@@ -323,7 +323,9 @@ fn security_context(spec: &PodSpec) -> Result<Option<Value>, KubeError> {
         sc.insert("capabilities".into(), Value::Object(cm));
     }
     if let Some(u) = spec.user.as_ref().filter(|u| !u.is_empty()) {
-        let (uid, gid) = u.split_once(':').map_or((u.as_str(), None), |(a, b)| (a, Some(b)));
+        let (uid, gid) = u
+            .split_once(':')
+            .map_or((u.as_str(), None), |(a, b)| (a, Some(b)));
         let num = |s: &str| s.parse::<u32>().ok();
         match (num(uid), gid.map(num)) {
             (Some(uid), None) => {
@@ -425,7 +427,8 @@ fn scalar(v: &Value) -> String {
 
 fn key(k: &str) -> String {
     let plain = !k.is_empty()
-        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b))
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b))
         && k.as_bytes().first().is_some_and(u8::is_ascii_alphabetic);
     if plain {
         k.to_string()
@@ -608,7 +611,10 @@ mod tests {
         s.command = Some(vec![INIT_IN_IMAGE.into()]);
         s.args = None;
         let v = manifest(&s, KubeKind::Pod).unwrap();
-        assert_eq!(v["spec"]["containers"][0]["command"], json!([INIT_IN_IMAGE]));
+        assert_eq!(
+            v["spec"]["containers"][0]["command"],
+            json!([INIT_IN_IMAGE])
+        );
     }
 
     #[test]

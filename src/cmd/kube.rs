@@ -85,9 +85,9 @@ fn from_container(c: &Container) -> PodSpec {
     s.cap_drop = cfg.cap_drop.clone();
     match cfg.user.as_deref().filter(|u| !u.is_empty()) {
         Some(u) if u.split(':').all(|p| p.parse::<u32>().is_ok()) => s.user = Some(u.into()),
-        Some(u) => eprintln!(
-            "decant: user {u:?} left out: Kubernetes needs a numeric uid (runAsUser)"
-        ),
+        Some(u) => {
+            eprintln!("decant: user {u:?} left out: Kubernetes needs a numeric uid (runAsUser)")
+        }
         None => {}
     }
     s.host_network = cfg.network == NetworkMode::Host;

@@ -171,8 +171,8 @@ fn read_members(store: &Store, input: impl Read) -> Result<Spool, ArchiveError> 
 
 /// A symlink target as a member name: relative to the link's directory, never above the root.
 fn resolve_symlink(name: &str, target: &[u8]) -> Result<String, ArchiveError> {
-    let target = std::str::from_utf8(target)
-        .map_err(|_| member_err(name, "symlink target is not UTF-8"))?;
+    let target =
+        std::str::from_utf8(target).map_err(|_| member_err(name, "symlink target is not UTF-8"))?;
     if target.starts_with('/') {
         return Err(member_err(
             name,
@@ -577,7 +577,10 @@ fn oci_plan(store: &Store, spool: &mut Spool) -> Result<Plan, ArchiveError> {
     if descs.is_empty() || descs.len() > MAX_IMAGES {
         return Err(member_err(
             IX,
-            format!("lists {} manifests (expected 1 to {MAX_IMAGES})", descs.len()),
+            format!(
+                "lists {} manifests (expected 1 to {MAX_IMAGES})",
+                descs.len()
+            ),
         ));
     }
     let mut plan = Plan {
@@ -622,7 +625,8 @@ fn oci_plan(store: &Store, spool: &mut Spool) -> Result<Plan, ArchiveError> {
         })?;
         let manifest = read_small(spool, &mkey, MAX_MANIFEST_BYTES)?;
         let mv = parse_json(&mkey, &manifest)?;
-        let (cdigest, csize) = descriptor(&mkey, mv.get("config").unwrap_or(&Value::Null), "config")?;
+        let (cdigest, csize) =
+            descriptor(&mkey, mv.get("config").unwrap_or(&Value::Null), "config")?;
         let layers = mv
             .get("layers")
             .and_then(Value::as_array)

@@ -261,10 +261,7 @@ fn write_oci<W: Write>(
             }
             let path = format!("blobs/sha256/{}", digest_hex(&digest)?);
             let blob = open_blob(store, &digest)?;
-            let len = blob
-                .metadata()
-                .map_err(|e| read_err(&digest, e))?
-                .len();
+            let len = blob.metadata().map_err(|e| read_err(&digest, e))?.len();
             if len != size {
                 return Err(store_blob(
                     &digest,
@@ -424,7 +421,9 @@ impl<W: Write> TarOut<W> {
     }
 
     fn finish(mut self) -> Result<W, ArchiveError> {
-        self.w.write_all(&[0u8; 1024]).map_err(ArchiveError::Write)?;
+        self.w
+            .write_all(&[0u8; 1024])
+            .map_err(ArchiveError::Write)?;
         self.w.flush().map_err(ArchiveError::Write)?;
         Ok(self.w)
     }
