@@ -124,8 +124,12 @@ fn load_reads_what_skopeo_writes() {
         "skopeo",
         &["copy", "-q", &src, &format!("oci-archive:{}:x:t2", s(&oci))],
     );
+    // docker load also takes a compressed archive (`docker save | gzip`).
+    tool("gzip", &["-k", "-1", s(&docker)]);
     let other = Env::new();
-    let r = other.run(&["load", "-i", s(&docker)]).ok();
+    let r = other
+        .run(&["load", "-i", &format!("{}.gz", s(&docker))])
+        .ok();
     assert_eq!(r.stdout, "Loaded image: x:t\n");
     let r = other.run(&["load", "-i", s(&oci)]).ok();
     assert_eq!(r.stdout, "Loaded image: x:t2\n");
@@ -370,6 +374,13 @@ fn hostile_archives_fail_on_one_line_and_change_nothing() {
     find(&mut m, "manifest.json").claimed = Some(1 << 40);
     write_tar(&case("huge"), &m, true);
     assert_refused(&env, &case("huge"), "manifest.json");
+
+    // JSON over its cap (4 MiB for manifest.json), though valid.
+    let mut m = members_of(&docker);
+    let mj = find(&mut m, "manifest.json");
+    mj.data.resize(5 << 20, b' ');
+    write_tar(&case("bigjson"), &m, true);
+    assert_refused(&env, &case("bigjson"), "over the 4194304-byte cap");
 
     // An oci-archive blob whose bytes do not match its name.
     let mut m = members_of(&oci);
