@@ -198,6 +198,26 @@ fn container_manifests_validate() {
     );
     assert_eq!(dep["spec"]["template"]["spec"]["restartPolicy"], "Always");
 
-    env.run(&["rm", "Web.1"]).ok();
-    common::assert_containers_clean(&env, &[id]);
+    // Made from an image id: the manifest names the image by a name a cluster can pull.
+    let image_id = env
+        .run(&["images", "-q", "ex"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let by_id = env
+        .run(&["create", &image_id, "true"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let pod = validate(
+        env.path(),
+        "byid.yaml",
+        &env.run(&["kube", "generate", &by_id]).ok().stdout,
+    );
+    assert_eq!(pod["spec"]["containers"][0]["image"], "ex:latest");
+
+    env.run(&["rm", "Web.1", &by_id]).ok();
+    common::assert_containers_clean(&env, &[id, by_id]);
 }

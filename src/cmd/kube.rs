@@ -34,7 +34,27 @@ pub fn run(ctx: &Context, c: Command) -> Result<()> {
         KubeKind::Pod
     };
     let spec = match Engine::new(&ctx.store_root()).find(&a.target) {
-        Ok(c) => from_container(&c),
+        Ok(c) => {
+            let mut spec = from_container(&c);
+            // Run by id: the cluster needs a name it can pull.
+            let store = ctx.open_store()?;
+            let image = &c.config.image;
+            let is_name = Reference::parse(image).is_ok_and(|r| {
+                store
+                    .resolve(image)
+                    .is_ok_and(|rec| rec.refs.contains(&r.full()))
+            });
+            if !is_name {
+                let named = store
+                    .resolve(&c.config.image_id)
+                    .ok()
+                    .and_then(|r| r.familiar_refs().into_iter().next());
+                if let Some(n) = named {
+                    spec.image = n;
+                }
+            }
+            spec
+        }
         Err(EngineError::NotFound(_)) => from_image(ctx, &a.target)?,
         Err(e) => return Err(e.into()),
     };

@@ -33,8 +33,11 @@ use crate::{EntryKind, FileTree};
 const SMALL: u64 = 1 << 20;
 /// ...as long as all of them together stay under this.
 const MEM_BUDGET: u64 = 64 << 20;
-/// Most members (of any kind) an archive may have.
-const MAX_MEMBERS: usize = 100_000;
+/// Most members (of any kind) an archive may have...
+const MAX_MEMBERS: usize = 20_000;
+/// ...and the longest name one may have (archives of images use names under 100 bytes), so
+/// the member table stays under about 20 MiB whatever the archive says.
+const MAX_NAME: usize = 1024;
 /// Most members spooled to temp files at once; each holds an open, locked file.
 const MAX_SPOOLED: usize = 1_000;
 /// Most images in one manifest.json or index.json.
@@ -133,6 +136,12 @@ fn read_members(store: &Store, input: impl Read) -> Result<Spool, ArchiveError> 
     {
         let name = String::from_utf8(e.path.clone())
             .map_err(|_| member_err(&e.display_path(), "name is not UTF-8"))?;
+        if name.len() > MAX_NAME {
+            return Err(member_err(
+                &name.chars().take(100).collect::<String>(),
+                format!("name of {} bytes, over the {MAX_NAME}-byte cap", name.len()),
+            ));
+        }
         if spool.nodes.len() >= MAX_MEMBERS {
             return Err(ArchiveError::Archive(format!(
                 "more than {MAX_MEMBERS} members"
@@ -463,8 +472,11 @@ fn docker_plan(store: &Store, spool: &mut Spool) -> Result<Plan, ArchiveError> {
         let mut names = Vec::new();
         for t in item.repo_tags.iter().flatten() {
             let r = Reference::parse(t).map_err(|e| member_err(MJ, format!("RepoTags: {e}")))?;
-            if r.digest().is_some() {
-                return Err(member_err(MJ, format!("RepoTags entry {t:?} is a digest")));
+            if r.digest().is_some() || !r.fits_oci_ref_name() {
+                return Err(member_err(
+                    MJ,
+                    format!("RepoTags entry {t:?} cannot name an image in the store"),
+                ));
             }
             if !names.contains(&r) {
                 names.push(r);
@@ -510,6 +522,12 @@ fn oci_name(desc: &Value) -> Result<Option<Reference>, ArchiveError> {
         Some(n) => {
             let r = Reference::parse(n)
                 .map_err(|e| member_err("index.json", format!("image name: {e}")))?;
+            if !r.fits_oci_ref_name() {
+                return Err(member_err(
+                    "index.json",
+                    format!("image name {n:?} cannot name an image in the store"),
+                ));
+            }
             Ok(r.digest().is_none().then_some(r))
         }
     }
@@ -727,4 +745,46 @@ fn place(store: &Store, mut temp: TempFile, digest: &str) -> Result<(), ArchiveE
     }
     st.pending.insert(digest.to_string());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_resolve_inside_the_archive() {
+        assert_eq!(
+            resolve_symlink("abc/layer.tar", b"../def.tar").unwrap(),
+            "def.tar"
+        );
+        assert_eq!(resolve_symlink("a/b", b"./c//d").unwrap(), "a/c/d");
+        assert!(resolve_symlink("a/b", b"../../x").is_err());
+        assert!(resolve_symlink("a", b"/etc/passwd").is_err());
+    }
+
+    #[test]
+    fn layer_names() {
+        assert!(layer_like("0123/layer.tar"));
+        assert!(layer_like("0123.tar"));
+        assert!(!layer_like("blobs/sha256/0123"));
+        assert!(!layer_like("blobs/x.tar"));
+        assert!(!layer_like("manifest.json"));
+    }
+
+    #[test]
+    fn oci_names() {
+        use serde_json::json;
+        let d = |a: Value| json!({ "annotations": a });
+        let n = |v: Value| oci_name(&v).unwrap().map(|r| r.familiar());
+        assert_eq!(n(d(json!({ REF_NAME: "x:t" }))), Some("x:t".to_string()));
+        assert_eq!(n(d(json!({ REF_NAME: "latest" }))), None);
+        assert_eq!(
+            n(d(
+                json!({ REF_NAME: "latest", CONTAINERD_NAME: "docker.io/a/b:1" })
+            )),
+            Some("a/b:1".to_string())
+        );
+        assert!(oci_name(&d(json!({ REF_NAME: "a__b:1" }))).is_err());
+        assert_eq!(n(json!({})), None);
+    }
 }
