@@ -288,6 +288,47 @@ fn find<'a>(members: &'a mut [Member], suffix: &str) -> &'a mut Member {
         .unwrap_or_else(|| panic!("no member ending in {suffix}"))
 }
 
+#[test]
+fn docker_25_archives_with_both_layouts_load() {
+    // docker 25+ writes an OCI layout plus a manifest.json whose paths point into blobs/.
+    let env = env_with_example();
+    let want = inspect(&env, "ex");
+    let oci = env.path().join("o.tar");
+    env.run(&["save", "--format", "oci-archive", "ex", "-o", s(&oci)])
+        .ok();
+    let mut m = members_of(&oci);
+    let hex = |d: &Value| {
+        d.as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+            .to_string()
+    };
+    let layers: Vec<String> = want["Manifest"]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| format!("blobs/sha256/{}", hex(&l["digest"])))
+        .collect();
+    let manifest = serde_json::json!([{
+        "Config": format!("blobs/sha256/{}", hex(&want["Id"])),
+        "RepoTags": ["d25:1"],
+        "Layers": layers,
+    }]);
+    m.push(Member {
+        name: b"manifest.json".to_vec(),
+        data: manifest.to_string().into_bytes(),
+        claimed: None,
+    });
+    let file = env.path().join("d25.tar");
+    write_tar(&file, &m, true);
+    let other = Env::new();
+    let r = other.run(&["load", "-i", s(&file)]).ok();
+    assert_eq!(r.stdout, "Loaded image: d25:1\n");
+    let got = inspect(&other, "d25:1");
+    assert_eq!(got["Id"], want["Id"]);
+    assert_eq!(got["RootFS"]["Layers"], want["RootFS"]["Layers"]);
+}
+
 #[track_caller]
 fn assert_refused(env: &Env, file: &Path, want: &str) {
     let before = env.store_state();
