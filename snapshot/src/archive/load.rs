@@ -93,6 +93,8 @@ struct Spool {
 /// Reads an archive from `input` and adds its images to the store. Returns what was loaded,
 /// in archive order.
 pub fn load(store: &Store, input: impl Read) -> Result<Vec<LoadedImage>, ArchiveError> {
+    // From the start: the plan may count on blobs the store already has.
+    let _hold = GcHold::new(store)?;
     let mut spool = read_members(store, input)?;
     let plan = if spool.nodes.contains_key("manifest.json") {
         docker_plan(store, &mut spool)?
@@ -693,7 +695,6 @@ fn oci_plan(store: &Store, spool: &mut Spool) -> Result<Plan, ArchiveError> {
 
 /// Moves the planned blobs into the store and indexes the images.
 fn commit(store: &Store, mut spool: Spool, plan: Plan) -> Result<Vec<LoadedImage>, ArchiveError> {
-    let _hold = GcHold::new(store)?;
     let mut done: HashSet<String> = HashSet::new();
     for key in &plan.gz_blobs {
         if let Some(g) = spool.gz.remove(key) {
