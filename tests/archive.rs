@@ -329,6 +329,58 @@ fn docker_25_archives_with_both_layouts_load() {
     assert_eq!(got["RootFS"]["Layers"], want["RootFS"]["Layers"]);
 }
 
+#[test]
+fn multi_platform_oci_archives_load_this_platform() {
+    use sha2::{Digest, Sha256};
+    let env = env_with_example();
+    let want = inspect(&env, "ex");
+    let oci = env.path().join("o.tar");
+    env.run(&["save", "--format", "oci-archive", "ex", "-o", s(&oci)])
+        .ok();
+    let mut m = members_of(&oci);
+    let index = find(&mut m, "index.json");
+    let outer: Value = serde_json::from_slice(&index.data).unwrap();
+    let mut entry = outer["manifests"][0].clone();
+    entry.as_object_mut().unwrap().remove("annotations");
+    let arch = want["Architecture"].as_str().unwrap();
+    let mut foreign = entry.clone();
+    foreign["platform"] = serde_json::json!({"os": "linux", "architecture": "elsewhere"});
+    entry["platform"] = serde_json::json!({"os": "linux", "architecture": arch});
+    let nested = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [foreign, entry],
+    })
+    .to_string()
+    .into_bytes();
+    let hex: String = Sha256::digest(&nested)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    index.data = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{hex}"),
+            "size": nested.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "multi:1"},
+        }],
+    })
+    .to_string()
+    .into_bytes();
+    m.push(Member {
+        name: format!("blobs/sha256/{hex}").into_bytes(),
+        data: nested,
+        claimed: None,
+    });
+    let file = env.path().join("multi.tar");
+    write_tar(&file, &m, true);
+    let other = Env::new();
+    let r = other.run(&["load", "-i", s(&file)]).ok();
+    assert_eq!(r.stdout, "Loaded image: multi:1\n");
+    assert_eq!(inspect(&other, "multi:1")["Id"], want["Id"]);
+}
+
 #[track_caller]
 fn assert_refused(env: &Env, file: &Path, want: &str) {
     let before = env.store_state();

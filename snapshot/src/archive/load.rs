@@ -615,19 +615,16 @@ fn oci_plan(store: &Store, spool: &mut Spool) -> Result<Plan, ArchiveError> {
             .get("mediaType")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if is_index_type(mt) {
-            return Err(member_err(
-                IX,
-                format!("{at} is a nested index (a multi-platform image); load one platform"),
-            ));
-        }
-        if !is_manifest_type(mt) {
+        let (mdigest, msize) = if is_index_type(mt) {
+            platform_manifest(store, spool, desc, &at)?
+        } else if is_manifest_type(mt) {
+            descriptor(IX, desc, &at)?
+        } else {
             return Err(member_err(
                 IX,
                 format!("{at} has media type {mt:?}, not an image manifest"),
             ));
-        }
-        let (mdigest, msize) = descriptor(IX, desc, &at)?;
+        };
         let name = oci_name(desc)?;
         if let Some(&j) = by_digest.get(&mdigest) {
             if let (Some(n), Some(img)) = (name, plan.images.get_mut(j)) {
@@ -691,6 +688,48 @@ fn oci_plan(store: &Store, spool: &mut Spool) -> Result<Plan, ArchiveError> {
         });
     }
     Ok(plan)
+}
+
+/// For a multi-platform image (a nested index): the manifest for this machine's platform
+/// (linux and our architecture), which must be in the archive; other platforms' blobs are
+/// usually left out of archives and are not loaded.
+fn platform_manifest(
+    store: &Store,
+    spool: &mut Spool,
+    desc: &Value,
+    at: &str,
+) -> Result<(String, u64), ArchiveError> {
+    const IX: &str = "index.json";
+    let (digest, size) = descriptor(IX, desc, at)?;
+    let key = blob_member(store, spool, IX, &digest, size)?.ok_or_else(|| {
+        member_err(
+            IX,
+            format!("{at} names index {digest}, which the archive does not contain"),
+        )
+    })?;
+    let nested = parse_json(&key, &read_small(spool, &key, MAX_MANIFEST_BYTES)?)?;
+    let arch = crate::image::host_goarch();
+    let entries = nested
+        .get("manifests")
+        .and_then(Value::as_array)
+        .ok_or_else(|| member_err(&key, "no manifests array"))?;
+    for (i, m) in entries.iter().enumerate().take(MAX_IMAGES) {
+        let platform = |k: &str| m.pointer(&format!("/platform/{k}")).and_then(Value::as_str);
+        let mt = m
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if is_manifest_type(mt)
+            && platform("os") == Some("linux")
+            && platform("architecture") == Some(arch)
+        {
+            return descriptor(&key, m, &format!("manifests[{i}]"));
+        }
+    }
+    Err(member_err(
+        &key,
+        format!("{at}: a multi-platform image without a linux/{arch} manifest"),
+    ))
 }
 
 /// Moves the planned blobs into the store and indexes the images.
