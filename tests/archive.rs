@@ -138,6 +138,11 @@ fn load_reads_what_skopeo_writes() {
         assert_eq!(got["Id"], want["Id"], "{tag}");
         assert_eq!(got["RootFS"]["Layers"], want["RootFS"]["Layers"], "{tag}");
     }
+    // Loaded again, the layer the store has is reused: nothing new in the store.
+    let before = other.store_state();
+    let r = other.run(&["load", "-i", s(&docker)]).ok();
+    assert_eq!(r.stdout, "Loaded image: x:t\n");
+    assert_eq!(other.store_state(), before);
     // skopeo kept the gzip'd blob of the oci layout: the same manifest as ours.
     assert_eq!(
         inspect(&other, "x:t2")["Manifest"]["Digest"],
@@ -286,6 +291,54 @@ fn find<'a>(members: &'a mut [Member], suffix: &str) -> &'a mut Member {
         .iter_mut()
         .find(|m| m.name.ends_with(suffix.as_bytes()))
         .unwrap_or_else(|| panic!("no member ending in {suffix}"))
+}
+
+#[test]
+fn load_reuses_layers_the_store_has() {
+    // The store keeps the layer as zstd: a load that compressed it again would add a gzip blob.
+    let env = Env::new();
+    let root = example().join("root.ext4");
+    env.run(&[
+        "import",
+        "-t",
+        "z",
+        "--compression",
+        "zstd",
+        root.to_str().unwrap(),
+    ])
+    .ok();
+    let want = inspect(&env, "z");
+    let file = env.path().join("z.tar");
+    env.run(&["save", "z", "-o", s(&file)]).ok();
+    env.run(&["rmi", "z"]).ok();
+    env.run(&[
+        "import",
+        "-t",
+        "keep",
+        "-c",
+        "LABEL other=1",
+        "--compression",
+        "zstd",
+        root.to_str().unwrap(),
+    ])
+    .ok();
+    let before = env.store_state().1;
+    let r = env.run(&["load", "-i", s(&file)]).ok();
+    assert_eq!(r.stdout, "Loaded image: z:latest\n");
+    let got = inspect(&env, "z");
+    assert_eq!(got["Id"], want["Id"]);
+    assert_eq!(
+        got["Manifest"]["Layers"],
+        inspect(&env, "keep")["Manifest"]["Layers"]
+    );
+    let added: Vec<String> = env
+        .store_state()
+        .1
+        .into_iter()
+        .filter(|b| !before.contains(b))
+        .collect();
+    // The config and the new manifest; no layer.
+    assert_eq!(added.len(), 2, "{added:?}");
 }
 
 #[test]

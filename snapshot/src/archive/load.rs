@@ -7,13 +7,16 @@
 //! members are read under size caps, every name a manifest gives must be a member, every
 //! `blobs/sha256/<hex>` member must hash to its name, and docker-archive layers must hash to
 //! the config's diff_ids. Members are spooled into temp files inside the store (small ones into
-//! memory); layer-looking members (`*.tar`) of a docker-archive are gzip'd while they stream
-//! in, so a layer is written to disk once. Only when every image checked out are the blobs
+//! memory). Layer-looking members (`*.tar`) that arrive compressed are re-gzip'd while they
+//! stream in; uncompressed ones (what docker and skopeo write) are spooled as they are, because
+//! their digest is their diff_id: a layer the store already has (same diff_id) is then taken
+//! from the store instead of being compressed again, and a new one is gzip'd from the spool.
+//! Only when every image checked out are the blobs
 //! moved into `blobs/sha256/` and the images indexed: a bad archive leaves the store as it was
 //! (its temp files are deleted on the way out).
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -244,23 +247,24 @@ fn spool_member(
         count: 0,
     };
     let data = if layer_like(name) {
-        check_spool_count(spool)?;
-        let gz = gzip_layer(store, name, &mut hr)?;
-        // The layer stream may end before the member does (padding after a gzip stream).
-        io::copy(&mut hr, &mut io::sink()).map_err(io_err)?;
-        spool.gz.insert(name.to_string(), gz);
-        Data::Consumed
-    } else if size <= SMALL && spool.mem_used + size <= MEM_BUDGET {
-        // size is at most SMALL here.
-        let mut v = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        hr.read_to_end(&mut v).map_err(io_err)?;
-        spool.mem_used += size;
-        Data::Mem(v)
+        let mut peek = BufReader::with_capacity(256 * 1024, &mut hr);
+        let head = peek.fill_buf().map_err(io_err)?;
+        let compressed =
+            head.starts_with(&[0x1f, 0x8b]) || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
+        if compressed {
+            check_spool_count(spool)?;
+            let gz = gzip_layer(store, name, &mut peek)?;
+            // The layer stream may end before the member does (padding after a gzip stream).
+            io::copy(&mut peek, &mut io::sink()).map_err(io_err)?;
+            spool.gz.insert(name.to_string(), gz);
+            Data::Consumed
+        } else {
+            // An uncompressed layer's digest is its diff_id: spooled as it is, a layer the
+            // store already has is not compressed again (see `docker_plan`).
+            spool_raw(store, spool, size, &mut peek).map_err(|e| e.named(name))?
+        }
     } else {
-        check_spool_count(spool)?;
-        let mut t = TempFile::new(&store.paths, "load")?;
-        io::copy(&mut hr, t.file()).map_err(io_err)?;
-        Data::File(t)
+        spool_raw(store, spool, size, &mut hr).map_err(|e| e.named(name))?
     };
     if hr.count != size {
         return Err(member_err(
@@ -278,6 +282,42 @@ fn spool_member(
         }
     }
     Ok(Member { size, digest, data })
+}
+
+/// Why spooling failed, before the member's name is known to the message.
+enum SpoolError {
+    Io(io::Error),
+    Other(ArchiveError),
+}
+
+impl SpoolError {
+    fn named(self, name: &str) -> ArchiveError {
+        match self {
+            SpoolError::Io(e) => member_err(name, e.to_string()),
+            SpoolError::Other(e) => e,
+        }
+    }
+}
+
+/// Keeps a member's bytes: in memory when small and the budget allows, else in a temp file.
+fn spool_raw(
+    store: &Store,
+    spool: &mut Spool,
+    size: u64,
+    r: &mut dyn Read,
+) -> Result<Data, SpoolError> {
+    if size <= SMALL && spool.mem_used + size <= MEM_BUDGET {
+        // size is at most SMALL here.
+        let mut v = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        r.read_to_end(&mut v).map_err(SpoolError::Io)?;
+        spool.mem_used += size;
+        Ok(Data::Mem(v))
+    } else {
+        check_spool_count(spool).map_err(SpoolError::Other)?;
+        let mut t = TempFile::new(&store.paths, "load").map_err(|e| SpoolError::Other(e.into()))?;
+        io::copy(r, t.file()).map_err(SpoolError::Io)?;
+        Ok(Data::File(t))
+    }
 }
 
 fn check_spool_count(spool: &mut Spool) -> Result<(), ArchiveError> {
@@ -427,6 +467,7 @@ fn docker_plan(store: &Store, spool: &mut Spool) -> Result<Plan, ArchiveError> {
         raw_blobs: Vec::new(),
         gz_blobs: Vec::new(),
     };
+    let mut known: Option<HashMap<String, LayerRef>> = None;
     for (i, item) in items.iter().enumerate() {
         let at = format!("{MJ} (image {i})");
         let ckey = resolve(spool, &at, &item.config)?;
@@ -447,7 +488,22 @@ fn docker_plan(store: &Store, spool: &mut Spool) -> Result<Plan, ArchiveError> {
         for (path, diff_id) in item.layers.iter().zip(&ids) {
             let lkey = resolve(spool, &at, path)?;
             if !spool.gz.contains_key(&lkey) {
+                let raw_is_diff_id = matches!(
+                    spool.nodes.get(&lkey),
+                    Some(Node::File(m)) if &m.digest == diff_id
+                );
+                if raw_is_diff_id {
+                    let known = known.get_or_insert_with(|| known_layers(store));
+                    if let Some(layer) = known.get(diff_id) {
+                        layers.push(layer.clone());
+                        continue;
+                    }
+                }
                 let gz = gzip_spooled(store, spool, &lkey)?;
+                // The raw copy is no longer needed: give its disk space back now.
+                if let Ok(m) = member(spool, &lkey) {
+                    m.data = Data::Consumed;
+                }
                 spool.gz.insert(lkey.clone(), gz);
             }
             let layer = spool
@@ -491,6 +547,53 @@ fn docker_plan(store: &Store, spool: &mut Spool) -> Result<Plan, ArchiveError> {
         });
     }
     Ok(plan)
+}
+
+/// The OCI layers the store's images have, by diff_id. Images that cannot be read are passed
+/// over: this only saves work, a layer missing here is compressed from the archive.
+fn known_layers(store: &Store) -> HashMap<String, LayerRef> {
+    let mut out = HashMap::new();
+    for rec in store.images().unwrap_or_default() {
+        let json = |d: &str, cap: usize| {
+            store
+                .read_blob(d, cap)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        };
+        let (Some(m), Some(c)) = (
+            json(&rec.manifest_digest, MAX_MANIFEST_BYTES),
+            json(rec.id.digest(), MAX_CONFIG_BYTES),
+        ) else {
+            continue;
+        };
+        let layers = m.get("layers").and_then(Value::as_array);
+        let ids = c.pointer("/rootfs/diff_ids").and_then(Value::as_array);
+        let (Some(layers), Some(ids)) = (layers, ids) else {
+            continue;
+        };
+        for (l, id) in layers.iter().zip(ids) {
+            let field = |k: &str| l.get(k).and_then(Value::as_str).unwrap_or_default();
+            let (digest, media_type) = (field("digest"), field("mediaType"));
+            let (Some(id), Some(size)) = (id.as_str(), l.get("size").and_then(Value::as_u64))
+            else {
+                continue;
+            };
+            if media_type.starts_with("application/vnd.oci.image.layer.v1.tar")
+                && store.has_blob(digest).unwrap_or(false)
+            {
+                out.insert(
+                    id.to_string(),
+                    LayerRef {
+                        digest: digest.to_string(),
+                        diff_id: id.to_string(),
+                        size,
+                        media_type: media_type.to_string(),
+                    },
+                );
+            }
+        }
+    }
+    out
 }
 
 /// Gzips a layer member that was spooled raw (not named `*.tar`, e.g. docker 25's
