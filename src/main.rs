@@ -80,6 +80,13 @@ enum Command {
     /// Manage containers (inspect, prune).
     #[command(subcommand)]
     Container(cmd::ops::ContainerCommand),
+    /// Write images to a docker-archive or oci-archive tar.
+    Save(cmd::archive::SaveArgs),
+    /// Load images from a docker-archive or oci-archive tar.
+    Load(cmd::archive::LoadArgs),
+    /// Kubernetes manifests (generate).
+    #[command(subcommand)]
+    Kube(cmd::kube::Command),
     /// The per-container monitor (started by run/start; not for users).
     #[command(name = "__monitor", hide = true)]
     Monitor(cmd::container::MonitorArgs),
@@ -133,6 +140,9 @@ fn main() -> ExitCode {
         Command::Stats(a) => return container_verb(cmd::ops::stats(&ctx, a)),
         Command::Top(a) => return container_verb(cmd::ops::top(&ctx, a)),
         Command::Container(c) => return container_verb(cmd::ops::container(&ctx, c)),
+        Command::Save(a) => cmd::archive::save(&ctx, a),
+        Command::Load(a) => cmd::archive::load(&ctx, a),
+        Command::Kube(c) => cmd::kube::run(&ctx, c),
         Command::Monitor(a) => {
             return ExitCode::from(cmd::container::monitor(a).clamp(0, 255) as u8)
         }

@@ -1,8 +1,10 @@
 //! decant's image store (an OCI image layout on disk), the layer writer and reader, and the
 //! image metadata (config, manifest, index) built on them.
 
+pub mod archive;
 pub mod change;
 pub mod image;
+pub mod kube;
 pub mod layer;
 pub mod store;
 

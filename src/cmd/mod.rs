@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use snapshot::store::Store;
 
+pub mod archive;
 pub mod container;
 pub mod history;
 pub mod image;
@@ -12,6 +13,7 @@ pub mod images;
 pub mod import;
 pub mod inspect;
 pub mod inspect_disk;
+pub mod kube;
 pub mod ops;
 pub mod rmi;
 pub mod run;

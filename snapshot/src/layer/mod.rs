@@ -3,7 +3,7 @@
 //! back into entries.
 
 pub mod cache;
-mod compress;
+pub(crate) mod compress;
 pub mod entry;
 mod pax;
 pub mod reader;
