@@ -80,6 +80,8 @@ enum Command {
     /// Manage containers (inspect, prune).
     #[command(subcommand)]
     Container(cmd::ops::ContainerCommand),
+    /// Show or control the services of a container run by decant-init (--init=host).
+    Svc(cmd::svc::Args),
     /// The per-container monitor (started by run/start; not for users).
     #[command(name = "__monitor", hide = true)]
     Monitor(cmd::container::MonitorArgs),
@@ -133,6 +135,7 @@ fn main() -> ExitCode {
         Command::Stats(a) => return container_verb(cmd::ops::stats(&ctx, a)),
         Command::Top(a) => return container_verb(cmd::ops::top(&ctx, a)),
         Command::Container(c) => return container_verb(cmd::ops::container(&ctx, c)),
+        Command::Svc(a) => return container_verb(cmd::svc::run(&ctx, a)),
         Command::Monitor(a) => {
             return ExitCode::from(cmd::container::monitor(a).clamp(0, 255) as u8)
         }

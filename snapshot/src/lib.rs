@@ -3,6 +3,7 @@
 
 pub mod change;
 pub mod image;
+pub mod init_layer;
 pub mod layer;
 pub mod store;
 
