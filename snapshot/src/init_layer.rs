@@ -157,7 +157,7 @@ mod tests {
         };
         set_init_entrypoint(&mut meta);
         assert_eq!(meta.cmd, None);
-        write_image(&store, &meta, &[l.clone()], None).unwrap();
+        write_image(&store, &meta, std::slice::from_ref(&l), None).unwrap();
         let blob = store.blob_path(&l.digest).unwrap();
         let gz = flate2::read::GzDecoder::new(File::open(blob).unwrap());
         let mut ar = tar::Archive::new(gz);
