@@ -58,10 +58,11 @@ measure() { # name comm-regex command...
     until [ "$(sleeps)" -ge "$N" ]; do sleep 0.002; done
     t1=$(date +%s%N)
     times+=($(( (t1 - t0) / 1000 )))
+    local child
+    child=$(pgrep -P "$u" | head -1)
     if [ "$run" = "$RUNS" ]; then
       sleep 1   # settle (supervisord's startsecs bookkeeping, lazy page faults)
-      local child ns
-      child=$(pgrep -P "$u" | head -1)
+      local ns
       ns=$(readlink /proc/$child/ns/pid)
       rss=0; anon=0
       for p in $(procs "$ns" "$comm"); do
@@ -69,8 +70,10 @@ measure() { # name comm-regex command...
         anon=$((anon + $(awk '/^RssAnon:/ {print $2}' /proc/$p/status)))
       done
     fi
-    kill -TERM "$u" 2>/dev/null || true
-    pkill -KILL -x -f "sleep $MARK" 2>/dev/null || true
+    # unshare --fork ignores SIGTERM: the namespace's PID 1 gets it, then KILL after 5 s.
+    kill -TERM "$child" 2>/dev/null || true
+    for _ in $(seq 500); do kill -0 "$child" 2>/dev/null || break; sleep 0.01; done
+    kill -KILL "$child" 2>/dev/null || true
     wait "$u" 2>/dev/null || true
     while [ "$(sleeps)" -gt 0 ]; do sleep 0.01; done
   done

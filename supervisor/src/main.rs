@@ -32,6 +32,7 @@ fn globs(v: &str) -> impl Iterator<Item = String> + '_ {
 }
 
 fn main() {
+    supervisor::memory::no_fault_around();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut opts = Options::default();
     if let Ok(v) = std::env::var("DECANT_INIT_ROOT") {

@@ -342,7 +342,8 @@ pub fn static_init() -> PathBuf {
         let st = Command::new(env!("CARGO"))
             .args([
                 "build",
-                "--release",
+                "--profile",
+                "init",
                 "-p",
                 "supervisor",
                 "--bin",
@@ -357,7 +358,7 @@ pub fn static_init() -> PathBuf {
             .status()
             .expect("run cargo");
         assert!(st.success(), "the static decant-init build failed");
-        target_dir.join("x86_64-unknown-linux-gnu/release/decant-init")
+        target_dir.join("x86_64-unknown-linux-gnu/init/decant-init")
     })
     .clone()
 }
