@@ -6,7 +6,8 @@
 #   runsvdir      (+ one runsv per service; Debian's runit package)
 #   tini          (supervises nothing: a shell starts the sleeps; its RSS is the floor)
 # Prints, per init: VmRSS of the init's own processes (sum; the sleeps are not counted),
-# of which RssAnon, and the time from exec to all N sleeps running (median of RUNS).
+# of which RssAnon, the time from exec to all N sleeps running and the time from SIGTERM to
+# PID 1's exit (medians of RUNS; KILL after 5 s).
 # Not a CI gate. Needs root (pid namespaces) and the packages above.
 #   bench/init.sh [N] [RUNS]     PROFILE=init|release (default init: panic=abort, opt-level=s)
 set -euo pipefail
@@ -49,7 +50,7 @@ sleeps() { pgrep -c -x -f "sleep $MARK" || true; }
 
 measure() { # name comm-regex command...
   local name=$1 comm=$2; shift 2
-  local times=() rss=0 anon=0
+  local times=() downs=() rss=0 anon=0
   for run in $(seq "$RUNS"); do
     local t0 t1 u
     t0=$(date +%s%N)
@@ -71,19 +72,24 @@ measure() { # name comm-regex command...
       done
     fi
     # unshare --fork ignores SIGTERM: the namespace's PID 1 gets it, then KILL after 5 s.
+    local t2 t3
+    t2=$(date +%s%N)
     kill -TERM "$child" 2>/dev/null || true
-    for _ in $(seq 500); do kill -0 "$child" 2>/dev/null || break; sleep 0.01; done
+    for _ in $(seq 1000); do kill -0 "$child" 2>/dev/null || break; sleep 0.005; done
+    t3=$(date +%s%N)
+    downs+=($(( (t3 - t2) / 1000 )))
     kill -KILL "$child" 2>/dev/null || true
     wait "$u" 2>/dev/null || true
     while [ "$(sleeps)" -gt 0 ]; do sleep 0.01; done
   done
-  local med
+  local med down
   med=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  printf '%-22s %9.2f %9.2f %12.1f\n' "$name" "$(echo "$rss/1024" | bc -l)" "$(echo "$anon/1024" | bc -l)" "$(echo "$med/1000" | bc -l)"
+  down=$(printf '%s\n' "${downs[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  printf '%-22s %9.2f %9.2f %12.1f %12.1f\n' "$name" "$(echo "$rss/1024" | bc -l)" "$(echo "$anon/1024" | bc -l)" "$(echo "$med/1000" | bc -l)" "$(echo "$down/1000" | bc -l)"
 }
 
 echo "$N sleep services, median of $RUNS starts; decant-init profile: $PROFILE ($(stat -c %s "$INIT") bytes)"
-printf '%-22s %9s %9s %12s\n' init RSS_MB anon_MB all_up_ms
+printf '%-22s %9s %9s %12s %12s\n' init RSS_MB anon_MB all_up_ms down_ms
 measure decant-init decant-init "$INIT" --root "$W/root" --socket "$W/ctl.sock"
 measure "supervisord" supervisord supervisord -c "$W/supervisord.conf"
 measure "runsvdir + runsv" 'runsvdir|runsv' runsvdir -P "$W/runit"
