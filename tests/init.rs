@@ -306,6 +306,24 @@ fn import_init_boots_the_image_host_like_without_a_flag() {
     let plain = plain.get(0).unwrap_or(&plain);
     assert_eq!(plain["RootFS"]["Layers"][0], layers[0]);
 
+    // A dynamic or missing init is refused in one line before anything is stored.
+    let before = env.store_state();
+    let tar = env.path().join("services.tar");
+    for (init, why) in [
+        (Path::new("/bin/sh"), "dynamically linked"),
+        (Path::new("/nonexistent/decant-init"), "No such file"),
+    ] {
+        let r = run_with_init(
+            &env,
+            init,
+            &["import", "-q", "--init", "-t", "bad", tar.to_str().unwrap()],
+        );
+        assert_eq!(r.status, 1, "{}", r.stderr);
+        assert!(r.stderr.contains(why), "{}", r.stderr);
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+    }
+    assert_eq!(env.store_state(), before);
+
     // No --init flag and no DECANT_INIT: the image's own copy is PID 1.
     let id = env
         .run(&["run", "-d", "--name", "boot", "initimg"])
