@@ -87,6 +87,8 @@ enum Command {
     /// Kubernetes manifests (generate).
     #[command(subcommand)]
     Kube(cmd::kube::Command),
+    /// Show or control the services of a container run by decant-init (--init=host).
+    Svc(cmd::svc::Args),
     /// The per-container monitor (started by run/start; not for users).
     #[command(name = "__monitor", hide = true)]
     Monitor(cmd::container::MonitorArgs),
@@ -143,6 +145,7 @@ fn main() -> ExitCode {
         Command::Save(a) => cmd::archive::save(&ctx, a),
         Command::Load(a) => cmd::archive::load(&ctx, a),
         Command::Kube(c) => cmd::kube::run(&ctx, c),
+        Command::Svc(a) => return container_verb(cmd::svc::run(&ctx, a)),
         Command::Monitor(a) => {
             return ExitCode::from(cmd::container::monitor(a).clamp(0, 255) as u8)
         }

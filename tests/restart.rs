@@ -6,56 +6,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Env, Run};
-
-/// decant-init built static (as supervisor/README.md says), cached in the test target dir.
-fn static_init() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("static-init");
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-        let st = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "supervisor",
-                "--bin",
-                "decant-init",
-            ])
-            .args(["--target", "x86_64-unknown-linux-gnu", "--manifest-path"])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .env_remove("CARGO_TARGET_DIR")
-            .status()
-            .expect("run cargo");
-        assert!(st.success(), "the static decant-init build failed");
-        target_dir.join("x86_64-unknown-linux-gnu/release/decant-init")
-    })
-    .clone()
-}
-
-/// decant with `$DECANT_INIT` naming `init`.
-fn run_with_init(env: &Env, init: &Path, args: &[&str]) -> Run {
-    let o = env
-        .decant()
-        .env("DECANT_INIT", init)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("spawn decant");
-    Run {
-        status: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
+use common::{run_with_init, static_init, Env};
 
 fn record(env: &Env, id: &str) -> serde_json::Value {
     let p = env

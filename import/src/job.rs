@@ -28,6 +28,8 @@ pub enum ImportError {
     Store(#[from] snapshot::store::StoreError),
     #[error("{0}")]
     Policy(#[from] crate::glob::GlobError),
+    #[error("{0}")]
+    InitLayer(#[from] snapshot::init_layer::InitLayerError),
     #[error("--change {instruction:?}: {problem}")]
     Change {
         instruction: String,
@@ -45,6 +47,9 @@ pub struct ImportRequest {
     pub changes: Vec<String>,
     /// `--message`: the history comment.
     pub message: Option<String>,
+    /// `--init`: the static decant-init to put into a layer of its own and boot the image
+    /// with (`snapshot::init_layer`).
+    pub init: Option<std::path::PathBuf>,
 }
 
 /// What an import did, for the summary and `--format json`.
@@ -83,6 +88,10 @@ pub fn run(
     if let Some(t) = req.layer.clamp_mtime {
         // Reproducible images: the config's time is clamped like the files' times.
         meta.created = image::rfc3339_utc(t);
+    }
+    if req.init.is_some() {
+        // Before the changes, so a --change ENTRYPOINT or CMD still wins.
+        snapshot::init_layer::set_init_entrypoint(&mut meta);
     }
     for c in &req.changes {
         image::apply_change(&mut meta, c).map_err(|e| ImportError::Change {
@@ -137,13 +146,27 @@ pub fn run(
         comment: req.message.clone(),
         empty_layer: false,
     });
-    let layer_ref = LayerRef {
+    let mut layers = vec![LayerRef {
         digest: layer.digest.clone(),
         diff_id: layer.diff_id.clone(),
         size: layer.size,
         media_type: layer.media_type.to_string(),
-    };
-    let id = image::write_image(store, &meta, &[layer_ref], req.tag.as_ref())?;
+    }];
+    if let Some(init) = &req.init {
+        let (l, _) = snapshot::init_layer::write_init_layer(store, init, req.layer.clone())?;
+        layers.push(l);
+        meta.history.push(image::HistoryEntry {
+            created: Some(meta.created.clone()),
+            author: None,
+            created_by: Some(format!(
+                "decant import --init: {}",
+                snapshot::init_layer::INIT_IN_IMAGE
+            )),
+            comment: None,
+            empty_layer: false,
+        });
+    }
+    let id = image::write_image(store, &meta, &layers, req.tag.as_ref())?;
     Ok(ImportReport {
         plan,
         policy: policy_report,

@@ -5,6 +5,7 @@ pub mod archive;
 pub mod change;
 pub mod image;
 pub mod kube;
+pub mod init_layer;
 pub mod layer;
 pub mod store;
 

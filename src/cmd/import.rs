@@ -63,6 +63,11 @@ pub struct Args {
     /// The parent of a differencing disk (VDI), when it is not beside it.
     #[arg(long, value_name = "FILE")]
     pub parent: Option<PathBuf>,
+    /// Boot the image host-like everywhere: put the static decant-init (found as $DECANT_INIT
+    /// or next to the decant binary) into a layer of its own at /usr/local/sbin/decant-init and
+    /// make it the entrypoint, in services mode (the Cmd is cleared).
+    #[arg(long)]
+    pub init: bool,
     /// Show the plan (what would be imported) and stop.
     #[arg(long)]
     pub dry_run: bool,
@@ -97,6 +102,12 @@ pub fn run(ctx: &Context, a: Args) -> Result<()> {
         None => false,
         Some("json") => true,
         Some(f) => anyhow::bail!("--format {f}: only json is supported"),
+    };
+    let init = if a.init {
+        let exe = std::env::current_exe().context("finding the decant binary")?;
+        Some(runtime::engine::find_init(&exe)?)
+    } else {
+        None
     };
     let store = ctx.open_store()?;
     let opts = PlanOptions {
@@ -134,6 +145,7 @@ pub fn run(ctx: &Context, a: Args) -> Result<()> {
         },
         changes: a.changes.clone(),
         message: a.message.clone(),
+        init,
     };
 
     let counter = Arc::new(AtomicU64::new(0));

@@ -18,6 +18,7 @@ pub mod ops;
 pub mod rmi;
 pub mod run;
 pub mod runtime;
+pub mod svc;
 pub mod tag;
 
 /// What every command shares: where the store is.

@@ -81,10 +81,19 @@ pub struct CreateArgs {
     /// Restart policy: no, on-failure[:N], always, unless-stopped.
     #[arg(long, default_value = "no", value_name = "POLICY")]
     pub restart: String,
-    /// Run decant-init as PID 1 (reaps zombies, forwards signals); found as $DECANT_INIT or
-    /// next to the decant binary, and must be static.
-    #[arg(long)]
-    pub init: bool,
+    /// Run decant-init as PID 1: `--init` reaps zombies and forwards signals to the command
+    /// (as tini); `--init=host` boots the image's own services (runit, supervisord, enabled
+    /// systemd units) as a VM would, with the command, if one is given, as the main service.
+    /// Found as $DECANT_INIT or next to the decant binary, and must be static.
+    #[arg(
+        long,
+        value_name = "MODE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "tini",
+        value_parser = ["tini", "host"]
+    )]
+    pub init: Option<String>,
     /// Print help (-h is --hostname, as docker).
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,
@@ -147,7 +156,8 @@ fn expand_env(kv: &str) -> Option<String> {
 pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container> {
     // Flags that need no image are checked first, so a bad one leaves nothing behind.
     let restart = a.restart.parse::<RestartPolicy>()?;
-    let init = if a.init {
+    let init_host = a.init.as_deref() == Some("host");
+    let init = if a.init.is_some() {
         let exe = std::env::current_exe().context("finding the decant binary")?;
         Some(runtime::engine::find_init(&exe)?)
     } else {
@@ -165,6 +175,18 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
     }
     let ic = config.config().clone().unwrap_or_default();
     let (entrypoint, cmd) = match &a.entrypoint {
+        // Host mode runs the image's services; its default Cmd (an imported VM's shell) and an
+        // Entrypoint that is decant-init itself (`import --init`) would only get in the way.
+        None if init_host => {
+            let ep = ic.entrypoint().clone().unwrap_or_default();
+            let own_init =
+                ep.first().map(String::as_str) == Some(snapshot::init_layer::INIT_IN_IMAGE);
+            if own_init || a.command.is_empty() {
+                (vec![], a.command.clone())
+            } else {
+                (ep, a.command.clone())
+            }
+        }
         Some(e) => (
             if e.is_empty() {
                 vec![]
@@ -208,9 +230,11 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
         cmd,
         env,
         workdir: a.workdir.or_else(|| ic.working_dir().clone()),
+        // An init that is to start services as their own users must be root: host mode takes
+        // no USER from the image, only from -u.
         user: a
             .user
-            .or_else(|| ic.user().clone())
+            .or_else(|| ic.user().clone().filter(|_| !init_host))
             .filter(|u| !u.is_empty()),
         hostname: a.hostname,
         binds,
@@ -229,6 +253,7 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
         ports,
         restart,
         init,
+        init_host,
     };
     Ok(Engine::new(&ctx.store_root()).create(cfg)?)
 }

@@ -8,6 +8,7 @@
 
 pub mod control;
 pub mod log;
+pub mod memory;
 pub mod pid1;
 pub mod service;
 pub mod shutdown;

@@ -32,6 +32,7 @@ fn globs(v: &str) -> impl Iterator<Item = String> + '_ {
 }
 
 fn main() {
+    supervisor::memory::no_fault_around();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut opts = Options::default();
     if let Ok(v) = std::env::var("DECANT_INIT_ROOT") {
@@ -75,11 +76,12 @@ fn main() {
             "--verbose" | "-v" => opts.verbose = true,
             "--help" | "-h" => usage(),
             "--" => {
+                // An empty command is no main service: an image's entrypoint
+                // `decant-init --with-services --` with no Cmd runs only the services.
                 let rest: Vec<String> = it.by_ref().collect();
-                if rest.is_empty() {
-                    usage();
+                if !rest.is_empty() {
+                    opts.main = Some(rest);
                 }
-                opts.main = Some(rest);
             }
             "ctl" if ctl.is_none() && opts.main.is_none() => ctl = Some(Vec::new()),
             _ if ctl.is_some() => {

@@ -232,12 +232,18 @@ impl Init {
         for sig in std::mem::take(&mut self.deferred) {
             self.on_signal(sig, Instant::now());
         }
+        let mut trimmed = false;
         loop {
             let now = Instant::now();
             if self.main_exit.is_some() && self.shutdown.is_none() {
                 self.begin_shutdown(now);
             }
             self.tick(now);
+            if !trimmed {
+                // Start-up code (configuration parsing, first spawns) is done with.
+                crate::memory::release_text();
+                trimmed = true;
+            }
             if let Some(mut sd) = self.shutdown.take() {
                 let done = sd.step(self, now);
                 self.shutdown = Some(sd);

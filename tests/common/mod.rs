@@ -361,3 +361,50 @@ pub fn monitors_of(id: &str) -> Vec<i32> {
     }
     found
 }
+
+/// decant-init built static (as supervisor/README.md says), once per test binary, in the test
+/// target dir.
+pub fn static_init() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("static-init");
+        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let lock = target_dir.with_extension("lock");
+        let _ = std::fs::create_dir_all(&target_dir);
+        let f = std::fs::File::create(&lock).expect("lock file");
+        f.lock().expect("lock");
+        let st = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--profile",
+                "init",
+                "-p",
+                "supervisor",
+                "--bin",
+                "decant-init",
+            ])
+            .args(["--target", "x86_64-unknown-linux-gnu", "--manifest-path"])
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env_remove("CARGO_TARGET_DIR")
+            .status()
+            .expect("run cargo");
+        assert!(st.success(), "the static decant-init build failed");
+        target_dir.join("x86_64-unknown-linux-gnu/init/decant-init")
+    })
+    .clone()
+}
+
+/// decant with `$DECANT_INIT` naming `init`; stdin is empty.
+pub fn run_with_init(env: &Env, init: &Path, args: &[&str]) -> Run {
+    Run::from(
+        env.decant()
+            .env("DECANT_INIT", init)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn decant"),
+    )
+}

@@ -186,6 +186,10 @@ pub struct ContainerConfig {
     /// `--init`: the host path of the static decant-init, run as PID 1 (see `restart`).
     #[serde(default)]
     pub init: Option<PathBuf>,
+    /// `--init=host`: `init` runs in services mode (the image's runit, supervisord and systemd
+    /// services; `args()`, when not empty, is the main service beside them).
+    #[serde(default)]
+    pub init_host: bool,
 }
 
 impl ContainerConfig {
@@ -472,7 +476,8 @@ impl Engine {
     /// Records a new container (status created): its directory, upper/work dirs, the
     /// hosts/hostname/resolv.conf files and an empty log.
     pub fn create(&self, mut config: ContainerConfig) -> Result<Container, EngineError> {
-        if config.args().is_empty() {
+        // A host-like init needs no command: the image's services are what it runs.
+        if config.args().is_empty() && !(config.init_host && config.init.is_some()) {
             return Err(EngineError::Invalid(
                 "no command specified: the image has no Entrypoint or Cmd and none was given"
                     .into(),

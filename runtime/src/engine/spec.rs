@@ -206,6 +206,12 @@ fn mount(dest: &str, typ: &str, source: &Path, options: &[&str]) -> Mount {
 pub fn build_spec(c: &ContainerConfig, dir: &Path, rootfs: &Path) -> Result<Spec, EngineError> {
     let rootless = !nix::unistd::geteuid().is_root();
     let args = match &c.init {
+        // Services mode: the image's services, and the command (if any) as the main one.
+        Some(_) if c.init_host => [super::restart::INIT_PATH, "--with-services", "--"]
+            .into_iter()
+            .map(str::to_string)
+            .chain(c.args())
+            .collect(),
         // The tini case of decant-init: it reaps zombies and forwards signals to the command.
         Some(_) => [super::restart::INIT_PATH.to_string(), "--".to_string()]
             .into_iter()
@@ -432,6 +438,26 @@ mod tests {
             .unwrap();
         assert_eq!(m.source().as_deref(), Some(Path::new("/opt/decant-init")));
         assert!(m.options().as_ref().unwrap().contains(&"ro".to_string()));
+    }
+
+    #[test]
+    fn host_init_runs_services_with_an_optional_main_command() {
+        let t = tempfile::tempdir().unwrap();
+        let mut c = ContainerConfig {
+            init: Some(PathBuf::from("/opt/decant-init")),
+            init_host: true,
+            ..Default::default()
+        };
+        let args = |c: &ContainerConfig| {
+            let s = build_spec(c, t.path(), &t.path().join("merged")).unwrap();
+            s.process().as_ref().unwrap().args().clone().unwrap()
+        };
+        assert_eq!(args(&c), ["/dev/init", "--with-services", "--"]);
+        c.cmd = vec!["app".into(), "-v".into()];
+        assert_eq!(
+            args(&c),
+            ["/dev/init", "--with-services", "--", "app", "-v"]
+        );
     }
 
     #[test]
