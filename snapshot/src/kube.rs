@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 /// Where decant-init lives inside an image that carries it (what `import --init` writes), used
 /// as the Pod's entrypoint for containers decant runs with `--init`.
-pub const INIT_IN_IMAGE: &str = "/usr/local/sbin/decant-init";
+pub use crate::init_layer::INIT_IN_IMAGE;
 
 /// Pod or Deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +79,8 @@ pub struct PodSpec {
     pub cpu_limit: Option<f64>,
     /// Run decant-init (at [`INIT_IN_IMAGE`]) as PID 1 in front of the command, as `--init`.
     pub init: bool,
+    /// With `init`: host-like, the services mode (`--init=host`, `--with-services`).
+    pub init_services: bool,
     pub privileged: bool,
     pub read_only_root: bool,
     pub cap_add: Vec<String>,
@@ -104,6 +106,7 @@ impl PodSpec {
             memory_limit: None,
             cpu_limit: None,
             init: false,
+            init_services: false,
             privileged: false,
             read_only_root: false,
             cap_add: Vec::new(),
@@ -272,7 +275,11 @@ fn command_and_args(spec: &PodSpec) -> (Option<Vec<String>>, Option<Vec<String>>
     if !spec.init || is_init(&spec.command) {
         return (spec.command.clone(), spec.args.clone());
     }
-    let mut command = vec![INIT_IN_IMAGE.to_string(), "--".to_string()];
+    let mut command = vec![INIT_IN_IMAGE.to_string()];
+    if spec.init_services {
+        command.push("--with-services".to_string());
+    }
+    command.push("--".to_string());
     command.extend(spec.command.iter().flatten().cloned());
     command.extend(spec.args.iter().flatten().cloned());
     (Some(command), None)
@@ -606,6 +613,19 @@ mod tests {
         assert_eq!(
             c["command"],
             json!([INIT_IN_IMAGE, "--", "/bin/sh", "-c", "true"])
+        );
+        let mut h = s.clone();
+        h.init_services = true;
+        assert_eq!(
+            manifest(&h, KubeKind::Pod).unwrap()["spec"]["containers"][0]["command"],
+            json!([
+                INIT_IN_IMAGE,
+                "--with-services",
+                "--",
+                "/bin/sh",
+                "-c",
+                "true"
+            ])
         );
         assert!(c.get("args").is_none());
         s.command = Some(vec![INIT_IN_IMAGE.into()]);

@@ -4,8 +4,8 @@
 pub mod archive;
 pub mod change;
 pub mod image;
-pub mod kube;
 pub mod init_layer;
+pub mod kube;
 pub mod layer;
 pub mod store;
 

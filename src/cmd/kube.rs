@@ -99,6 +99,7 @@ fn from_container(c: &Container) -> PodSpec {
     s.memory_limit = cfg.memory;
     s.cpu_limit = cfg.cpus;
     s.init = cfg.init.is_some();
+    s.init_services = cfg.init_host;
     s.privileged = cfg.privileged;
     s.read_only_root = cfg.read_only;
     s.cap_add = cfg.cap_add.clone();
