@@ -2,6 +2,7 @@
 //! image metadata (config, manifest, index) built on them.
 
 pub mod change;
+pub mod commit;
 pub mod image;
 pub mod layer;
 pub mod store;
