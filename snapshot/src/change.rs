@@ -552,7 +552,10 @@ mod tests {
             ("HEALTHCHECK", "requires at least one argument"),
             ("HEALTHCHECK --interval=5 CMD true", "not a duration"),
             ("HEALTHCHECK --retries=0 CMD true", "positive"),
-            ("HEALTHCHECK --bogus=1 CMD true", "unknown HEALTHCHECK option"),
+            (
+                "HEALTHCHECK --bogus=1 CMD true",
+                "unknown HEALTHCHECK option",
+            ),
             ("HEALTHCHECK RUN true", "NONE or CMD"),
             ("ONBUILD RUN x", "not supported"),
             ("RUN apt-get update", "not a supported instruction"),

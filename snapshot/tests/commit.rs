@@ -118,7 +118,14 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
             };
             let mtime = if ft.is_dir() { 0 } else { md.mtime() };
             let x = Command::new("getfattr")
-                .args(["-h", "-d", "-m", "^(user|security\\.capability)", "-e", "hex"])
+                .args([
+                    "-h",
+                    "-d",
+                    "-m",
+                    "^(user|security\\.capability)",
+                    "-e",
+                    "hex",
+                ])
                 .arg(&p)
                 .output()
                 .expect("getfattr (package attr)");
@@ -257,7 +264,11 @@ fn upper_dir_becomes_a_diff_layer_that_reproduces_the_mount() {
         "fifo",
         "nulldev",
     ] {
-        assert!(names.contains_key(want), "{want} missing: {:?}", names.keys());
+        assert!(
+            names.contains_key(want),
+            "{want} missing: {:?}",
+            names.keys()
+        );
     }
     assert_eq!(names["hl2"].kind, EntryKind::Hardlink);
     assert_eq!(names["fifo"].kind, EntryKind::Fifo);
@@ -271,7 +282,10 @@ fn upper_dir_becomes_a_diff_layer_that_reproduces_the_mount() {
         .iter()
         .any(|(n, v)| n == b"user.note" && v == b"hello"));
     for absent in ["keep", "excluded", "excluded/below/f", "hosts", "d/sub"] {
-        assert!(!names.contains_key(absent), "{absent} should not be in the layer");
+        assert!(
+            !names.contains_key(absent),
+            "{absent} should not be in the layer"
+        );
     }
 
     // Applied onto a copy of the lower dir, the layer gives what the mount showed.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use snapshot::store::Store;
 
+pub mod commit;
 pub mod container;
 pub mod history;
 pub mod image;

@@ -309,7 +309,11 @@ fn diff_ids(raw: &[u8]) -> Result<Vec<String>, String> {
         .and_then(Value::as_array)
         .ok_or("no rootfs.diff_ids")?
         .iter()
-        .map(|d| d.as_str().map(str::to_string).ok_or("a diff_id is not a string"))
+        .map(|d| {
+            d.as_str()
+                .map(str::to_string)
+                .ok_or("a diff_id is not a string")
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(str::to_string)
 }
@@ -348,7 +352,9 @@ pub fn meta_from_config(raw: &[u8]) -> Result<ImageMeta, String> {
         volumes: keys("/config/Volumes").into_iter().collect(),
         labels: Default::default(),
         stop_signal: s("/config/StopSignal").filter(|x| !x.is_empty()),
-        healthcheck: v.pointer("/config/Healthcheck").and_then(Healthcheck::from_json),
+        healthcheck: v
+            .pointer("/config/Healthcheck")
+            .and_then(Healthcheck::from_json),
         history: Vec::new(),
     };
     if let Some(l) = v.pointer("/config/Labels").and_then(Value::as_object) {

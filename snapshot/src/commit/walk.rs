@@ -442,7 +442,13 @@ impl Walker {
                 break;
             }
         }
-        let mut found = match lstat(&self.layers.first().map(|l| l.root.clone()).unwrap_or_default())? {
+        let mut found = match lstat(
+            &self
+                .layers
+                .first()
+                .map(|l| l.root.clone())
+                .unwrap_or_default(),
+        )? {
             Some(md) => md,
             None => return Ok(None),
         };
