@@ -32,9 +32,14 @@ pub struct CommitSource {
     pub exclude: Vec<String>,
 }
 
+/// File in the container's directory naming the pid of a commit that holds it frozen, so a
+/// commit killed with SIGKILL (no chance to thaw) is told apart from a user's `pause`.
+const FREEZE_MARK: &str = "commit-frozen";
+
 /// The freezer held for a commit; thaws on drop.
 pub struct Frozen {
     id: String,
+    mark: PathBuf,
 }
 
 impl Drop for Frozen {
@@ -42,6 +47,18 @@ impl Drop for Frozen {
         if let Ok(m) = cgroups::manager_for(&self.id) {
             let _ = m.thaw();
         }
+        let _ = std::fs::remove_file(&self.mark);
+    }
+}
+
+/// Whether the freeze mark names a live process (a commit still running).
+fn mark_alive(mark: &std::path::Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(mark) else {
+        return false;
+    };
+    match text.trim().parse::<i32>() {
+        Ok(pid) if pid > 0 => std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        _ => false,
     }
 }
 
@@ -105,13 +122,21 @@ impl Engine {
 
     /// Freezes a running container for a commit (Docker's default `--pause`); `None` when
     /// there is nothing to freeze (not running) or it is paused already (it stays paused).
+    /// A freeze left by a commit that was killed is taken over (and thawed at the end).
     pub fn freeze_for_commit(&self, c: &Container) -> Result<Option<Frozen>, EngineError> {
-        if c.status != Status::Running || freezer_frozen(&c.id) {
+        let mark = self.container_dir(&c.id)?.join(FREEZE_MARK);
+        let left_by_dead_commit = mark.exists() && !mark_alive(&mark);
+        if c.status != Status::Running || (freezer_frozen(&c.id) && !left_by_dead_commit) {
             return Ok(None);
         }
         let m = cgroups::manager_for(&c.id)
             .map_err(|e| EngineError::Invalid(format!("container {}: {e}", c.name)))?;
-        let frozen = Frozen { id: c.id.clone() };
+        std::fs::write(&mark, std::process::id().to_string())
+            .map_err(super::io_err(&mark, "write"))?;
+        let frozen = Frozen {
+            id: c.id.clone(),
+            mark,
+        };
         m.freeze()
             .map_err(|e| EngineError::Invalid(format!("container {}: {e}", c.name)))?;
         Ok(Some(frozen))
