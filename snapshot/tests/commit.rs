@@ -154,6 +154,8 @@ struct Fixture {
     upper: PathBuf,
     /// The merged view as the mount showed it after the changes.
     merged_tree: BTreeMap<String, String>,
+    /// A plain copy of the merged view (`cp -a`): a root without an upper dir.
+    copy: PathBuf,
 }
 
 /// A lower dir, an overlay over it, every kind of change made through the mount.
@@ -185,6 +187,9 @@ fn fixture() -> Fixture {
          mkdir -p excluded/below; echo e > excluded/below/f; echo h > hosts",
     );
     let mut merged_tree = tree(&merged);
+    let copy = t.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    sh(t.path(), "cp -a merged/. copy/");
     // What commit leaves out, the mount shows.
     merged_tree.retain(|k, _| !k.starts_with("excluded") && k != "hosts");
     drop(m);
@@ -193,6 +198,7 @@ fn fixture() -> Fixture {
         lower,
         upper,
         merged_tree,
+        copy,
     }
 }
 
@@ -201,6 +207,7 @@ fn source(f: &Fixture) -> Source {
         upper: f.upper.clone(),
         lowers: vec![f.lower.clone()],
         exclude: vec!["/excluded".into(), "/hosts".into()],
+        root: None,
     }
 }
 
@@ -235,7 +242,7 @@ fn upper_dir_becomes_a_diff_layer_that_reproduces_the_mount() {
     let f = fixture();
     let src = source(&f);
     let mut changes = src.changes().unwrap();
-    let (layer, summary) = write_tree(&mut changes, Vec::new(), plain()).unwrap();
+    let (layer, summary) = write_tree(&mut *changes, Vec::new(), plain()).unwrap();
     assert!(summary.skipped.is_empty(), "{:?}", summary.skipped);
 
     // What the layer holds: whiteouts, the opaque marker, no overlay xattrs, hardlink entry,
@@ -296,6 +303,7 @@ fn upper_dir_becomes_a_diff_layer_that_reproduces_the_mount() {
         upper: f.lower.clone(),
         lowers: vec![],
         exclude: vec![],
+        root: None,
     };
     let (lower_tar, _) = export(&lower_only, Vec::new()).unwrap();
     apply(&lower_tar, &base);
@@ -304,7 +312,7 @@ fn upper_dir_becomes_a_diff_layer_that_reproduces_the_mount() {
     assert_eq!(got, f.merged_tree);
 
     // The same layer twice gives the same bytes.
-    let (again, _) = write_tree(&mut src.changes().unwrap(), Vec::new(), plain()).unwrap();
+    let (again, _) = write_tree(&mut *src.changes().unwrap(), Vec::new(), plain()).unwrap();
     assert_eq!(again, layer);
 }
 
@@ -375,8 +383,9 @@ fn hostile_upper_dirs_give_errors() {
         upper: upper.clone(),
         lowers: vec![],
         exclude: vec![],
+        root: None,
     };
-    let e = write_tree(&mut src.changes().unwrap(), Vec::new(), plain()).unwrap_err();
+    let e = write_tree(&mut *src.changes().unwrap(), Vec::new(), plain()).unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains(".wh.sneaky") && !msg.contains('\n'), "{msg}");
 
@@ -392,10 +401,55 @@ fn hostile_upper_dirs_give_errors() {
         upper: root,
         lowers: vec![],
         exclude: vec![],
+        root: None,
     };
     let start = std::time::Instant::now();
-    let r = write_tree(&mut src.changes().unwrap(), Vec::new(), plain());
+    let r = write_tree(&mut *src.changes().unwrap(), Vec::new(), plain());
     let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(msg.contains("deeper than 512"), "{msg}");
     assert!(start.elapsed().as_secs() < 10);
+}
+
+#[test]
+fn tree_compare_fallback_without_an_upper_dir() {
+    if !is_root() {
+        panic!("this test needs root (overlay mounts, mknod, setcap); CI runs it as root");
+    }
+    let f = fixture();
+    let src = Source {
+        upper: f.upper.join("absent"),
+        lowers: vec![f.lower.clone()],
+        exclude: vec!["/excluded".into(), "/hosts".into()],
+        root: Some(f.copy.clone()),
+    };
+    let (layer, _) = write_tree(&mut *src.changes().unwrap(), Vec::new(), plain()).unwrap();
+    let mut r = LayerReader::new(Cursor::new(layer.clone())).unwrap();
+    let mut names = Vec::new();
+    while let Some(e) = r.next_entry().unwrap() {
+        names.push(String::from_utf8(e.path.clone()).unwrap());
+    }
+    assert!(names.contains(&".wh.rmme".to_string()), "{names:?}");
+    assert!(
+        !names.contains(&"keep".to_string()),
+        "unchanged file in the layer"
+    );
+    assert!(!names.iter().any(|n| n.starts_with("excluded")));
+
+    let t = TempDir::new().unwrap();
+    let lower_only = Source {
+        upper: f.lower.clone(),
+        lowers: vec![],
+        exclude: vec![],
+        root: None,
+    };
+    let (lower_tar, _) = export(&lower_only, Vec::new()).unwrap();
+    apply(&lower_tar, t.path());
+    apply(&layer, t.path());
+    assert_eq!(tree(t.path()), f.merged_tree);
+
+    let lines: Vec<String> = diff(&src).unwrap().iter().map(|c| c.to_string()).collect();
+    for want in ["D /rmme", "A /added", "C /modify", "D /d/sub", "C /chm"] {
+        assert!(lines.contains(&want.to_string()), "{want}: {lines:?}");
+    }
+    assert!(!lines.iter().any(|l| l.contains("keep")));
 }

@@ -72,6 +72,7 @@ fn source(s: &runtime::engine::commit::CommitSource) -> Source {
         upper: s.upper.clone(),
         lowers: s.lower_dirs.clone(),
         exclude: s.exclude.clone(),
+        root: Some(s.merged.clone()),
     }
 }
 

@@ -30,6 +30,8 @@ pub struct CommitSource {
     /// Absolute container paths that are mounts (binds, tmpfs, decant's /etc/hosts,
     /// /etc/hostname, /etc/resolv.conf): not the container's own changes.
     pub exclude: Vec<String>,
+    /// The merged overlay mount (mounted while the container runs).
+    pub merged: PathBuf,
 }
 
 /// File in the container's directory naming the pid of a commit that holds it frozen, so a
@@ -116,6 +118,7 @@ impl Engine {
             upper: dir.join("upper"),
             lower_dirs: c.config.lower_dirs.clone(),
             exclude,
+            merged: dir.join("merged"),
             container: c,
         })
     }

@@ -7,6 +7,7 @@
 //! same way. This module knows nothing of containers: the caller (the CLI, with the engine)
 //! says where the upper dir and the layers are and what to leave out.
 
+pub mod compare;
 pub mod walk;
 
 use std::io::{self, Write};
@@ -48,9 +49,20 @@ pub struct Source {
     /// Absolute container paths left out of the changes (mount points of binds, volumes,
     /// tmpfs, decant's /etc/hosts, /etc/hostname, /etc/resolv.conf).
     pub exclude: Vec<String>,
+    /// The root as the container sees it (its merged mount): compared with the layers (see
+    /// `compare`) when there is no upper dir.
+    pub root: Option<PathBuf>,
 }
 
 impl Source {
+    /// The tree-compare fallback applies: no upper dir, but a root to compare.
+    fn fallback(&self) -> Option<LayerDir> {
+        let root = self.root.as_ref().filter(|_| !self.upper.is_dir())?;
+        let mut top = self.upper_dir();
+        top.root = root.clone();
+        Some(top)
+    }
+
     fn upper_dir(&self) -> LayerDir {
         LayerDir {
             root: self.upper.clone(),
@@ -67,13 +79,23 @@ impl Source {
         self.lowers.iter().rev().map(LayerDir::new).collect()
     }
 
-    /// The changes as an OCI diff layer (whiteouts included), in `FileTree` order.
-    pub fn changes(&self) -> Result<Walker, CommitError> {
-        Walker::new(vec![self.upper_dir()], Mode::Diff).map_err(CommitError::Walk)
+    /// The changes as an OCI diff layer (whiteouts included), in `FileTree` order: the upper
+    /// dir converted, or without one the root compared with the layers.
+    pub fn changes(&self) -> Result<Box<dyn FileTree>, CommitError> {
+        if let Some(root) = self.fallback() {
+            let t =
+                compare::CompareTree::new(&root, &self.lower_dirs()).map_err(CommitError::Walk)?;
+            return Ok(Box::new(t));
+        }
+        let w = Walker::new(vec![self.upper_dir()], Mode::Diff).map_err(CommitError::Walk)?;
+        Ok(Box::new(w))
     }
 
     /// The whole filesystem as the container sees it (less the exclusions), flattened.
     pub fn merged(&self) -> Result<Walker, CommitError> {
+        if let Some(top) = self.fallback() {
+            return Walker::new(vec![top], Mode::Merge).map_err(CommitError::Walk);
+        }
         let mut layers = vec![self.upper_dir()];
         layers.extend(self.lower_dirs());
         Walker::new(layers, Mode::Merge).map_err(CommitError::Walk)
@@ -110,6 +132,9 @@ impl std::fmt::Display for Change {
 /// `C` (in it: changed, or a directory holding a change), each whiteout a `D`, and an opaque
 /// directory's hidden image contents `D` too. Sorted by path.
 pub fn diff(src: &Source) -> Result<Vec<Change>, CommitError> {
+    if let Some(root) = src.fallback() {
+        return compare::diff_by_compare(&root, &src.lower_dirs()).map_err(CommitError::Walk);
+    }
     let lowers = Walker::new(src.lower_dirs(), Mode::Merge).map_err(CommitError::Walk)?;
     let mut upper = src.changes()?;
     let mut out = Vec::new();
@@ -256,14 +281,14 @@ pub fn commit(
 
     let mut layer_opts = opts.layer.clone();
     layer_opts.allow_whiteouts = true;
-    let mut tree: Walker = if opts.squash {
+    let mut tree: Box<dyn FileTree> = if opts.squash {
         layer_opts.allow_whiteouts = false;
-        src.merged()?
+        Box::new(src.merged()?)
     } else {
         src.changes()?
     };
     let blob = store.blob_writer()?;
-    let (blob, summary) = write_tree(&mut tree, blob, layer_opts)?;
+    let (blob, summary) = write_tree(&mut *tree, blob, layer_opts)?;
     blob.commit(Some(&summary.digest))?;
     let new = LayerRef {
         digest: summary.digest.clone(),

@@ -67,7 +67,8 @@ impl LayerDir {
         }
     }
 
-    fn excluded(&self, rel: &[u8]) -> bool {
+    /// Whether `rel` is one of the excluded paths or below one.
+    pub fn excluded(&self, rel: &[u8]) -> bool {
         self.exclude.iter().any(|x| {
             rel == x.as_slice()
                 || (rel.len() > x.len() && rel.starts_with(x) && rel.get(x.len()) == Some(&b'/'))
