@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::image::{self, apply_change, ChangeError, Healthcheck, HistoryEntry, ImageMeta};
 use crate::image::{rfc3339_utc, LayerRef};
-use crate::layer::entry::{path_order, FileTree};
+use crate::layer::entry::{path_order, EntryKind, FileTree};
 use crate::layer::{write_tree, LayerError, LayerOptions, LayerSummary};
 use crate::layer::{Compression, OPAQUE_MARKER, WHITEOUT_PREFIX};
 use crate::store::{ImageId, ImageRecord, Reference, Store, StoreError};
@@ -139,6 +139,7 @@ pub fn diff(src: &Source) -> Result<Vec<Change>, CommitError> {
     let mut upper = src.changes()?;
     let mut out = Vec::new();
     let mut deleted_from_opaque: Vec<Vec<u8>> = Vec::new();
+    let mut plain_dirs = std::collections::HashSet::new();
     while let Some(e) = upper.next_entry().map_err(CommitError::Walk)? {
         let (parent, name) = match e.path.iter().rposition(|&b| b == b'/') {
             Some(i) => (
@@ -163,13 +164,39 @@ pub fn diff(src: &Source) -> Result<Vec<Change>, CommitError> {
             });
             continue;
         }
-        let kind = if lowers.lookup(&e.path).map_err(CommitError::Walk)?.is_some() {
+        let lower = lowers.lookup(&e.path).map_err(CommitError::Walk)?;
+        let kind = if lower.is_some() {
             ChangeKind::Changed
         } else {
             ChangeKind::Added
         };
+        if let Some(l) = lower.filter(|l| l.is_dir() && e.kind == EntryKind::Dir) {
+            use std::os::unix::fs::MetadataExt;
+            if l.mode() & 0o7777 == e.mode && l.uid() == e.uid && l.gid() == e.gid {
+                plain_dirs.insert(e.path.clone());
+            }
+        }
         out.push(Change { kind, path: e.path });
     }
+    // A directory copied up only because of an excluded mount point below it (/etc for
+    // /etc/hosts), with nothing listed below it and its owner and mode unchanged, is not a
+    // change of the container's (docker keeps those mount points out of the container layer).
+    let mut listed_below: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    for c in &out {
+        let mut p = c.path.as_slice();
+        while let Some(i) = p.iter().rposition(|&b| b == b'/') {
+            p = p.get(..i).unwrap_or_default();
+            if !listed_below.insert(p.to_vec()) {
+                break;
+            }
+        }
+    }
+    out.retain(|c| {
+        !(c.kind == ChangeKind::Changed
+            && plain_dirs.contains(&c.path)
+            && !listed_below.contains(&c.path)
+            && !deleted_from_opaque.contains(&c.path))
+    });
     // An opaque directory hides what the image had in it: each hidden name that the container
     // did not recreate is a deletion.
     for dir in deleted_from_opaque {
