@@ -192,10 +192,10 @@ pub fn diff(src: &Source) -> Result<Vec<Change>, CommitError> {
         }
     }
     out.retain(|c| {
-        !(c.kind == ChangeKind::Changed
-            && plain_dirs.contains(&c.path)
-            && !listed_below.contains(&c.path)
-            && !deleted_from_opaque.contains(&c.path))
+        c.kind != ChangeKind::Changed
+            || !plain_dirs.contains(&c.path)
+            || listed_below.contains(&c.path)
+            || deleted_from_opaque.contains(&c.path)
     });
     // An opaque directory hides what the image had in it: each hidden name that the container
     // did not recreate is a deletion.
