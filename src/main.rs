@@ -89,6 +89,16 @@ enum Command {
     Kube(cmd::kube::Command),
     /// Show or control the services of a container run by decant-init (--init=host).
     Svc(cmd::svc::Args),
+    /// Create a new image from a container's changes.
+    Commit(cmd::commit::CommitArgs),
+    /// List the changes to files of a container's filesystem (A added, C changed, D deleted).
+    Diff(cmd::commit::DiffArgs),
+    /// Export a container's filesystem as a tar archive.
+    Export(cmd::commit::ExportArgs),
+    /// Save a container's state and run configuration as an image; `snapshot ls CONTAINER`.
+    Snapshot(cmd::commit::SnapshotArgs),
+    /// Replace a container with one made from a snapshot: same name and configuration.
+    Restore(cmd::commit::RestoreArgs),
     /// The per-container monitor (started by run/start; not for users).
     #[command(name = "__monitor", hide = true)]
     Monitor(cmd::container::MonitorArgs),
@@ -146,6 +156,11 @@ fn main() -> ExitCode {
         Command::Load(a) => cmd::archive::load(&ctx, a),
         Command::Kube(c) => cmd::kube::run(&ctx, c),
         Command::Svc(a) => return container_verb(cmd::svc::run(&ctx, a)),
+        Command::Commit(a) => return container_verb(cmd::commit::commit(&ctx, a)),
+        Command::Diff(a) => return container_verb(cmd::commit::diff(&ctx, a)),
+        Command::Export(a) => return container_verb(cmd::commit::export(&ctx, a)),
+        Command::Snapshot(a) => return container_verb(cmd::commit::snapshot(&ctx, a)),
+        Command::Restore(a) => return container_verb(cmd::commit::restore(&ctx, a)),
         Command::Monitor(a) => {
             return ExitCode::from(cmd::container::monitor(a).clamp(0, 255) as u8)
         }

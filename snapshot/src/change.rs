@@ -1,10 +1,13 @@
 //! `--change` instructions (`docker import --change` / `docker commit --change` syntax) applied
 //! to an [`ImageMeta`].
 //!
-//! Supported: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, WORKDIR, VOLUME, STOPSIGNAL.
-//! HEALTHCHECK and ONBUILD are refused: the OCI image config has no field for either (docker
-//! keeps them in docker-only config fields that OCI runtimes never read), so accepting them would
-//! silently do nothing. Differences from docker, on purpose: no `$VAR` expansion, and
+//! Supported: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, WORKDIR, VOLUME, STOPSIGNAL,
+//! HEALTHCHECK. HEALTHCHECK is stored as docker stores it, a `Healthcheck` object in the
+//! config's `config` (`Test`, and `Interval`, `Timeout`, `StartPeriod`, `StartInterval` in
+//! nanoseconds, `Retries`): the OCI image spec has no such field, but docker, podman and
+//! buildah read this one, and decant's runtime will use it later (nothing runs the check yet).
+//! ONBUILD is refused: it only matters to a build, which decant does not do, so accepting it
+//! would silently do nothing. Differences from docker, on purpose: no `$VAR` expansion, and
 //! ENTRYPOINT does not clear a CMD that came before it (docker clears only a CMD inherited from
 //! a base image, and an import has none).
 
@@ -114,18 +117,171 @@ pub fn apply_change(meta: &mut ImageMeta, instruction: &str) -> Result<(), Chang
             }
             meta.stop_signal = Some(args.to_string());
         }
-        "HEALTHCHECK" | "ONBUILD" => {
+        "HEALTHCHECK" => {
+            need_args("HEALTHCHECK")?;
+            meta.healthcheck = Some(healthcheck(args).map_err(err)?);
+        }
+        "ONBUILD" => {
             return Err(err(format!(
                 "{keyword} is not supported: OCI image configs have no such field, so it would be ignored"
             )))
         }
         other => {
             return Err(err(format!(
-                "{other} is not a supported instruction (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, WORKDIR, VOLUME, STOPSIGNAL)"
+                "{other} is not a supported instruction (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, WORKDIR, VOLUME, STOPSIGNAL, HEALTHCHECK)"
             )))
         }
     }
     Ok(())
+}
+
+/// A container health check, as docker's config `Healthcheck` object. Durations are
+/// nanoseconds; `None` (or 0 in JSON) means the runtime's default.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Healthcheck {
+    /// `["NONE"]`, `["CMD", arg...]` or `["CMD-SHELL", command]`.
+    pub test: Vec<String>,
+    pub interval: Option<u64>,
+    pub timeout: Option<u64>,
+    pub start_period: Option<u64>,
+    pub start_interval: Option<u64>,
+    pub retries: Option<u32>,
+}
+
+impl Healthcheck {
+    /// Docker's JSON form (keys `Test`, `Interval`, ...; unset fields left out).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert("Test".into(), self.test.clone().into());
+        for (k, v) in [
+            ("Interval", self.interval),
+            ("Timeout", self.timeout),
+            ("StartPeriod", self.start_period),
+            ("StartInterval", self.start_interval),
+        ] {
+            if let Some(v) = v {
+                m.insert(k.into(), v.into());
+            }
+        }
+        if let Some(r) = self.retries {
+            m.insert("Retries".into(), r.into());
+        }
+        serde_json::Value::Object(m)
+    }
+
+    /// Reads docker's JSON form; `None` when it is not an object with a string-array `Test`.
+    pub fn from_json(v: &serde_json::Value) -> Option<Healthcheck> {
+        let test = v
+            .get("Test")?
+            .as_array()?
+            .iter()
+            .map(|t| t.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()?;
+        let ns = |k: &str| v.get(k).and_then(|x| x.as_u64()).filter(|&n| n > 0);
+        Some(Healthcheck {
+            test,
+            interval: ns("Interval"),
+            timeout: ns("Timeout"),
+            start_period: ns("StartPeriod"),
+            start_interval: ns("StartInterval"),
+            retries: v
+                .get("Retries")
+                .and_then(|x| x.as_u64())
+                .and_then(|r| u32::try_from(r).ok())
+                .filter(|&r| r > 0),
+        })
+    }
+}
+
+/// `NONE`, or `[--interval=D] [--timeout=D] [--start-period=D] [--start-interval=D]
+/// [--retries=N] CMD command` (exec form `CMD ["a","b"]` or shell form).
+fn healthcheck(args: &str) -> Result<Healthcheck, String> {
+    if args.eq_ignore_ascii_case("NONE") {
+        return Ok(Healthcheck {
+            test: vec!["NONE".into()],
+            ..Healthcheck::default()
+        });
+    }
+    let mut h = Healthcheck::default();
+    let mut rest = args.trim_start();
+    while let Some(opt) = rest.strip_prefix("--") {
+        let (word, after) = opt
+            .split_once(|c: char| c.is_whitespace())
+            .unwrap_or((opt, ""));
+        let (k, v) = word
+            .split_once('=')
+            .ok_or_else(|| format!("option --{word} needs a value (--{word}=...)"))?;
+        match k {
+            "interval" => h.interval = Some(duration(v)?),
+            "timeout" => h.timeout = Some(duration(v)?),
+            "start-period" => h.start_period = Some(duration(v)?),
+            "start-interval" => h.start_interval = Some(duration(v)?),
+            "retries" => {
+                h.retries = Some(
+                    v.parse::<u32>()
+                        .ok()
+                        .filter(|&r| r > 0)
+                        .ok_or_else(|| format!("--retries={v}: not a positive number"))?,
+                )
+            }
+            other => return Err(format!("unknown HEALTHCHECK option --{other}")),
+        }
+        rest = after.trim_start();
+    }
+    let (kw, cmd) = rest
+        .split_once(|c: char| c.is_whitespace())
+        .unwrap_or((rest, ""));
+    if !kw.eq_ignore_ascii_case("CMD") {
+        return Err("HEALTHCHECK needs NONE or CMD followed by a command".into());
+    }
+    let cmd = cmd.trim();
+    if cmd.is_empty() {
+        return Err("HEALTHCHECK CMD needs a command".into());
+    }
+    h.test = match json_array(cmd) {
+        Some(v) if !v.is_empty() => std::iter::once("CMD".to_string()).chain(v).collect(),
+        Some(_) => return Err("HEALTHCHECK CMD [] is empty".into()),
+        None => vec!["CMD-SHELL".into(), cmd.to_string()],
+    };
+    Ok(h)
+}
+
+/// A Go duration (`30s`, `1m30s`, `500ms`, `1h`) in nanoseconds; at least 1ms, as docker.
+fn duration(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a duration (like 30s, 1m30s, 500ms)");
+    let mut total: u64 = 0;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (num, r) = rest.split_at(digits);
+        let unit_len = r.find(|c: char| c.is_ascii_digit()).unwrap_or(r.len());
+        let (unit, r) = r.split_at(unit_len);
+        let mult: f64 = match unit {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        let n: f64 = num.parse().map_err(|_| bad())?;
+        let add = n * mult;
+        if !add.is_finite() || add >= u64::MAX as f64 {
+            return Err(bad());
+        }
+        total = total.checked_add(add as u64).ok_or_else(bad)?;
+        rest = r;
+    }
+    if total < 1_000_000 {
+        return Err(format!("{s:?}: durations must be at least 1ms"));
+    }
+    Ok(total)
 }
 
 /// JSON array form (`["a","b"]`), else shell form wrapped in `/bin/sh -c`, as docker does
@@ -361,6 +517,21 @@ mod tests {
     }
 
     #[test]
+    fn healthcheck_forms() {
+        let m = apply(&["HEALTHCHECK --interval=1m30s --timeout=500ms --retries=3 CMD curl -f http://localhost/"]);
+        let h = m.healthcheck.unwrap();
+        assert_eq!(h.test, vec!["CMD-SHELL", "curl -f http://localhost/"]);
+        assert_eq!(h.interval, Some(90_000_000_000));
+        assert_eq!(h.timeout, Some(500_000_000));
+        assert_eq!(h.retries, Some(3));
+        assert_eq!(Healthcheck::from_json(&h.to_json()), Some(h.clone()));
+        let m = apply(&[r#"HEALTHCHECK CMD ["/bin/check", "-q"]"#]);
+        assert_eq!(m.healthcheck.unwrap().test, vec!["CMD", "/bin/check", "-q"]);
+        let m = apply(&["HEALTHCHECK none"]);
+        assert_eq!(m.healthcheck.unwrap().test, vec!["NONE"]);
+    }
+
+    #[test]
     fn refused() {
         let cases: &[(&str, &str)] = &[
             ("", "empty instruction"),
@@ -378,7 +549,14 @@ mod tests {
             ("USER a b", "exactly one"),
             ("STOPSIGNAL kill", "not a signal"),
             ("STOPSIGNAL 99", "not a signal"),
-            ("HEALTHCHECK CMD true", "not supported"),
+            ("HEALTHCHECK", "requires at least one argument"),
+            ("HEALTHCHECK --interval=5 CMD true", "not a duration"),
+            ("HEALTHCHECK --retries=0 CMD true", "positive"),
+            (
+                "HEALTHCHECK --bogus=1 CMD true",
+                "unknown HEALTHCHECK option",
+            ),
+            ("HEALTHCHECK RUN true", "NONE or CMD"),
             ("ONBUILD RUN x", "not supported"),
             ("RUN apt-get update", "not a supported instruction"),
             ("FROM debian", "not a supported instruction"),

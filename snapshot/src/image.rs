@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::store::blobs::digest_hex;
 use crate::store::{ImageId, Reference, Store, StoreError};
 
-pub use crate::change::{apply_change, ChangeError};
+pub use crate::change::{apply_change, ChangeError, Healthcheck};
 
 /// One history entry of the config.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,6 +51,8 @@ pub struct ImageMeta {
     pub volumes: BTreeSet<String>,
     pub labels: BTreeMap<String, String>,
     pub stop_signal: Option<String>,
+    /// Docker's `Healthcheck` (see `change`), stored in the config's `config`.
+    pub healthcheck: Option<Healthcheck>,
     /// One entry per layer (plus any `empty_layer` ones). When empty, `write_image` writes one
     /// entry per layer dated `created`.
     pub history: Vec<HistoryEntry>,
@@ -85,6 +87,7 @@ impl Default for ImageMeta {
             volumes: BTreeSet::new(),
             labels: BTreeMap::new(),
             stop_signal: None,
+            healthcheck: None,
             history: Vec::new(),
         }
     }
@@ -267,7 +270,14 @@ pub fn config_bytes(meta: &ImageMeta, layers: &[LayerRef]) -> Result<Vec<u8>, St
         b = b.author(v.clone());
     }
     let ic = b.build().map_err(|e| build_err("config", e))?;
-    canonical_json(&ic, "config")
+    let mut v = serde_json::to_value(&ic).map_err(|e| build_err("config", e))?;
+    if let (Some(h), Some(c)) = (
+        &meta.healthcheck,
+        v.get_mut("config").and_then(Value::as_object_mut),
+    ) {
+        c.insert("Healthcheck".into(), h.to_json());
+    }
+    canonical_json(&v, "config")
 }
 
 /// The image manifest JSON, keys sorted.

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod change;
+pub mod commit;
 pub mod image;
 pub mod init_layer;
 pub mod kube;

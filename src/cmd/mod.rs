@@ -6,6 +6,7 @@ use anyhow::{Context as _, Result};
 use snapshot::store::Store;
 
 pub mod archive;
+pub mod commit;
 pub mod container;
 pub mod history;
 pub mod image;

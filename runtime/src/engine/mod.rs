@@ -4,6 +4,7 @@
 //! of this crate. This module knows nothing of image formats: the caller turns an image into a
 //! `ContainerConfig` (lower directories, command, environment).
 
+pub mod commit;
 pub mod monitor;
 pub mod names;
 pub mod ops;
