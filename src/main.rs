@@ -80,6 +80,9 @@ enum Command {
     /// Manage containers (inspect, prune).
     #[command(subcommand)]
     Container(cmd::ops::ContainerCommand),
+    /// Manage volumes (ls, create, inspect, rm, prune).
+    #[command(subcommand)]
+    Volume(cmd::volume::Command),
     /// The per-container monitor (started by run/start; not for users).
     #[command(name = "__monitor", hide = true)]
     Monitor(cmd::container::MonitorArgs),
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
         Command::Stats(a) => return container_verb(cmd::ops::stats(&ctx, a)),
         Command::Top(a) => return container_verb(cmd::ops::top(&ctx, a)),
         Command::Container(c) => return container_verb(cmd::ops::container(&ctx, c)),
+        Command::Volume(c) => return container_verb(cmd::volume::run(&ctx, c)),
         Command::Monitor(a) => {
             return ExitCode::from(cmd::container::monitor(a).clamp(0, 255) as u8)
         }

@@ -40,6 +40,9 @@ pub struct RmArgs {
     /// Kill a running container first.
     #[arg(short, long)]
     pub force: bool,
+    /// Remove the container's anonymous volumes too.
+    #[arg(short, long)]
+    pub volumes: bool,
     #[arg(required = true)]
     pub containers: Vec<String>,
 }
@@ -147,7 +150,7 @@ pub fn kill(ctx: &Context, a: KillArgs) -> Result<i32> {
 pub fn rm(ctx: &Context, a: RmArgs) -> Result<i32> {
     let e = engine(ctx);
     each(&a.containers, |n| {
-        e.remove(n, a.force)?;
+        e.remove_with_volumes(n, a.force, a.volumes)?;
         println!("{n}");
         Ok(())
     })

@@ -17,6 +17,7 @@ pub mod rmi;
 pub mod run;
 pub mod runtime;
 pub mod tag;
+pub mod volume;
 
 /// What every command shares: where the store is.
 pub struct Context {

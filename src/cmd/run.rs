@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use clap::Args as ClapArgs;
 use runtime::engine::ports::PortMapping;
-use runtime::engine::{Bind, ContainerConfig, Engine, LogLine, NetworkMode, RestartPolicy};
+use runtime::engine::volumes::{parse_volume_arg, VolumeArg};
+use runtime::engine::{ContainerConfig, Engine, LogLine, NetworkMode, RestartPolicy};
 use snapshot::layer::cache::LayerCache;
 
 use super::Context;
@@ -38,8 +39,9 @@ pub struct CreateArgs {
     /// Overwrite the image's entrypoint.
     #[arg(long)]
     pub entrypoint: Option<String>,
-    /// Bind mount a host directory: HOST:CTR[:ro].
-    #[arg(short, long = "volume", value_name = "HOST:CTR[:ro]")]
+    /// Bind mount a host directory (HOST:CTR[:ro]), mount a named volume (NAME:CTR[:ro],
+    /// made on first use) or a new anonymous volume (CTR).
+    #[arg(short, long = "volume", value_name = "HOST|NAME:CTR[:ro]")]
     pub volume: Vec<String>,
     /// Mount a tmpfs directory.
     #[arg(long, value_name = "DIR")]
@@ -187,11 +189,15 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
         env.extend(env_file(f)?);
     }
     env.extend(a.env.iter().filter_map(|e| expand_env(e)));
-    let binds = a
-        .volume
-        .iter()
-        .map(|v| v.parse::<Bind>())
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut binds = Vec::new();
+    let mut volumes = Vec::new();
+    for v in &a.volume {
+        match parse_volume_arg(v)? {
+            VolumeArg::Bind(b) => binds.push(b),
+            VolumeArg::Volume(r) => volumes.push(r),
+        }
+    }
+    let image_volumes: Vec<String> = ic.volumes().clone().unwrap_or_default();
     let network = a.network.parse::<NetworkMode>()?;
     let ports = published(
         &a.publish,
@@ -229,8 +235,9 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
         ports,
         restart,
         init,
+        volumes: Vec::new(),
     };
-    Ok(Engine::new(&ctx.store_root()).create(cfg)?)
+    Ok(Engine::new(&ctx.store_root()).create_with_volumes(cfg, &volumes, &image_volumes)?)
 }
 
 /// The ports of `-p` and (with `-P`) of the image's EXPOSE; none, with Docker's warning, on
@@ -272,7 +279,7 @@ fn published(
 /// A `run` whose start failed on a taken host port leaves nothing behind (the error is Docker's).
 fn forget_on_port_error(engine: &Engine, id: &str, e: &runtime::engine::EngineError) {
     if e.to_string().contains(runtime::engine::ports::ALLOCATED) {
-        let _ = engine.remove(id, false);
+        let _ = engine.remove_with_volumes(id, false, true);
     }
 }
 

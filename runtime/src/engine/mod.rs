@@ -11,6 +11,7 @@ pub mod ports;
 pub mod restart;
 mod spec;
 pub mod time;
+pub mod volumes;
 
 use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -186,6 +187,9 @@ pub struct ContainerConfig {
     /// `--init`: the host path of the static decant-init, run as PID 1 (see `restart`).
     #[serde(default)]
     pub init: Option<PathBuf>,
+    /// `-v NAME:CTR`, `-v CTR` and the image's VOLUMEs: named and anonymous volumes.
+    #[serde(default)]
+    pub volumes: Vec<volumes::VolumeMount>,
 }
 
 impl ContainerConfig {
@@ -232,6 +236,9 @@ pub struct Container {
     /// Restarts by the policy since the last explicit start.
     #[serde(default)]
     pub restart_count: u32,
+    /// The memory cgroup's OOM killer killed a process of the last run.
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 impl Container {
@@ -556,6 +563,7 @@ impl Engine {
                 error: None,
                 ports: Vec::new(),
                 restart_count: 0,
+                oom_killed: false,
             };
             self.save(&c)?;
             Ok(c)

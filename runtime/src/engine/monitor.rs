@@ -256,6 +256,7 @@ fn launch(
         super::ports::Bound::default()
     };
     let merged = mount_root(c, dir)?;
+    super::volumes::populate(&merged, &c.config.volumes)?;
     let spec = super::build_spec(&c.config, dir, &merged)?;
     let cfg = dir.join("config.json");
     let bytes =
@@ -414,6 +415,7 @@ pub fn run(store_root: &Path, id: &str, status: Option<OwnedFd>) -> i32 {
     let saved = engine.save(&c);
     if c.config.auto_remove {
         let _ = engine.purge(id);
+        engine.remove_anonymous_volumes(&c);
     }
     if let Some(f) = failed {
         report(&mut status, &f);

@@ -328,7 +328,7 @@ impl Engine {
                 "Running": running,
                 "Paused": paused,
                 "Restarting": false,
-                "OOMKilled": false,
+                "OOMKilled": c.oom_killed,
                 "Dead": false,
                 "Pid": if running { c.pid } else { 0 },
                 "ExitCode": c.exit_code.unwrap_or(0),
@@ -342,6 +342,8 @@ impl Engine {
             "HostsPath": dir.join("hosts"),
             "LogPath": dir.join(super::LOG),
             "Name": format!("/{}", c.name),
+            "RestartCount": c.restart_count,
+            "Mounts": mounts_json(c),
             "Driver": "overlay",
             "HostConfig": {
                 "Binds": c.config.binds.iter().map(|b| format!(
@@ -355,6 +357,7 @@ impl Engine {
                     NetworkMode::Host => "host",
                     NetworkMode::None => "none",
                 },
+                "RestartPolicy": restart_policy_json(c.config.restart),
                 "AutoRemove": c.config.auto_remove,
                 "CapAdd": c.config.cap_add,
                 "CapDrop": c.config.cap_drop,
@@ -411,8 +414,47 @@ impl Engine {
     }
 }
 
+/// Docker's `HostConfig.RestartPolicy`: `{"Name": "on-failure", "MaximumRetryCount": 3}`.
+fn restart_policy_json(p: super::RestartPolicy) -> Value {
+    use super::RestartPolicy as P;
+    let (name, max) = match p {
+        P::No => ("no", 0),
+        P::OnFailure { max } => ("on-failure", max),
+        P::Always => ("always", 0),
+        P::UnlessStopped => ("unless-stopped", 0),
+    };
+    json!({"Name": name, "MaximumRetryCount": max})
+}
+
+/// Docker's `Mounts`: the bind mounts, then the volumes.
+fn mounts_json(c: &Container) -> Vec<Value> {
+    let binds = c.config.binds.iter().map(|b| {
+        json!({
+            "Type": "bind",
+            "Source": b.host,
+            "Destination": b.container,
+            "Mode": if b.read_only { "ro" } else { "" },
+            "RW": !b.read_only,
+            "Propagation": "rprivate",
+        })
+    });
+    let volumes = c.config.volumes.iter().map(|v| {
+        json!({
+            "Type": "volume",
+            "Name": v.name,
+            "Source": v.source,
+            "Destination": v.container,
+            "Driver": "local",
+            "Mode": if v.read_only { "ro" } else { "z" },
+            "RW": !v.read_only,
+            "Propagation": "",
+        })
+    });
+    binds.chain(volumes).collect()
+}
+
 /// Bytes of regular files under `dir` (no symlink followed, at most `MAX_WALK` entries).
-fn dir_size(dir: &Path) -> u64 {
+pub(super) fn dir_size(dir: &Path) -> u64 {
     let mut total = 0u64;
     let mut stack = vec![dir.to_path_buf()];
     let mut seen = 0usize;
