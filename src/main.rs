@@ -55,6 +55,8 @@ enum Command {
     Start(cmd::container::StartArgs),
     /// Stop containers: the stop signal, then SIGKILL after the timeout.
     Stop(cmd::container::StopArgs),
+    /// Restart containers: stop (the stop signal, SIGKILL after the timeout), then start.
+    Restart(cmd::container::StopArgs),
     /// Send a signal (default KILL) to containers.
     Kill(cmd::container::KillArgs),
     /// Remove containers.
@@ -124,6 +126,7 @@ fn main() -> ExitCode {
         Command::Create(a) => return container_verb(cmd::run::run_create(&ctx, a)),
         Command::Start(a) => return container_verb(cmd::container::start(&ctx, a)),
         Command::Stop(a) => return container_verb(cmd::container::stop(&ctx, a)),
+        Command::Restart(a) => return container_verb(cmd::container::restart(&ctx, a)),
         Command::Kill(a) => return container_verb(cmd::container::kill(&ctx, a)),
         Command::Rm(a) => return container_verb(cmd::container::rm(&ctx, a)),
         Command::Ps(a) => return container_verb(cmd::container::ps(&ctx, a)),

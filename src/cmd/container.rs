@@ -137,6 +137,16 @@ pub fn stop(ctx: &Context, a: StopArgs) -> Result<i32> {
     })
 }
 
+pub fn restart(ctx: &Context, a: StopArgs) -> Result<i32> {
+    let e = engine(ctx);
+    let exe = std::env::current_exe().context("finding the decant binary")?;
+    each(&a.containers, |n| {
+        e.restart(n, a.time, &exe)?;
+        println!("{n}");
+        Ok(())
+    })
+}
+
 pub fn kill(ctx: &Context, a: KillArgs) -> Result<i32> {
     let e = engine(ctx);
     let sig = parse_signal(&a.signal)?;

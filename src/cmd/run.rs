@@ -241,7 +241,7 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
 }
 
 /// The ports of `-p` and (with `-P`) of the image's EXPOSE; none, with Docker's warning, on
-/// the host network (nothing to forward) or none.
+/// the host network (nothing to forward); refused on network none.
 fn published(
     publish: &[String],
     all: bool,
@@ -264,13 +264,13 @@ fn published(
             }
         }
     }
-    if network != NetworkMode::Private && !ports.is_empty() {
-        let mode = if network == NetworkMode::Host {
-            "host"
-        } else {
-            "none"
-        };
-        eprintln!("WARNING: Published ports are discarded when using {mode} network mode");
+    if network == NetworkMode::None && !ports.is_empty() {
+        anyhow::bail!(
+            "--network none: the container has no network to publish ports from (-p, -P); use the default private network"
+        );
+    }
+    if network == NetworkMode::Host && !ports.is_empty() {
+        eprintln!("WARNING: Published ports are discarded when using host network mode");
         ports.clear();
     }
     Ok(ports)

@@ -499,6 +499,11 @@ impl Engine {
                 ports::MAX_PORTS
             )));
         }
+        if config.network == NetworkMode::None && !config.ports.is_empty() {
+            return Err(EngineError::Invalid(
+                "--network none: the container has no network to publish ports from".into(),
+            ));
+        }
         if config.auto_remove && config.restart != RestartPolicy::No {
             return Err(EngineError::Invalid(
                 "Conflicting options: --restart and --rm".into(),

@@ -231,6 +231,35 @@ fn pump(out: OwnedFd, err: OwnedFd, log: &mut LogWriter) {
     }
 }
 
+/// The `oom_kill` count of the container's memory cgroup: v1 `memory.oom_control`, v2
+/// `memory.events` (0 when neither is readable, e.g. no memory controller).
+fn oom_kills(id: &str) -> u64 {
+    let Ok(m) = crate::cgroups::manager_for(id) else {
+        return 0;
+    };
+    let mut total = 0u64;
+    for dir in m.paths() {
+        for file in ["memory.oom_control", "memory.events"] {
+            let Ok(f) = std::fs::File::open(dir.join(file)) else {
+                continue;
+            };
+            let mut text = String::new();
+            if std::io::Read::read_to_string(&mut std::io::Read::take(f, 64 << 10), &mut text)
+                .is_err()
+            {
+                continue;
+            }
+            let n = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("oom_kill "))
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .fold(0u64, u64::saturating_add);
+            total = total.saturating_add(n);
+        }
+    }
+    total
+}
+
 fn wait_init(pid: i32) -> i32 {
     loop {
         match waitpid(Pid::from_raw(pid), None) {
@@ -361,8 +390,11 @@ pub fn run(store_root: &Path, id: &str, status: Option<OwnedFd>) -> i32 {
                 } else {
                     report(&mut status, &format!("started {pid}\n"));
                 }
+                c.oom_killed = false;
                 pump(out, err, &mut log);
                 let code = wait_init(pid);
+                // Read before `delete` removes the cgroup with its counter.
+                c.oom_killed = oom_kills(id) > 0;
                 // The host ports are free before the record says the container stopped.
                 forwarder.stop();
                 c.ports.clear();

@@ -1,0 +1,190 @@
+//! More of issue 4 end to end (root) on the example image: `restart` keeps the record and
+//! starts a new process; a memory limit that OOM-kills shows `State.OOMKilled` and exit 137 in
+//! `inspect`, with the restart policy and count; `--network none` has only `lo` and refuses
+//! `-p`, where the default private network publishes ports (see tests/ports.rs) and the host
+//! network shows the host's interfaces.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Env;
+
+fn inspect(env: &Env, name: &str) -> serde_json::Value {
+    let out = env.run(&["container", "inspect", name]).ok().stdout;
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0].clone()
+}
+
+/// Waits until the container's log holds `n` lines.
+fn wait_log_lines(env: &Env, name: &str, n: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = env.run(&["logs", name]).ok().stdout;
+        if logs.lines().count() >= n {
+            return logs;
+        }
+        assert!(Instant::now() < deadline, "logs of {name}: {logs:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn restart_stops_and_starts_the_same_container() {
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
+    // PID 1 ignores SIGTERM, so the stop needs the timeout's SIGKILL.
+    let id = env
+        .run(&[
+            "run",
+            "-d",
+            "--name",
+            "again",
+            "ex",
+            "sh",
+            "-c",
+            "echo up >> /count; wc -l < /count; sleep 1000",
+        ])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    assert_eq!(wait_log_lines(&env, "again", 1), "1\n");
+    let before = inspect(&env, "again");
+    let t = Instant::now();
+    assert_eq!(
+        env.run(&["restart", "-t", "1", "again"]).ok().stdout,
+        "again\n"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // The same container (same upper dir: the file grew), a new process.
+    assert_eq!(wait_log_lines(&env, "again", 2), "1\n2\n");
+    let after = inspect(&env, "again");
+    assert_eq!(after["Id"], id.as_str());
+    assert_eq!(after["State"]["Status"], "running");
+    assert_ne!(after["State"]["Pid"], before["State"]["Pid"]);
+    assert_ne!(after["State"]["StartedAt"], before["State"]["StartedAt"]);
+    // A stopped container is simply started.
+    env.run(&["stop", "-t", "0", "again"]).ok();
+    env.run(&["restart", "again"]).ok();
+    assert_eq!(wait_log_lines(&env, "again", 3), "1\n2\n3\n");
+    let r = env.run(&["restart", "no-such-container"]);
+    assert_eq!(r.status, 1);
+    assert!(
+        r.stderr.contains("No such container: no-such-container"),
+        "{}",
+        r.stderr
+    );
+    env.run(&["rm", "-f", "again"]).ok();
+    common::assert_containers_clean(&env, &[id]);
+}
+
+#[test]
+fn oom_kill_is_recorded_and_inspect_shows_the_restart_policy() {
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
+    // tail keeps a line without newline in memory: 64 MiB against an 8 MiB limit.
+    let r = env.run(&[
+        "run",
+        "--name",
+        "hog",
+        "--memory",
+        "8m",
+        "ex",
+        "sh",
+        "-c",
+        "busybox head -c 67108864 /dev/zero | busybox tail",
+    ]);
+    assert_eq!(r.status, 137, "{}", r.stderr);
+    let v = inspect(&env, "hog");
+    assert_eq!(v["State"]["OOMKilled"], true, "{v}");
+    assert_eq!(v["State"]["ExitCode"], 137);
+    assert_eq!(v["HostConfig"]["Memory"], 8 << 20);
+    // A run within the limit is no OOM kill, and the flag is per run.
+    env.run(&["run", "--name", "fine", "--memory", "8m", "ex", "true"])
+        .ok();
+    assert_eq!(inspect(&env, "fine")["State"]["OOMKilled"], false);
+    env.run(&[
+        "create",
+        "--name",
+        "rp",
+        "--restart",
+        "on-failure:3",
+        "ex",
+        "false",
+    ])
+    .ok();
+    let v = inspect(&env, "rp");
+    assert_eq!(
+        v["HostConfig"]["RestartPolicy"],
+        serde_json::json!({"Name": "on-failure", "MaximumRetryCount": 3})
+    );
+    assert_eq!(v["RestartCount"], 0);
+    assert_eq!(
+        inspect(&env, "hog")["HostConfig"]["RestartPolicy"]["Name"],
+        "no"
+    );
+    env.run(&["rm", "hog", "fine", "rp"]).ok();
+    common::assert_containers_clean(&env, &[]);
+}
+
+#[test]
+fn network_none_has_only_lo_and_publishes_nothing() {
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
+    let r = env
+        .run(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "ex",
+            "sh",
+            "-c",
+            "ls /sys/class/net; cat /sys/class/net/lo/flags",
+        ])
+        .ok();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines[0], "lo", "{}", r.stdout);
+    assert_eq!(lines.len(), 2, "{}", r.stdout);
+    let flags = u32::from_str_radix(lines[1].trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "lo is not up: {}", r.stdout);
+    for p in [&["-p", "8080:80"][..], &["-p", "127.0.0.1::80/udp"][..]] {
+        let mut args = vec!["run", "--rm", "--network", "none"];
+        args.extend_from_slice(p);
+        args.extend(["ex", "true"]);
+        let r = env.run(&args);
+        assert_eq!(r.status, 125, "{}", r.stderr);
+        assert!(
+            r.stderr
+                .contains("--network none: the container has no network to publish ports from"),
+            "{}",
+            r.stderr
+        );
+    }
+    // The host network is the host's: every interface the host has.
+    let host: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let r = env
+        .run(&[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "ex",
+            "ls",
+            "/sys/class/net",
+        ])
+        .ok();
+    let mut seen: Vec<&str> = r.stdout.lines().collect();
+    seen.sort();
+    let mut host: Vec<&str> = host.iter().map(String::as_str).collect();
+    host.sort();
+    assert_eq!(seen, host);
+    common::assert_containers_clean(&env, &[]);
+}
