@@ -188,3 +188,41 @@ fn network_none_has_only_lo_and_publishes_nothing() {
     assert_eq!(seen, host);
     common::assert_containers_clean(&env, &[]);
 }
+
+#[test]
+fn interactive_stdin_reaches_run_and_exec() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
+    let pipe_in = |args: &[&str], input: &[u8]| {
+        let mut child = env
+            .decant()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let o = pipe_in(&["run", "--rm", "-i", "ex", "cat"], b"hi\n");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout, b"hi\n");
+    // Without -i the process reads /dev/null, as Docker's.
+    let o = pipe_in(&["run", "--rm", "ex", "cat"], b"hi\n");
+    assert_eq!(o.stdout, b"");
+    // More than a pipe's buffer, counted inside.
+    let big = vec![b'x'; 1 << 20];
+    let o = pipe_in(&["run", "--rm", "-i", "ex", "wc", "-c"], &big);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "1048576");
+    env.run(&["run", "-d", "--name", "box", "ex", "sleep", "1000"])
+        .ok();
+    let o = pipe_in(&["exec", "-i", "box", "cat"], b"into exec\n");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout, b"into exec\n");
+    env.run(&["rm", "-f", "box"]).ok();
+    common::assert_containers_clean(&env, &[]);
+}

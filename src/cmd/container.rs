@@ -93,6 +93,9 @@ pub struct MonitorArgs {
     pub store: PathBuf,
     #[arg(long)]
     pub status_fd: Option<i32>,
+    /// Fd 0 is the container's standard input (`run -i`).
+    #[arg(long)]
+    pub stdin: bool,
     pub id: String,
 }
 
@@ -340,5 +343,11 @@ pub fn monitor(a: MonitorArgs) -> i32 {
         .status_fd
         .filter(|fd| *fd > 2)
         .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
-    runtime::engine::monitor::run(&a.store, &a.id, fd)
+    // SAFETY: with --stdin the starter made fd 0 the container's standard input for us; this
+    // process never reads its own stdin, so taking fd 0 over (it is closed once the container
+    // is made) leaves no other owner.
+    let stdin = a
+        .stdin
+        .then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(0) });
+    runtime::engine::monitor::run_with_stdin(&a.store, &a.id, fd, stdin)
 }

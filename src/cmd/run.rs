@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use clap::Args as ClapArgs;
 use runtime::engine::ports::PortMapping;
 use runtime::engine::volumes::{parse_volume_arg, VolumeArg};
-use runtime::engine::{ContainerConfig, Engine, LogLine, NetworkMode, RestartPolicy};
+use runtime::engine::{ContainerConfig, Engine, LogLine, NetworkMode, RestartPolicy, StartOptions};
 use snapshot::layer::cache::LayerCache;
 
 use super::Context;
@@ -100,6 +100,9 @@ pub struct RunArgs {
     /// Run in the background and print the container id.
     #[arg(short, long)]
     pub detach: bool,
+    /// Give the container's process this command's standard input (ignored with -d).
+    #[arg(short, long)]
+    pub interactive: bool,
     #[command(flatten)]
     pub create: CreateArgs,
 }
@@ -320,7 +323,17 @@ pub fn run(ctx: &Context, a: RunArgs) -> Result<i32> {
             }
         }
     } else {
-        match engine.run_attached(&c.id, &exe, print_line) {
+        let mut opts = StartOptions::default();
+        if a.interactive {
+            use std::os::fd::AsFd;
+            opts.stdin = Some(
+                std::io::stdin()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .context("duplicating standard input")?,
+            );
+        }
+        match engine.run_attached_with(&c.id, &exe, opts, print_line) {
             Ok(code) => Ok(code),
             Err(e) => {
                 forget_on_port_error(&engine, &c.id, &e);

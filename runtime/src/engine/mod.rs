@@ -583,6 +583,16 @@ impl Engine {
     /// see `monitor::run`) and waits for it to report the container started.
     /// The returned handle reports the exit code later (foreground `run`, `start -a`).
     pub fn start(&self, id: &str, exe: &Path) -> Result<Started, EngineError> {
+        self.start_with(id, exe, StartOptions::default())
+    }
+
+    /// `start` with options (`run -i`: the container's first process reads `opts.stdin`).
+    pub fn start_with(
+        &self,
+        id: &str,
+        exe: &Path,
+        opts: StartOptions,
+    ) -> Result<Started, EngineError> {
         let c = self.load(id)?;
         if c.is_live() {
             return Ok(Started {
@@ -600,9 +610,13 @@ impl Engine {
             .arg("--store")
             .arg(&self.store_root)
             .arg("--status-fd")
-            .arg(wfd.to_string())
-            .arg(&c.id)
-            .stdin(std::process::Stdio::null())
+            .arg(wfd.to_string());
+        // The monitor hands its fd 0 to the container's first process (see `monitor::run`).
+        match opts.stdin {
+            Some(fd) => cmd.arg("--stdin").stdin(std::process::Stdio::from(fd)),
+            None => cmd.stdin(std::process::Stdio::null()),
+        };
+        cmd.arg(&c.id)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         // SAFETY: between fork and exec the closure only makes async-signal-safe calls
@@ -814,6 +828,17 @@ impl Engine {
         &self,
         id: &str,
         exe: &Path,
+        out: impl FnMut(&LogLine),
+    ) -> Result<i32, EngineError> {
+        self.run_attached_with(id, exe, StartOptions::default(), out)
+    }
+
+    /// `run_attached` with start options (`run -i`).
+    pub fn run_attached_with(
+        &self,
+        id: &str,
+        exe: &Path,
+        opts: StartOptions,
         mut out: impl FnMut(&LogLine),
     ) -> Result<i32, EngineError> {
         let path = self.container_dir(id)?.join(LOG);
@@ -821,7 +846,7 @@ impl Engine {
         let mut reader = LogReader::new(f);
         // Only what this start writes.
         while reader.next_line().map_err(io_err(&path, "read"))?.is_some() {}
-        let started = self.start(id, exe)?;
+        let started = self.start_with(id, exe, opts)?;
         let Some(status) = started.status else {
             return Err(EngineError::Invalid(format!(
                 "container {id} is already running"
@@ -852,6 +877,10 @@ impl Engine {
                 break;
             }
         }
+        // Unless the policy restarts it, the monitor is about to exit.
+        if !matches!(self.load_raw(id), Ok(c) if c.is_live()) {
+            wait_for_close(&fd, MONITOR_EXIT_WAIT);
+        }
         while let Some(l) = reader.next_line().map_err(io_err(&path, "read"))? {
             out(&l);
         }
@@ -867,6 +896,14 @@ impl Engine {
             },
         }
     }
+}
+
+/// How `start_with` starts a container.
+#[derive(Debug, Default)]
+pub struct StartOptions {
+    /// The standard input of the container's first process (a restart by the policy gets
+    /// /dev/null); /dev/null when `None`.
+    pub stdin: Option<OwnedFd>,
 }
 
 /// What `start` returns: the init's pid and, when this call started it, the pipe on which
@@ -919,6 +956,32 @@ impl LogReader {
             if let Ok(l) = serde_json::from_slice::<LogLine>(&line) {
                 return Ok(Some(l));
             }
+        }
+    }
+}
+
+/// How long a foreground `run` waits for the monitor to exit after it reported the exit.
+const MONITOR_EXIT_WAIT: Duration = Duration::from_secs(5);
+
+/// Reads `fd` until end of file (the writer, the monitor, exited) or `limit`: so that once a
+/// foreground `run` returns, its monitor is gone too (nothing of a `--rm` container is left).
+fn wait_for_close(fd: &OwnedFd, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 256];
+    while Instant::now() < deadline {
+        let mut pfd = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(50u16)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+            Ok(_) => {}
+        }
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) => return,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
         }
     }
 }

@@ -278,6 +278,7 @@ fn launch(
     c: &Container,
     dir: &Path,
     log: &mut LogWriter,
+    stdin: Option<OwnedFd>,
 ) -> Result<(i32, OwnedFd, OwnedFd, super::ports::Forwarder), EngineError> {
     let bound = if c.config.network == NetworkMode::Private {
         super::ports::bind(&c.config.ports)?
@@ -293,9 +294,14 @@ fn launch(
     std::fs::write(&cfg, bytes).map_err(io_err(&cfg, "write"))?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    let null = std::fs::File::open("/dev/null").map_err(io_err(Path::new("/dev/null"), "open"))?;
+    let stdin = match stdin {
+        Some(fd) => fd,
+        None => std::fs::File::open("/dev/null")
+            .map_err(io_err(Path::new("/dev/null"), "open"))?
+            .into(),
+    };
     let opts = crate::CreateOptions {
-        stdin: Some(null.into()),
+        stdin: Some(stdin),
         stdout: Some(out_w),
         stderr: Some(err_w),
         ..Default::default()
@@ -331,6 +337,18 @@ fn launch(
 /// The monitor's whole life for container `id` of the store at `store_root`; `status` is the
 /// pipe to the starter. Returns the monitor's exit code.
 pub fn run(store_root: &Path, id: &str, status: Option<OwnedFd>) -> i32 {
+    run_with_stdin(store_root, id, status, None)
+}
+
+/// `run`, with `stdin` as the standard input of the container's first process (`run -i`);
+/// the monitor keeps no copy of it once the container is made, so the writer sees the reader
+/// go when the container's process exits.
+pub fn run_with_stdin(
+    store_root: &Path,
+    id: &str,
+    status: Option<OwnedFd>,
+    mut stdin: Option<OwnedFd>,
+) -> i32 {
     let mut status = status.map(std::fs::File::from);
     let engine = Engine::new(store_root);
     let mut c = match engine.load_raw(id) {
@@ -375,7 +393,7 @@ pub fn run(store_root: &Path, id: &str, status: Option<OwnedFd>) -> i32 {
     let mut delay = restart::BACKOFF_START;
     let code = loop {
         let began = std::time::Instant::now();
-        let (code, launched) = match launch(&engine, &c, &dir, &mut log) {
+        let (code, launched) = match launch(&engine, &c, &dir, &mut log, stdin.take()) {
             Ok((pid, out, err, forwarder)) => {
                 c.status = Status::Running;
                 c.pid = pid;
