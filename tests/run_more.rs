@@ -226,3 +226,92 @@ fn interactive_stdin_reaches_run_and_exec() {
     env.run(&["rm", "-f", "box"]).ok();
     common::assert_containers_clean(&env, &[]);
 }
+
+/// Not a test of its own: the UDP server `udp_through_a_published_port` runs inside a
+/// container (this same binary, through `chroot` into the host root bind-mounted read-only,
+/// since busybox has no UDP server). Echoes datagrams upper-cased until it gets `bye`.
+#[test]
+#[ignore = "run inside a container by udp_through_a_published_port"]
+fn udp_echo_server() {
+    let port: u16 = std::env::var("DECANT_UDP_ECHO_PORT")
+        .expect("DECANT_UDP_ECHO_PORT: run by udp_through_a_published_port only")
+        .parse()
+        .unwrap();
+    let s = std::net::UdpSocket::bind(("0.0.0.0", port)).unwrap();
+    println!("listening");
+    let mut buf = [0u8; 1500];
+    loop {
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        let msg = &buf[..n];
+        s.send_to(&msg.to_ascii_uppercase(), from).unwrap();
+        if msg == b"bye" {
+            return;
+        }
+    }
+}
+
+#[test]
+fn udp_through_a_published_port() {
+    use std::net::UdpSocket;
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let exe = std::env::current_exe().unwrap();
+    let publish = format!("127.0.0.1:{port}:5353/udp");
+    env.run(&[
+        "run",
+        "-d",
+        "--name",
+        "udp",
+        "-v",
+        "/:/host:ro",
+        "-e",
+        "DECANT_UDP_ECHO_PORT=5353",
+        "-p",
+        &publish,
+        "ex",
+        "busybox",
+        "chroot",
+        "/host",
+        exe.to_str().unwrap(),
+        "--exact",
+        "udp_echo_server",
+        "--ignored",
+        "--nocapture",
+    ])
+    .ok();
+    let logs = wait_log_lines(&env, "udp", 1);
+    assert!(logs.contains("listening"), "{logs}");
+    assert_eq!(
+        env.run(&["port", "udp"]).ok().stdout,
+        format!("5353/udp -> 127.0.0.1:{port}\n")
+    );
+    // Two clients (two source ports), each answered on its own.
+    let ask = |msg: &str| -> String {
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 1500];
+        loop {
+            c.send(msg.as_bytes()).unwrap();
+            if let Ok(n) = c.recv(&mut buf) {
+                return String::from_utf8_lossy(&buf[..n]).into_owned();
+            }
+            assert!(Instant::now() < deadline, "no UDP answer on port {port}");
+        }
+    };
+    assert_eq!(ask("hello"), "HELLO");
+    assert_eq!(ask("again"), "AGAIN");
+    assert_eq!(ask("bye"), "BYE");
+    assert_eq!(env.run(&["wait", "udp"]).ok().stdout, "0\n");
+    UdpSocket::bind(("127.0.0.1", port)).expect("the host port is free once the container exits");
+    env.run(&["rm", "udp"]).ok();
+    common::assert_containers_clean(&env, &[]);
+}
