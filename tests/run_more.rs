@@ -315,3 +315,53 @@ fn udp_through_a_published_port() {
     env.run(&["rm", "udp"]).ok();
     common::assert_containers_clean(&env, &[]);
 }
+
+/// Runs `decant ARGS` under `script` (util-linux), which gives it a terminal of 30x100, with
+/// `input` on script's stdin; script's whole output.
+fn under_script(env: &Env, args: &str, input: &[u8]) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let line = format!(
+        "stty rows 30 cols 100; {} {args}",
+        env!("CARGO_BIN_EXE_decant")
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("DECANT_ROOT", env.store())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) could not run; .ci/run installs it");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "script {line}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn tty_gives_a_pty_of_the_terminal_size() {
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
+    // The pty is the container's own (/dev/pts/0 of its devpts), sized as the terminal.
+    let out = under_script(&env, "run -t --rm ex sh -c 'tty; busybox stty size'", b"");
+    assert!(out.contains("/dev/pts/0"), "{out:?}");
+    assert!(out.contains("30 100"), "{out:?}");
+    // -it: typed input reaches the process through the pty.
+    let out = under_script(
+        &env,
+        "run -it --rm ex sh -c 'read x; echo got $x'",
+        b"hello\n",
+    );
+    assert!(out.contains("got hello"), "{out:?}");
+    // Without a terminal, -t still gives the process a pty (Docker's behaviour).
+    let r = env.run(&["run", "-t", "--rm", "ex", "busybox", "tty"]).ok();
+    assert_eq!(r.stdout.trim_end(), "/dev/pts/0", "{:?}", r.stdout);
+    common::assert_containers_clean(&env, &[]);
+}

@@ -96,6 +96,9 @@ pub struct MonitorArgs {
     /// Fd 0 is the container's standard input (`run -i`).
     #[arg(long)]
     pub stdin: bool,
+    /// `ROWSxCOLS` of the pty (`run -t`).
+    #[arg(long)]
+    pub console_size: Option<String>,
     pub id: String,
 }
 
@@ -349,5 +352,13 @@ pub fn monitor(a: MonitorArgs) -> i32 {
     let stdin = a
         .stdin
         .then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(0) });
-    runtime::engine::monitor::run_with_stdin(&a.store, &a.id, fd, stdin)
+    let console_size = a.console_size.as_deref().and_then(|s| {
+        let (r, c) = s.split_once('x')?;
+        Some((r.parse().ok()?, c.parse().ok()?))
+    });
+    let opts = runtime::engine::StartOptions {
+        stdin,
+        console_size,
+    };
+    runtime::engine::monitor::run_with(&a.store, &a.id, fd, opts)
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use clap::Args as ClapArgs;
 use runtime::engine::ports::PortMapping;
+use runtime::engine::tty;
 use runtime::engine::volumes::{parse_volume_arg, VolumeArg};
 use runtime::engine::{ContainerConfig, Engine, LogLine, NetworkMode, RestartPolicy, StartOptions};
 use snapshot::layer::cache::LayerCache;
@@ -87,6 +88,9 @@ pub struct CreateArgs {
     /// next to the decant binary, and must be static.
     #[arg(long)]
     pub init: bool,
+    /// Give the process a pseudo-terminal.
+    #[arg(short, long)]
+    pub tty: bool,
     /// Print help (-h is --hostname, as docker).
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,
@@ -239,6 +243,7 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
         restart,
         init,
         volumes: Vec::new(),
+        tty: a.tty,
     };
     Ok(Engine::new(&ctx.store_root()).create_with_volumes(cfg, &volumes, &image_volumes)?)
 }
@@ -323,15 +328,24 @@ pub fn run(ctx: &Context, a: RunArgs) -> Result<i32> {
             }
         }
     } else {
+        use std::os::fd::AsFd;
         let mut opts = StartOptions::default();
         if a.interactive {
-            use std::os::fd::AsFd;
             opts.stdin = Some(
                 std::io::stdin()
                     .as_fd()
                     .try_clone_to_owned()
                     .context("duplicating standard input")?,
             );
+        }
+        // Raw mode only on a real terminal, and only while the container runs.
+        let mut _raw = None;
+        if c.config.tty {
+            opts.console_size = tty::terminal_size(std::io::stdout().as_fd())
+                .or_else(|| tty::terminal_size(std::io::stdin().as_fd()));
+            if a.interactive {
+                _raw = tty::RawMode::enable(std::io::stdin().as_fd());
+            }
         }
         match engine.run_attached_with(&c.id, &exe, opts, print_line) {
             Ok(code) => Ok(code),

@@ -11,6 +11,7 @@ pub mod ports;
 pub mod restart;
 mod spec;
 pub mod time;
+pub mod tty;
 pub mod volumes;
 
 use std::io::{BufRead, Read, Write};
@@ -190,6 +191,9 @@ pub struct ContainerConfig {
     /// `-v NAME:CTR`, `-v CTR` and the image's VOLUMEs: named and anonymous volumes.
     #[serde(default)]
     pub volumes: Vec<volumes::VolumeMount>,
+    /// `-t`: the process gets a pseudo-terminal (see `tty`).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 impl ContainerConfig {
@@ -612,6 +616,9 @@ impl Engine {
             .arg("--status-fd")
             .arg(wfd.to_string());
         // The monitor hands its fd 0 to the container's first process (see `monitor::run`).
+        if let Some((rows, cols)) = opts.console_size {
+            cmd.arg("--console-size").arg(format!("{rows}x{cols}"));
+        }
         match opts.stdin {
             Some(fd) => cmd.arg("--stdin").stdin(std::process::Stdio::from(fd)),
             None => cmd.stdin(std::process::Stdio::null()),
@@ -904,6 +911,8 @@ pub struct StartOptions {
     /// The standard input of the container's first process (a restart by the policy gets
     /// /dev/null); /dev/null when `None`.
     pub stdin: Option<OwnedFd>,
+    /// With `-t`: the pty's size (rows, columns) at start.
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// What `start` returns: the init's pid and, when this call started it, the pipe on which

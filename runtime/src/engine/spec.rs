@@ -260,6 +260,7 @@ pub fn build_spec(c: &ContainerConfig, dir: &Path, rootfs: &Path) -> Result<Spec
         ));
         p.set_user(user);
         p.set_capabilities(Some(capabilities(c)?));
+        p.set_terminal(Some(c.tty));
         if c.privileged {
             p.set_no_new_privileges(Some(false));
         }

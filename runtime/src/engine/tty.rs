@@ -1,0 +1,173 @@
+//! `run -t`: the container's process gets a pseudo-terminal. The OCI runtime of this crate
+//! makes the pty inside the container (so the process sees `/dev/pts/N` of its own devpts) and
+//! sends the master over a console socket, as runc does; the monitor receives it, writes what
+//! the process prints to the log, and feeds it the user's input (`-i`) until the process
+//! exits. The user's side (raw mode, window size) is read and set here for the CLI, which has
+//! no terminal code of its own. The window size is taken at start; later resizes are not
+//! followed.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use super::{io_err, EngineError};
+
+/// The start of the console socket's file name.
+pub const CONSOLE_SOCKET: &str = "console";
+/// How long the monitor waits for the runtime to send the pty master.
+const MASTER_WAIT: Duration = Duration::from_secs(10);
+
+/// The size (rows, columns) of the terminal on `fd`; `None` when it is not a terminal.
+pub fn terminal_size(fd: BorrowedFd<'_>) -> Option<(u16, u16)> {
+    // SAFETY: winsize is plain old data; all zeroes is a valid value.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize into the struct we pass, which lives for the call.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    (r == 0 && ws.ws_row > 0 && ws.ws_col > 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// The user's terminal in raw mode while this lives (keys go to the container's pty as they
+/// are typed; its line discipline echoes them); restored on drop.
+pub struct RawMode {
+    fd: OwnedFd,
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawMode {
+    /// Raw mode on `fd` when it is a terminal; `None` (nothing changed) otherwise.
+    pub fn enable(fd: BorrowedFd<'_>) -> Option<RawMode> {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let fd = fd.try_clone_to_owned().ok()?;
+        let saved = tcgetattr(&fd).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&fd, SetArg::TCSANOW, &raw).ok()?;
+        Some(RawMode { fd, saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ =
+            nix::sys::termios::tcsetattr(&self.fd, nix::sys::termios::SetArg::TCSANOW, &self.saved);
+    }
+}
+
+/// A listening console socket for container `id` in the runtime's state directory `root`
+/// (a socket path must fit in 108 bytes, which a store path plus a 64-digit id may not).
+pub(crate) fn console_listener(
+    root: &Path,
+    id: &str,
+) -> Result<(UnixListener, std::path::PathBuf), EngineError> {
+    std::fs::create_dir_all(root).map_err(io_err(root, "create"))?;
+    let path = root.join(format!(
+        "{}-{}.sock",
+        CONSOLE_SOCKET,
+        id.get(..16).unwrap_or(id)
+    ));
+    let _ = std::fs::remove_file(&path);
+    let l = UnixListener::bind(&path).map_err(io_err(&path, "bind"))?;
+    l.set_nonblocking(true)
+        .map_err(io_err(&path, "set non-blocking"))?;
+    Ok((l, path))
+}
+
+/// Accepts the runtime's connection on `l` and receives the pty master it sends.
+pub(crate) fn receive_master(l: &UnixListener, path: &Path) -> Result<OwnedFd, EngineError> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    use std::os::fd::FromRawFd;
+    let bad = |why: String| EngineError::Start {
+        code: 125,
+        message: format!("{}: console socket: {why}", path.display()),
+    };
+    let deadline = Instant::now() + MASTER_WAIT;
+    let stream = loop {
+        match l.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(bad("the runtime never connected".into()));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(bad(format!("accept: {e}"))),
+        }
+    };
+    stream
+        .set_read_timeout(Some(MASTER_WAIT))
+        .map_err(|e| bad(format!("set a timeout: {e}")))?;
+    stream
+        .set_nonblocking(false)
+        .map_err(|e| bad(format!("set blocking: {e}")))?;
+    let mut name = [0u8; 256];
+    let mut iov = [std::io::IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<UnixAddr>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| bad(format!("receive the pty master: {e}")))?;
+    let mut fds = Vec::new();
+    for c in msg
+        .cmsgs()
+        .map_err(|e| bad(format!("control message: {e}")))?
+    {
+        if let ControlMessageOwned::ScmRights(r) = c {
+            fds.extend(r);
+        }
+    }
+    let mut owned: Vec<OwnedFd> = fds
+        .into_iter()
+        // SAFETY: SCM_RIGHTS just installed these descriptors in this process; nothing else
+        // owns them.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect();
+    if owned.len() != 1 {
+        return Err(bad(format!("{} descriptors instead of one", owned.len())));
+    }
+    owned.pop().ok_or_else(|| bad("no descriptor".into()))
+}
+
+/// Copies `input` into the pty `master` until `input` ends or `stop` becomes readable
+/// (the monitor closes its other end when the container's process exits). Run on a thread.
+pub(crate) fn relay_input(input: OwnedFd, master: OwnedFd, stop: OwnedFd) {
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut pfds = [
+            PollFd::new(input.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+        ];
+        match nix::poll::poll(&mut pfds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+        let ready = |p: &PollFd| !p.revents().unwrap_or(PollFlags::empty()).is_empty();
+        if pfds.get(1).is_some_and(ready) {
+            return;
+        }
+        if !pfds.first().is_some_and(ready) {
+            continue;
+        }
+        let n = match nix::unistd::read(&input, &mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(Errno::EINTR) | Err(Errno::EAGAIN) => continue,
+            Err(_) => return,
+        };
+        let mut rest = buf.get(..n).unwrap_or_default();
+        while !rest.is_empty() {
+            match nix::unistd::write(&master, rest) {
+                Ok(w) => rest = rest.get(w..).unwrap_or_default(),
+                Err(Errno::EINTR) | Err(Errno::EAGAIN) => continue,
+                Err(_) => return,
+            }
+        }
+    }
+}
