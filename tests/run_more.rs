@@ -363,5 +363,25 @@ fn tty_gives_a_pty_of_the_terminal_size() {
     // Without a terminal, -t still gives the process a pty (Docker's behaviour).
     let r = env.run(&["run", "-t", "--rm", "ex", "busybox", "tty"]).ok();
     assert_eq!(r.stdout.trim_end(), "/dev/pts/0", "{:?}", r.stdout);
+
+    // exec -t and -it, and the pty follows the terminal when it is resized meanwhile.
+    env.run(&["run", "-d", "--name", "box", "ex", "sleep", "1000"])
+        .ok();
+    let out = under_script(
+        &env,
+        "exec -t box sh -c 'busybox stty size; sleep 1; busybox stty size' & \
+         sleep 0.5; stty rows 40 cols 120; wait",
+        b"",
+    );
+    assert!(out.contains("30 100"), "{out:?}");
+    assert!(out.contains("40 120"), "{out:?}");
+    let out = under_script(
+        &env,
+        "exec -it box sh -c 'read x; echo got $x; exit 3'; echo code=$?",
+        b"typed\n",
+    );
+    assert!(out.contains("got typed"), "{out:?}");
+    assert!(out.contains("code=3"), "{out:?}");
+    env.run(&["rm", "-f", "box"]).ok();
     common::assert_containers_clean(&env, &[]);
 }

@@ -37,6 +37,10 @@ pub struct ExecConfig {
     pub interactive: bool,
     /// Detached (`-d`): stdin, stdout and stderr all go to /dev/null.
     pub detach: bool,
+    /// `-t`: a pseudo-terminal of this size (rows, columns; unset when `None`); see
+    /// `exec_tty`.
+    pub tty: bool,
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// One sample of a container's resource use (`decant stats`).
@@ -182,6 +186,51 @@ impl Engine {
     /// capabilities and seccomp filter), with the caller's stdio. The process is the
     /// caller's child; a command that is missing or not executable fails with 127 or 126.
     pub fn exec(&self, key: &str, cfg: &ExecConfig) -> Result<ContainerProcess, EngineError> {
+        if cfg.tty {
+            return Err(EngineError::Invalid(
+                "exec with a terminal: use exec_tty".into(),
+            ));
+        }
+        self.exec_inner(key, cfg, None)
+    }
+
+    /// `exec -t`: as `exec`, with a pty made inside the container; returns the process and
+    /// the pty's master, which the caller copies to and from its terminal (see
+    /// `tty::copy_terminal`).
+    pub fn exec_tty(
+        &self,
+        key: &str,
+        cfg: &ExecConfig,
+    ) -> Result<(ContainerProcess, OwnedFd), EngineError> {
+        let c = self.find(key)?;
+        let (l, path) = super::tty::console_listener(self.runtime.path(), &c.id)?;
+        let p = self.exec_inner(&c.id, cfg, Some(&path));
+        let master = p
+            .as_ref()
+            .ok()
+            .map(|_| super::tty::receive_master(&l, &path));
+        let _ = std::fs::remove_file(&path);
+        let p = p?;
+        match master {
+            Some(Ok(m)) => Ok((p, m)),
+            Some(Err(e)) => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p.pid()),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let _ = p.wait();
+                Err(e)
+            }
+            None => Err(EngineError::Invalid("exec: no process".into())),
+        }
+    }
+
+    fn exec_inner(
+        &self,
+        key: &str,
+        cfg: &ExecConfig,
+        console: Option<&Path>,
+    ) -> Result<ContainerProcess, EngineError> {
         let c = self.running(key, "exec in")?;
         if self.is_paused(&c) {
             return Err(EngineError::Invalid(format!(
@@ -210,6 +259,13 @@ impl Engine {
             opts.stdout = null()?;
             opts.stderr = null()?;
         }
+        if console.is_some() {
+            // The pty's slave replaces all three; nothing of the caller's reaches the process.
+            opts.stdin = null()?;
+            opts.stdout = null()?;
+            opts.stderr = null()?;
+        }
+        opts.console_socket = console.map(Path::to_path_buf);
         Ok(crate::exec(&self.runtime, &c.id, &process, &opts)?)
     }
 
@@ -229,7 +285,15 @@ impl Engine {
         let spec = super::build_spec(&config, &dir, &root)?;
         let mut process = spec.process().clone().unwrap_or_default();
         process.set_args(Some(cfg.args.clone()));
-        process.set_terminal(Some(false));
+        process.set_terminal(Some(cfg.tty));
+        if let (true, Some((rows, cols))) = (cfg.tty, cfg.console_size) {
+            let b = oci_spec::runtime::BoxBuilder::default()
+                .height(u64::from(rows))
+                .width(u64::from(cols))
+                .build()
+                .map_err(|e| EngineError::Invalid(format!("console size: {e}")))?;
+            process.set_console_size(Some(b));
+        }
         Ok(process)
     }
 

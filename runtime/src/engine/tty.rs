@@ -171,3 +171,82 @@ pub(crate) fn relay_input(input: OwnedFd, master: OwnedFd, stop: OwnedFd) {
         }
     }
 }
+
+/// How often `copy_terminal` looks at the terminal's size (polling needs no signal handler).
+const SIZE_POLL: Duration = Duration::from_millis(200);
+
+/// `exec -t` on the caller's side: copies the pty `master` to `out` and `input` (if any) to
+/// the master until the process closes the pty; the pty follows the size of the terminal
+/// `size_of`, if it is one.
+pub fn copy_terminal(
+    master: &OwnedFd,
+    input: Option<BorrowedFd<'_>>,
+    out: &mut dyn std::io::Write,
+    size_of: Option<BorrowedFd<'_>>,
+) {
+    let mut buf = [0u8; 4096];
+    let mut input = input;
+    let mut size = size_of.and_then(terminal_size);
+    loop {
+        let mut pfds = vec![PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        if let Some(i) = input {
+            pfds.push(PollFd::new(i, PollFlags::POLLIN));
+        }
+        let timeout = PollTimeout::try_from(SIZE_POLL).unwrap_or(PollTimeout::NONE);
+        match nix::poll::poll(&mut pfds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return,
+        }
+        let ready = |i: usize| {
+            pfds.get(i)
+                .and_then(|p| p.revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        let (m_ready, i_ready) = (ready(0), ready(1));
+        drop(pfds);
+        if let Some(fd) = size_of {
+            let now = terminal_size(fd);
+            if now.is_some() && now != size {
+                size = now;
+                if let Some((rows, cols)) = now {
+                    let ws = libc::winsize {
+                        ws_row: rows,
+                        ws_col: cols,
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    // SAFETY: TIOCSWINSZ reads one winsize from a pointer valid for the call.
+                    unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+                }
+            }
+        }
+        if m_ready {
+            match nix::unistd::read(master, &mut buf) {
+                Ok(0) | Err(Errno::EIO) => return,
+                Ok(n) => {
+                    let _ = out.write_all(buf.get(..n).unwrap_or_default());
+                    let _ = out.flush();
+                }
+                Err(Errno::EINTR) | Err(Errno::EAGAIN) => {}
+                Err(_) => return,
+            }
+        }
+        if let (true, Some(i)) = (i_ready, input) {
+            match nix::unistd::read(i, &mut buf) {
+                Ok(0) => input = None,
+                Ok(n) => {
+                    let mut rest = buf.get(..n).unwrap_or_default();
+                    while !rest.is_empty() {
+                        match nix::unistd::write(master, rest) {
+                            Ok(w) => rest = rest.get(w..).unwrap_or_default(),
+                            Err(Errno::EINTR) | Err(Errno::EAGAIN) => {}
+                            Err(_) => return,
+                        }
+                    }
+                }
+                Err(Errno::EINTR) | Err(Errno::EAGAIN) => {}
+                Err(_) => input = None,
+            }
+        }
+    }
+}
