@@ -305,12 +305,7 @@ fn launch(
     if let (true, Some((rows, cols)), Some(p)) =
         (c.config.tty, console_size, spec.process_mut().as_mut())
     {
-        let b = oci_spec::runtime::BoxBuilder::default()
-            .height(u64::from(rows))
-            .width(u64::from(cols))
-            .build()
-            .map_err(|e| EngineError::Invalid(format!("console size: {e}")))?;
-        p.set_console_size(Some(b));
+        p.set_console_size(Some(super::tty::console_box(rows, cols)?));
     }
     let cfg = dir.join("config.json");
     let bytes =
@@ -580,5 +575,8 @@ pub fn run_with(
     if saved.is_ok() || c.config.auto_remove {
         report(&mut status, &format!("exit {code}\n"));
     }
+    // The pipe closes when this process exits, not before: the starter waits for that end
+    // of file to know that no monitor is left (see `Engine::run_attached_with`).
+    std::mem::forget(status);
     0
 }

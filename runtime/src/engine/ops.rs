@@ -287,12 +287,7 @@ impl Engine {
         process.set_args(Some(cfg.args.clone()));
         process.set_terminal(Some(cfg.tty));
         if let (true, Some((rows, cols))) = (cfg.tty, cfg.console_size) {
-            let b = oci_spec::runtime::BoxBuilder::default()
-                .height(u64::from(rows))
-                .width(u64::from(cols))
-                .build()
-                .map_err(|e| EngineError::Invalid(format!("console size: {e}")))?;
-            process.set_console_size(Some(b));
+            process.set_console_size(Some(super::tty::console_box(rows, cols)?));
         }
         Ok(process)
     }

@@ -57,6 +57,15 @@ impl Drop for RawMode {
     }
 }
 
+/// The spec's console size for a pty of `rows` x `cols`.
+pub(crate) fn console_box(rows: u16, cols: u16) -> Result<oci_spec::runtime::Box, EngineError> {
+    oci_spec::runtime::BoxBuilder::default()
+        .height(u64::from(rows))
+        .width(u64::from(cols))
+        .build()
+        .map_err(|e| EngineError::Invalid(format!("console size {rows}x{cols}: {e}")))
+}
+
 /// A listening console socket for container `id` in the runtime's state directory `root`
 /// (a socket path must fit in 108 bytes, which a store path plus a 64-digit id may not).
 pub(crate) fn console_listener(
