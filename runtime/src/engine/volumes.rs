@@ -186,8 +186,11 @@ impl Engine {
                         "volume name {n:?} includes invalid characters, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed (at least 2)"
                     )));
                 }
-                if let Ok(v) = self.volume(n) {
-                    return Ok((v, false));
+                match self.volume(n) {
+                    Ok(v) => return Ok((v, false)),
+                    // A damaged volume is reported, never made again over its data.
+                    Err(e @ EngineError::Record { .. }) => return Err(e),
+                    Err(_) => {}
                 }
                 n.to_string()
             }
@@ -628,6 +631,20 @@ mod tests {
         let err = e.volume("data").unwrap_err();
         assert!(matches!(err, EngineError::Record { .. }), "{err}");
         assert_eq!(e.volume_list().unwrap().len(), 1);
+        let err = e.volume_create(Some("data")).unwrap_err();
+        assert!(matches!(err, EngineError::Record { .. }), "{err}");
+        assert!(err.to_string().contains("volume.json"), "{err}");
+        // Truncated, absurdly large, or naming another volume: errors, not panics.
+        let rec = e.volume_dir("data").unwrap().join(VOLUME_RECORD);
+        std::fs::write(&rec, vec![b' '; (MAX_RECORD_BYTES + 1) as usize]).unwrap();
+        assert!(e.volume("data").is_err());
+        std::fs::write(&rec, br#"{"name":"other","created":0,"anonymous":false}"#).unwrap();
+        assert!(e
+            .volume("data")
+            .unwrap_err()
+            .to_string()
+            .contains("names volume other"));
+        std::fs::remove_dir_all(e.volume_dir("data").unwrap()).unwrap();
         assert!(e.volume("../x").is_err());
         assert!(e.volume_create(Some("../x")).is_err());
         // Prune takes the unused anonymous one only; `all` takes the rest.
