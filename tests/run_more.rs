@@ -360,6 +360,15 @@ fn tty_gives_a_pty_of_the_terminal_size() {
         b"hello\n",
     );
     assert!(out.contains("got hello"), "{out:?}");
+    // The pty follows the terminal when it is resized while the container runs.
+    let out = under_script(
+        &env,
+        "run -t --rm ex sh -c 'busybox stty size; sleep 1.5; busybox stty size' & \
+         sleep 0.7; stty rows 40 cols 120; wait",
+        b"",
+    );
+    assert!(out.contains("30 100"), "{out:?}");
+    assert!(out.contains("40 120"), "{out:?}");
     // Without a terminal, -t still gives the process a pty (Docker's behaviour).
     let r = env.run(&["run", "-t", "--rm", "ex", "busybox", "tty"]).ok();
     assert_eq!(r.stdout.trim_end(), "/dev/pts/0", "{:?}", r.stdout);

@@ -346,6 +346,13 @@ pub fn run(ctx: &Context, a: RunArgs) -> Result<i32> {
             if a.interactive {
                 _raw = tty::RawMode::enable(std::io::stdin().as_fd());
             }
+            let term = [std::io::stdout().as_fd(), std::io::stdin().as_fd()]
+                .into_iter()
+                .find(|fd| tty::terminal_size(*fd).is_some())
+                .and_then(|fd| fd.try_clone_to_owned().ok());
+            if let Some(term) = term {
+                tty::follow_size(Engine::new(&ctx.store_root()), c.id.clone(), term);
+            }
         }
         match engine.run_attached_with(&c.id, &exe, opts, print_line) {
             Ok(code) => Ok(code),

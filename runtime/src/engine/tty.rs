@@ -3,8 +3,8 @@
 //! sends the master over a console socket, as runc does; the monitor receives it, writes what
 //! the process prints to the log, and feeds it the user's input (`-i`) until the process
 //! exits. The user's side (raw mode, window size) is read and set here for the CLI, which has
-//! no terminal code of its own. The window size is taken at start; later resizes are not
-//! followed.
+//! no terminal code of its own. The pty follows the user's terminal's size by polling it
+//! (no SIGWINCH handler in a CLI that is mostly blocked in reads).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
@@ -181,6 +181,59 @@ pub(crate) fn relay_input(input: OwnedFd, master: OwnedFd, stop: OwnedFd) {
     }
 }
 
+/// `run -t` on the caller's side, on a thread of its own: once container `id` runs, keeps the
+/// size of its pty (the monitor holds the master; the size can be set from the slave too,
+/// which we reach as the container's fd 0) equal to the terminal `size_of`, until the
+/// container stops. A hostile container may have put anything on its fd 0: it is opened
+/// without blocking and used only if it is a pseudo-terminal slave.
+pub fn follow_size(engine: super::Engine, id: String, size_of: OwnedFd) {
+    std::thread::spawn(move || {
+        let mut size = terminal_size(size_of.as_fd());
+        loop {
+            std::thread::sleep(SIZE_POLL);
+            let pid = match engine.load_raw(&id) {
+                Ok(c) if c.status == super::Status::Running => c.pid,
+                Ok(c) if c.is_live() => continue,
+                _ => return,
+            };
+            let now = terminal_size(size_of.as_fd());
+            if now.is_none() || now == size {
+                continue;
+            }
+            // Opened only for the change: a slave held open here would keep the monitor
+            // from ever seeing the pty's end.
+            if let (Some(slave), Some((rows, cols))) = (open_pty_slave(pid), now) {
+                set_size(slave.as_fd(), rows, cols);
+                size = now;
+            }
+        }
+    });
+}
+
+/// The container process `pid`'s fd 0 when it is a pty slave (major 136-143).
+fn open_pty_slave(pid: i32) -> Option<OwnedFd> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(format!("/proc/{pid}/fd/0"))
+        .ok()?;
+    let md = f.metadata().ok()?;
+    let major = libc::major(md.rdev());
+    (md.file_type().is_char_device() && (136..=143).contains(&major)).then(|| f.into())
+}
+
+fn set_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from a pointer valid for the call.
+    unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+}
+
 /// How often `copy_terminal` looks at the terminal's size (polling needs no signal handler).
 const SIZE_POLL: Duration = Duration::from_millis(200);
 
@@ -218,14 +271,7 @@ pub fn copy_terminal(
             if now.is_some() && now != size {
                 size = now;
                 if let Some((rows, cols)) = now {
-                    let ws = libc::winsize {
-                        ws_row: rows,
-                        ws_col: cols,
-                        ws_xpixel: 0,
-                        ws_ypixel: 0,
-                    };
-                    // SAFETY: TIOCSWINSZ reads one winsize from a pointer valid for the call.
-                    unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+                    set_size(master.as_fd(), rows, cols);
                 }
             }
         }
