@@ -55,6 +55,8 @@ enum Command {
     Start(cmd::container::StartArgs),
     /// Stop containers: the stop signal, then SIGKILL after the timeout.
     Stop(cmd::container::StopArgs),
+    /// Restart containers: stop (the stop signal, SIGKILL after the timeout), then start.
+    Restart(cmd::container::StopArgs),
     /// Send a signal (default KILL) to containers.
     Kill(cmd::container::KillArgs),
     /// Remove containers.
@@ -99,6 +101,9 @@ enum Command {
     Snapshot(cmd::commit::SnapshotArgs),
     /// Replace a container with one made from a snapshot: same name and configuration.
     Restore(cmd::commit::RestoreArgs),
+    /// Manage volumes (ls, create, inspect, rm, prune).
+    #[command(subcommand)]
+    Volume(cmd::volume::Command),
     /// The per-container monitor (started by run/start; not for users).
     #[command(name = "__monitor", hide = true)]
     Monitor(cmd::container::MonitorArgs),
@@ -140,6 +145,7 @@ fn main() -> ExitCode {
         Command::Create(a) => return container_verb(cmd::run::run_create(&ctx, a)),
         Command::Start(a) => return container_verb(cmd::container::start(&ctx, a)),
         Command::Stop(a) => return container_verb(cmd::container::stop(&ctx, a)),
+        Command::Restart(a) => return container_verb(cmd::container::restart(&ctx, a)),
         Command::Kill(a) => return container_verb(cmd::container::kill(&ctx, a)),
         Command::Rm(a) => return container_verb(cmd::container::rm(&ctx, a)),
         Command::Ps(a) => return container_verb(cmd::container::ps(&ctx, a)),
@@ -161,6 +167,7 @@ fn main() -> ExitCode {
         Command::Export(a) => return container_verb(cmd::commit::export(&ctx, a)),
         Command::Snapshot(a) => return container_verb(cmd::commit::snapshot(&ctx, a)),
         Command::Restore(a) => return container_verb(cmd::commit::restore(&ctx, a)),
+        Command::Volume(c) => return container_verb(cmd::volume::run(&ctx, c)),
         Command::Monitor(a) => {
             return ExitCode::from(cmd::container::monitor(a).clamp(0, 255) as u8)
         }

@@ -40,6 +40,9 @@ pub struct RmArgs {
     /// Kill a running container first.
     #[arg(short, long)]
     pub force: bool,
+    /// Remove the container's anonymous volumes too.
+    #[arg(short, long)]
+    pub volumes: bool,
     #[arg(required = true)]
     pub containers: Vec<String>,
 }
@@ -90,6 +93,12 @@ pub struct MonitorArgs {
     pub store: PathBuf,
     #[arg(long)]
     pub status_fd: Option<i32>,
+    /// Fd 0 is the container's standard input (`run -i`).
+    #[arg(long)]
+    pub stdin: bool,
+    /// `ROWSxCOLS` of the pty (`run -t`).
+    #[arg(long)]
+    pub console_size: Option<String>,
     pub id: String,
 }
 
@@ -134,6 +143,16 @@ pub fn stop(ctx: &Context, a: StopArgs) -> Result<i32> {
     })
 }
 
+pub fn restart(ctx: &Context, a: StopArgs) -> Result<i32> {
+    let e = engine(ctx);
+    let exe = std::env::current_exe().context("finding the decant binary")?;
+    each(&a.containers, |n| {
+        e.restart(n, a.time, &exe)?;
+        println!("{n}");
+        Ok(())
+    })
+}
+
 pub fn kill(ctx: &Context, a: KillArgs) -> Result<i32> {
     let e = engine(ctx);
     let sig = parse_signal(&a.signal)?;
@@ -147,7 +166,7 @@ pub fn kill(ctx: &Context, a: KillArgs) -> Result<i32> {
 pub fn rm(ctx: &Context, a: RmArgs) -> Result<i32> {
     let e = engine(ctx);
     each(&a.containers, |n| {
-        e.remove(n, a.force)?;
+        e.remove_with_volumes(n, a.force, a.volumes)?;
         println!("{n}");
         Ok(())
     })
@@ -327,5 +346,19 @@ pub fn monitor(a: MonitorArgs) -> i32 {
         .status_fd
         .filter(|fd| *fd > 2)
         .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
-    runtime::engine::monitor::run(&a.store, &a.id, fd)
+    // SAFETY: with --stdin the starter made fd 0 the container's standard input for us; this
+    // process never reads its own stdin, so taking fd 0 over (it is closed once the container
+    // is made) leaves no other owner.
+    let stdin = a
+        .stdin
+        .then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(0) });
+    let console_size = a.console_size.as_deref().and_then(|s| {
+        let (r, c) = s.split_once('x')?;
+        Some((r.parse().ok()?, c.parse().ok()?))
+    });
+    let opts = runtime::engine::StartOptions {
+        stdin,
+        console_size,
+    };
+    runtime::engine::monitor::run_with(&a.store, &a.id, fd, opts)
 }

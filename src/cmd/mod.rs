@@ -21,6 +21,7 @@ pub mod run;
 pub mod runtime;
 pub mod svc;
 pub mod tag;
+pub mod volume;
 
 /// What every command shares: where the store is.
 pub struct Context {

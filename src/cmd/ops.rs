@@ -19,6 +19,9 @@ pub struct ExecArgs {
     /// Keep stdin open (the caller's stdin goes to the process).
     #[arg(short, long)]
     pub interactive: bool,
+    /// Give the process a pseudo-terminal (it follows this terminal's size).
+    #[arg(short, long)]
+    pub tty: bool,
     /// USER[:GROUP], names or numbers.
     #[arg(short, long)]
     pub user: Option<String>,
@@ -104,11 +107,41 @@ pub fn exec(ctx: &Context, a: ExecArgs) -> Result<i32> {
         workdir: a.workdir,
         interactive: a.interactive,
         detach: a.detach,
+        tty: a.tty && !a.detach,
+        console_size: None,
     };
+    if cfg.tty {
+        return exec_tty(ctx, &a.container, cfg);
+    }
     let p = engine(ctx).exec(&a.container, &cfg)?;
     if a.detach {
         return Ok(0);
     }
+    Ok(p.wait()?.code())
+}
+
+/// `exec -t`: the pty's output to our stdout, our stdin (with -i) to the pty, in raw mode
+/// when stdin is a terminal; the pty follows our terminal's size.
+fn exec_tty(ctx: &Context, container: &str, mut cfg: ExecConfig) -> Result<i32> {
+    use runtime::engine::tty;
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let size_of = if tty::terminal_size(stdout.as_fd()).is_some() {
+        Some(stdout.as_fd())
+    } else if tty::terminal_size(stdin.as_fd()).is_some() {
+        Some(stdin.as_fd())
+    } else {
+        None
+    };
+    cfg.console_size = size_of.and_then(tty::terminal_size);
+    let (p, master) = engine(ctx).exec_tty(container, &cfg)?;
+    let _raw = cfg
+        .interactive
+        .then(|| tty::RawMode::enable(stdin.as_fd()))
+        .flatten();
+    let input = cfg.interactive.then(|| stdin.as_fd());
+    tty::copy_terminal(&master, input, &mut stdout.lock(), size_of);
     Ok(p.wait()?.code())
 }
 

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use clap::Args as ClapArgs;
 use runtime::engine::ports::PortMapping;
-use runtime::engine::{Bind, ContainerConfig, Engine, LogLine, NetworkMode, RestartPolicy};
+use runtime::engine::tty;
+use runtime::engine::volumes::{parse_volume_arg, VolumeArg};
+use runtime::engine::{ContainerConfig, Engine, LogLine, NetworkMode, RestartPolicy, StartOptions};
 use snapshot::layer::cache::LayerCache;
 
 use super::Context;
@@ -38,8 +40,9 @@ pub struct CreateArgs {
     /// Overwrite the image's entrypoint.
     #[arg(long)]
     pub entrypoint: Option<String>,
-    /// Bind mount a host directory: HOST:CTR[:ro].
-    #[arg(short, long = "volume", value_name = "HOST:CTR[:ro]")]
+    /// Bind mount a host directory (HOST:CTR[:ro]), mount a named volume (NAME:CTR[:ro],
+    /// made on first use) or a new anonymous volume (CTR).
+    #[arg(short, long = "volume", value_name = "HOST|NAME:CTR[:ro]")]
     pub volume: Vec<String>,
     /// Mount a tmpfs directory.
     #[arg(long, value_name = "DIR")]
@@ -94,6 +97,9 @@ pub struct CreateArgs {
         value_parser = ["tini", "host"]
     )]
     pub init: Option<String>,
+    /// Give the process a pseudo-terminal.
+    #[arg(short, long)]
+    pub tty: bool,
     /// Print help (-h is --hostname, as docker).
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,
@@ -107,6 +113,9 @@ pub struct RunArgs {
     /// Run in the background and print the container id.
     #[arg(short, long)]
     pub detach: bool,
+    /// Give the container's process this command's standard input (ignored with -d).
+    #[arg(short, long)]
+    pub interactive: bool,
     #[command(flatten)]
     pub create: CreateArgs,
 }
@@ -209,11 +218,15 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
         env.extend(env_file(f)?);
     }
     env.extend(a.env.iter().filter_map(|e| expand_env(e)));
-    let binds = a
-        .volume
-        .iter()
-        .map(|v| v.parse::<Bind>())
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut binds = Vec::new();
+    let mut volumes = Vec::new();
+    for v in &a.volume {
+        match parse_volume_arg(v)? {
+            VolumeArg::Bind(b) => binds.push(b),
+            VolumeArg::Volume(r) => volumes.push(r),
+        }
+    }
+    let image_volumes: Vec<String> = ic.volumes().clone().unwrap_or_default();
     let network = a.network.parse::<NetworkMode>()?;
     let ports = published(
         &a.publish,
@@ -254,12 +267,14 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
         restart,
         init,
         init_host,
+        volumes: Vec::new(),
+        tty: a.tty,
     };
-    Ok(Engine::new(&ctx.store_root()).create(cfg)?)
+    Ok(Engine::new(&ctx.store_root()).create_with_volumes(cfg, &volumes, &image_volumes)?)
 }
 
 /// The ports of `-p` and (with `-P`) of the image's EXPOSE; none, with Docker's warning, on
-/// the host network (nothing to forward) or none.
+/// the host network (nothing to forward); refused on network none.
 fn published(
     publish: &[String],
     all: bool,
@@ -282,13 +297,13 @@ fn published(
             }
         }
     }
-    if network != NetworkMode::Private && !ports.is_empty() {
-        let mode = if network == NetworkMode::Host {
-            "host"
-        } else {
-            "none"
-        };
-        eprintln!("WARNING: Published ports are discarded when using {mode} network mode");
+    if network == NetworkMode::None && !ports.is_empty() {
+        anyhow::bail!(
+            "--network none: the container has no network to publish ports from (-p, -P); use the default private network"
+        );
+    }
+    if network == NetworkMode::Host && !ports.is_empty() {
+        eprintln!("WARNING: Published ports are discarded when using host network mode");
         ports.clear();
     }
     Ok(ports)
@@ -297,7 +312,7 @@ fn published(
 /// A `run` whose start failed on a taken host port leaves nothing behind (the error is Docker's).
 fn forget_on_port_error(engine: &Engine, id: &str, e: &runtime::engine::EngineError) {
     if e.to_string().contains(runtime::engine::ports::ALLOCATED) {
-        let _ = engine.remove(id, false);
+        let _ = engine.remove_with_volumes(id, false, true);
     }
 }
 
@@ -338,7 +353,33 @@ pub fn run(ctx: &Context, a: RunArgs) -> Result<i32> {
             }
         }
     } else {
-        match engine.run_attached(&c.id, &exe, print_line) {
+        use std::os::fd::AsFd;
+        let mut opts = StartOptions::default();
+        if a.interactive {
+            opts.stdin = Some(
+                std::io::stdin()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .context("duplicating standard input")?,
+            );
+        }
+        // Raw mode only on a real terminal, and only while the container runs.
+        let mut _raw = None;
+        if c.config.tty {
+            opts.console_size = tty::terminal_size(std::io::stdout().as_fd())
+                .or_else(|| tty::terminal_size(std::io::stdin().as_fd()));
+            if a.interactive {
+                _raw = tty::RawMode::enable(std::io::stdin().as_fd());
+            }
+            let term = [std::io::stdout().as_fd(), std::io::stdin().as_fd()]
+                .into_iter()
+                .find(|fd| tty::terminal_size(*fd).is_some())
+                .and_then(|fd| fd.try_clone_to_owned().ok());
+            if let Some(term) = term {
+                tty::follow_size(Engine::new(&ctx.store_root()), c.id.clone(), term);
+            }
+        }
+        match engine.run_attached_with(&c.id, &exe, opts, print_line) {
             Ok(code) => Ok(code),
             Err(e) => {
                 forget_on_port_error(&engine, &c.id, &e);

@@ -12,6 +12,8 @@ pub mod ports;
 pub mod restart;
 mod spec;
 pub mod time;
+pub mod tty;
+pub mod volumes;
 
 use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -191,6 +193,12 @@ pub struct ContainerConfig {
     /// services; `args()`, when not empty, is the main service beside them).
     #[serde(default)]
     pub init_host: bool,
+    /// `-v NAME:CTR`, `-v CTR` and the image's VOLUMEs: named and anonymous volumes.
+    #[serde(default)]
+    pub volumes: Vec<volumes::VolumeMount>,
+    /// `-t`: the process gets a pseudo-terminal (see `tty`).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 impl ContainerConfig {
@@ -237,6 +245,9 @@ pub struct Container {
     /// Restarts by the policy since the last explicit start.
     #[serde(default)]
     pub restart_count: u32,
+    /// The memory cgroup's OOM killer killed a process of the last run.
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 impl Container {
@@ -498,6 +509,11 @@ impl Engine {
                 ports::MAX_PORTS
             )));
         }
+        if config.network == NetworkMode::None && !config.ports.is_empty() {
+            return Err(EngineError::Invalid(
+                "--network none: the container has no network to publish ports from".into(),
+            ));
+        }
         if config.auto_remove && config.restart != RestartPolicy::No {
             return Err(EngineError::Invalid(
                 "Conflicting options: --restart and --rm".into(),
@@ -562,6 +578,7 @@ impl Engine {
                 error: None,
                 ports: Vec::new(),
                 restart_count: 0,
+                oom_killed: false,
             };
             self.save(&c)?;
             Ok(c)
@@ -577,6 +594,16 @@ impl Engine {
     /// for it to report the container started.
     /// The returned handle reports the exit code later (foreground `run`, `start -a`).
     pub fn start(&self, id: &str, exe: &Path) -> Result<Started, EngineError> {
+        self.start_with(id, exe, StartOptions::default())
+    }
+
+    /// `start` with options (`run -i`: the container's first process reads `opts.stdin`).
+    pub fn start_with(
+        &self,
+        id: &str,
+        exe: &Path,
+        opts: StartOptions,
+    ) -> Result<Started, EngineError> {
         let c = self.load(id)?;
         if c.is_live() {
             return Ok(Started {
@@ -590,9 +617,9 @@ impl Engine {
             .map_err(|e| EngineError::Invalid(format!("pipe: {e}")))?;
         let wfd = w.as_raw_fd();
         if single_threaded() {
-            self.fork_monitor(&c.id, wfd)?;
+            self.fork_monitor(&c.id, wfd, opts)?;
         } else {
-            self.exec_monitor(&c.id, exe, wfd)?;
+            self.exec_monitor(&c.id, exe, wfd, opts)?;
         }
         drop(w);
         let mut status = std::io::BufReader::new(std::fs::File::from(r));
@@ -621,9 +648,17 @@ impl Engine {
     /// The monitor by fork alone (no exec): the cheap path, about 3 ms of CPU and a process
     /// image less than re-executing the binary. Only sound while this process has one thread
     /// (the forked copy then holds no lock another thread took); `start` checks that.
-    /// The child double-forks like `exec_monitor`, then keeps only the status pipe, puts
-    /// /dev/null on stdio, and runs `monitor::run` to its end.
-    fn fork_monitor(&self, id: &str, wfd: std::os::fd::RawFd) -> Result<(), EngineError> {
+    /// The child double-forks like `exec_monitor`, then keeps only the status pipe and, on
+    /// fd 0, `opts.stdin` (else /dev/null; /dev/null on 1 and 2), and runs `monitor::run_with`
+    /// to its end.
+    fn fork_monitor(
+        &self,
+        id: &str,
+        wfd: std::os::fd::RawFd,
+        opts: StartOptions,
+    ) -> Result<(), EngineError> {
+        let stdin = opts.stdin.as_ref().map(|f| f.as_raw_fd());
+        let console_size = opts.console_size;
         let devnull = std::ffi::CString::new("/dev/null").unwrap_or_default();
         // SAFETY: the process is single-threaded (checked by the caller), so the child is a
         // full copy in which every lock is free; it ends with `_exit` and never returns into
@@ -660,13 +695,33 @@ impl Engine {
                     libc::signal(libc::SIGPIPE, libc::SIG_IGN);
                     // Only the status pipe stays open: the parent's store lock and files must
                     // not live on in the monitor.
+                    // The status pipe first moves off 0..2 if it sits there.
+                    let wfd = if wfd < 3 {
+                        libc::fcntl(wfd, libc::F_DUPFD_CLOEXEC, 3)
+                    } else {
+                        wfd
+                    };
+                    let stdin = stdin.map(|fd| {
+                        if fd < 3 {
+                            libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3)
+                        } else {
+                            fd
+                        }
+                    });
                     let null = libc::open(devnull.as_ptr(), libc::O_RDWR);
                     for fd in 0..3 {
-                        if null >= 0 && null != fd {
-                            libc::dup2(null, fd);
+                        let from = match stdin {
+                            Some(i) if fd == 0 => i,
+                            _ => null,
+                        };
+                        if from >= 0 && from != fd {
+                            libc::dup2(from, fd);
                         }
                     }
-                    let keep = wfd.max(3);
+                    if wfd < 0 {
+                        libc::_exit(125);
+                    }
+                    let keep = wfd;
                     if keep > 3 {
                         libc::syscall(libc::SYS_close_range, 3u32, (keep - 1) as u32, 0u32);
                     }
@@ -675,7 +730,11 @@ impl Engine {
                     let name = b"decant-monitor\0";
                     libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);
                     let status = <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(wfd);
-                    let code = monitor::run(&self.store_root, id, Some(status));
+                    let opts = StartOptions {
+                        stdin: stdin.map(|_| <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(0)),
+                        console_size,
+                    };
+                    let code = monitor::run_with(&self.store_root, id, Some(status), opts);
                     libc::_exit(code)
                 }
             }
@@ -694,15 +753,23 @@ impl Engine {
         id: &str,
         exe: &Path,
         wfd: std::os::fd::RawFd,
+        opts: StartOptions,
     ) -> Result<(), EngineError> {
         let mut cmd = std::process::Command::new(exe);
         cmd.arg("__monitor")
             .arg("--store")
             .arg(&self.store_root)
             .arg("--status-fd")
-            .arg(wfd.to_string())
-            .arg(id)
-            .stdin(std::process::Stdio::null())
+            .arg(wfd.to_string());
+        // The monitor hands its fd 0 to the container's first process (see `monitor::run`).
+        if let Some((rows, cols)) = opts.console_size {
+            cmd.arg("--console-size").arg(format!("{rows}x{cols}"));
+        }
+        match opts.stdin {
+            Some(fd) => cmd.arg("--stdin").stdin(std::process::Stdio::from(fd)),
+            None => cmd.stdin(std::process::Stdio::null()),
+        };
+        cmd.arg(id)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         // SAFETY: between fork and exec the closure only makes async-signal-safe calls
@@ -893,6 +960,17 @@ impl Engine {
         &self,
         id: &str,
         exe: &Path,
+        out: impl FnMut(&LogLine),
+    ) -> Result<i32, EngineError> {
+        self.run_attached_with(id, exe, StartOptions::default(), out)
+    }
+
+    /// `run_attached` with start options (`run -i`).
+    pub fn run_attached_with(
+        &self,
+        id: &str,
+        exe: &Path,
+        opts: StartOptions,
         mut out: impl FnMut(&LogLine),
     ) -> Result<i32, EngineError> {
         let path = self.container_dir(id)?.join(LOG);
@@ -900,7 +978,7 @@ impl Engine {
         let mut reader = LogReader::new(f);
         // Only what this start writes.
         while reader.next_line().map_err(io_err(&path, "read"))?.is_some() {}
-        let started = self.start(id, exe)?;
+        let started = self.start_with(id, exe, opts)?;
         let Some(status) = started.status else {
             return Err(EngineError::Invalid(format!(
                 "container {id} is already running"
@@ -931,6 +1009,10 @@ impl Engine {
                 break;
             }
         }
+        // Unless the policy restarts it, the monitor is about to exit.
+        if !matches!(self.load_raw(id), Ok(c) if c.is_live()) {
+            wait_for_close(&fd, MONITOR_EXIT_WAIT);
+        }
         while let Some(l) = reader.next_line().map_err(io_err(&path, "read"))? {
             out(&l);
         }
@@ -946,6 +1028,16 @@ impl Engine {
             },
         }
     }
+}
+
+/// How `start_with` starts a container.
+#[derive(Debug, Default)]
+pub struct StartOptions {
+    /// The standard input of the container's first process (a restart by the policy gets
+    /// /dev/null); /dev/null when `None`.
+    pub stdin: Option<OwnedFd>,
+    /// With `-t`: the pty's size (rows, columns) at start.
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// What `start` returns: the init's pid and, when this call started it, the pipe on which
@@ -998,6 +1090,32 @@ impl LogReader {
             if let Ok(l) = serde_json::from_slice::<LogLine>(&line) {
                 return Ok(Some(l));
             }
+        }
+    }
+}
+
+/// How long a foreground `run` waits for the monitor to exit after it reported the exit.
+const MONITOR_EXIT_WAIT: Duration = Duration::from_secs(5);
+
+/// Reads `fd` until end of file (the writer, the monitor, exited) or `limit`: so that once a
+/// foreground `run` returns, its monitor is gone too (nothing of a `--rm` container is left).
+fn wait_for_close(fd: &OwnedFd, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 256];
+    while Instant::now() < deadline {
+        let mut pfd = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(50u16)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+            Ok(_) => {}
+        }
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) => return,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
         }
     }
 }

@@ -232,6 +232,35 @@ fn pump(out: OwnedFd, err: OwnedFd, log: &mut LogWriter) {
     }
 }
 
+/// The `oom_kill` count of the container's memory cgroup: v1 `memory.oom_control`, v2
+/// `memory.events` (0 when neither is readable, e.g. no memory controller).
+fn oom_kills(id: &str) -> u64 {
+    let Ok(m) = crate::cgroups::manager_for(id) else {
+        return 0;
+    };
+    let mut total = 0u64;
+    for dir in m.paths() {
+        for file in ["memory.oom_control", "memory.events"] {
+            let Ok(f) = std::fs::File::open(dir.join(file)) else {
+                continue;
+            };
+            let mut text = String::new();
+            if std::io::Read::read_to_string(&mut std::io::Read::take(f, 64 << 10), &mut text)
+                .is_err()
+            {
+                continue;
+            }
+            let n = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("oom_kill "))
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .fold(0u64, u64::saturating_add);
+            total = total.saturating_add(n);
+        }
+    }
+    total
+}
+
 fn wait_init(pid: i32) -> i32 {
     loop {
         match waitpid(Pid::from_raw(pid), None) {
@@ -243,39 +272,101 @@ fn wait_init(pid: i32) -> i32 {
     }
 }
 
-/// Creates and starts the OCI container; returns its init pid, its output pipes and the
-/// port forwarder (bound before anything else, so a taken port changes nothing).
+/// What `launch` started.
+struct Launched {
+    pid: i32,
+    /// The process's output: stdout and stderr pipes, or (`-t`) the pty master and a pipe
+    /// already at its end.
+    out: OwnedFd,
+    err: OwnedFd,
+    forwarder: super::ports::Forwarder,
+    /// `-t -i`: the thread feeding the user's input to the pty, and the pipe end whose
+    /// closing stops it.
+    relay: Option<(OwnedFd, std::thread::JoinHandle<()>)>,
+}
+
+/// Creates and starts the OCI container; returns its init pid, its output and the port
+/// forwarder (bound before anything else, so a taken port changes nothing).
 fn launch(
     engine: &Engine,
     c: &Container,
     dir: &Path,
     log: &mut LogWriter,
-) -> Result<(i32, OwnedFd, OwnedFd, super::ports::Forwarder), EngineError> {
+    stdin: Option<OwnedFd>,
+    console_size: Option<(u16, u16)>,
+) -> Result<Launched, EngineError> {
     let bound = if c.config.network == NetworkMode::Private {
         super::ports::bind(&c.config.ports)?
     } else {
         super::ports::Bound::default()
     };
     let merged = mount_root(c, dir)?;
-    let spec = super::build_spec(&c.config, dir, &merged)?;
+    super::volumes::populate(&merged, &c.config.volumes)?;
+    let mut spec = super::build_spec(&c.config, dir, &merged)?;
+    if let (true, Some((rows, cols)), Some(p)) =
+        (c.config.tty, console_size, spec.process_mut().as_mut())
+    {
+        p.set_console_size(Some(super::tty::console_box(rows, cols)?));
+    }
     let cfg = dir.join("config.json");
     let bytes =
         serde_json::to_vec(&spec).map_err(|e| EngineError::Invalid(format!("config.json: {e}")))?;
     std::fs::write(&cfg, bytes).map_err(io_err(&cfg, "write"))?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    let null = std::fs::File::open("/dev/null").map_err(io_err(Path::new("/dev/null"), "open"))?;
+    let null = || -> Result<OwnedFd, EngineError> {
+        Ok(std::fs::File::open("/dev/null")
+            .map_err(io_err(Path::new("/dev/null"), "open"))?
+            .into())
+    };
+    // With a pty the runtime puts its slave on 0, 1 and 2; the user's input goes through
+    // the master instead.
+    let (container_stdin, input) = match (c.config.tty, stdin) {
+        (false, Some(fd)) => (fd, None),
+        (_, input) => (null()?, input),
+    };
+    let console = if c.config.tty {
+        Some(super::tty::console_listener(
+            engine.runtime_root().path(),
+            &c.id,
+        )?)
+    } else {
+        None
+    };
     let opts = crate::CreateOptions {
-        stdin: Some(null.into()),
+        stdin: Some(container_stdin),
         stdout: Some(out_w),
         stderr: Some(err_w),
+        console_socket: console.as_ref().map(|(_, p)| p.clone()),
         ..Default::default()
     };
     let rt = engine.runtime_root();
     // A leftover from a crash of an earlier monitor of this container.
     let _ = crate::delete(rt, &c.id, true);
-    let created = crate::create(rt, &c.id, dir, &opts)?;
+    let created = crate::create(rt, &c.id, dir, &opts);
     drop(opts);
+    let master = match (&console, &created) {
+        (Some((l, p)), Ok(_)) => {
+            let m = super::tty::receive_master(l, p);
+            let _ = std::fs::remove_file(p);
+            match m {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    if let Ok(cr) = &created {
+                        let _ = crate::delete(rt, &c.id, true);
+                        let _ = wait_init(cr.pid().unwrap_or(0));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        (Some((_, p)), Err(_)) => {
+            let _ = std::fs::remove_file(p);
+            None
+        }
+        _ => None,
+    };
+    let created = created?;
     let pid = created.pid().unwrap_or(0);
     let started = (|| {
         if c.config.network != NetworkMode::Host {
@@ -289,7 +380,41 @@ fn launch(
         Ok(forwarder)
     })();
     match started {
-        Ok(forwarder) => Ok((pid, out_r, err_r, forwarder)),
+        Ok(forwarder) => {
+            let Some(master) = master else {
+                return Ok(Launched {
+                    pid,
+                    out: out_r,
+                    err: err_r,
+                    forwarder,
+                    relay: None,
+                });
+            };
+            // Nothing is written to the pipes under a pty: only the master carries output.
+            drop(err_r);
+            let (_, done) = pipe()?;
+            let relay = match input {
+                Some(input) => {
+                    let (stop_r, stop_w) = pipe()?;
+                    let to_master = master
+                        .try_clone()
+                        .map_err(io_err(Path::new("pty master"), "dup"))?;
+                    let t = std::thread::spawn(move || {
+                        super::tty::relay_input(input, to_master, stop_r)
+                    });
+                    Some((stop_w, t))
+                }
+                None => None,
+            };
+            drop(out_r);
+            Ok(Launched {
+                pid,
+                out: master,
+                err: done,
+                forwarder,
+                relay,
+            })
+        }
         Err(e) => {
             let _ = crate::delete(rt, &c.id, true);
             let _ = wait_init(pid);
@@ -302,6 +427,19 @@ fn launch(
 /// The monitor's whole life for container `id` of the store at `store_root`; `status` is the
 /// pipe to the starter. Returns the monitor's exit code.
 pub fn run(store_root: &Path, id: &str, status: Option<OwnedFd>) -> i32 {
+    run_with(store_root, id, status, super::StartOptions::default())
+}
+
+/// `run`, with `opts.stdin` as the standard input of the container's first process
+/// (`run -i`), and `opts.console_size` as its pty's size (`-t`). The monitor keeps no copy of
+/// the input once the first process is gone, so the writer sees the reader go.
+pub fn run_with(
+    store_root: &Path,
+    id: &str,
+    status: Option<OwnedFd>,
+    opts: super::StartOptions,
+) -> i32 {
+    let mut stdin = opts.stdin;
     let mut status = status.map(std::fs::File::from);
     let engine = Engine::new(store_root);
     let mut c = match engine.load_raw(id) {
@@ -346,39 +484,54 @@ pub fn run(store_root: &Path, id: &str, status: Option<OwnedFd>) -> i32 {
     let mut delay = restart::BACKOFF_START;
     let code = loop {
         let began = std::time::Instant::now();
-        let (code, launched) = match launch(&engine, &c, &dir, &mut log) {
-            Ok((pid, out, err, forwarder)) => {
-                c.status = Status::Running;
-                c.pid = pid;
-                c.ports = forwarder.mappings().to_vec();
-                c.started_at = Some(time::now());
-                c.finished_at = None;
-                c.exit_code = None;
-                c.error = None;
-                if let Err(e) = engine.save(&c) {
-                    let _ = crate::kill(engine.runtime_root(), id, crate::Signal::SIGKILL, true);
-                    report(&mut status, &format!("error 125 {e}\n"));
-                } else {
-                    report(&mut status, &format!("started {pid}\n"));
+        let (code, launched) =
+            match launch(&engine, &c, &dir, &mut log, stdin.take(), opts.console_size) {
+                Ok(Launched {
+                    pid,
+                    out,
+                    err,
+                    forwarder,
+                    relay,
+                }) => {
+                    c.status = Status::Running;
+                    c.pid = pid;
+                    c.ports = forwarder.mappings().to_vec();
+                    c.started_at = Some(time::now());
+                    c.finished_at = None;
+                    c.exit_code = None;
+                    c.error = None;
+                    if let Err(e) = engine.save(&c) {
+                        let _ =
+                            crate::kill(engine.runtime_root(), id, crate::Signal::SIGKILL, true);
+                        report(&mut status, &format!("error 125 {e}\n"));
+                    } else {
+                        report(&mut status, &format!("started {pid}\n"));
+                    }
+                    c.oom_killed = false;
+                    pump(out, err, &mut log);
+                    let code = wait_init(pid);
+                    if let Some((stop, thread)) = relay {
+                        drop(stop);
+                        let _ = thread.join();
+                    }
+                    // Read before `delete` removes the cgroup with its counter.
+                    c.oom_killed = oom_kills(id) > 0;
+                    // The host ports are free before the record says the container stopped.
+                    forwarder.stop();
+                    c.ports.clear();
+                    let _ = crate::delete(engine.runtime_root(), id, true);
+                    c.exit_code = Some(code);
+                    (code, true)
                 }
-                pump(out, err, &mut log);
-                let code = wait_init(pid);
-                // The host ports are free before the record says the container stopped.
-                forwarder.stop();
-                c.ports.clear();
-                let _ = crate::delete(engine.runtime_root(), id, true);
-                c.exit_code = Some(code);
-                (code, true)
-            }
-            Err(e) => {
-                let code = e.exit_code();
-                let msg = e.to_string().replace('\n', " ");
-                failed = Some(format!("error {code} {msg}\n"));
-                c.error = Some(msg);
-                c.exit_code = Some(code);
-                (code, false)
-            }
-        };
+                Err(e) => {
+                    let code = e.exit_code();
+                    let msg = e.to_string().replace('\n', " ");
+                    failed = Some(format!("error {code} {msg}\n"));
+                    c.error = Some(msg);
+                    c.exit_code = Some(code);
+                    (code, false)
+                }
+            };
         let _ = unmount(&dir);
         c.pid = 0;
         c.finished_at = Some(time::now());
@@ -415,6 +568,7 @@ pub fn run(store_root: &Path, id: &str, status: Option<OwnedFd>) -> i32 {
     let saved = engine.save(&c);
     if c.config.auto_remove {
         let _ = engine.purge(id);
+        engine.remove_anonymous_volumes(&c);
     }
     if let Some(f) = failed {
         report(&mut status, &f);
@@ -422,5 +576,8 @@ pub fn run(store_root: &Path, id: &str, status: Option<OwnedFd>) -> i32 {
     if saved.is_ok() || c.config.auto_remove {
         report(&mut status, &format!("exit {code}\n"));
     }
+    // The pipe closes when this process exits, not before: the starter waits for that end
+    // of file to know that no monitor is left (see `Engine::run_attached_with`).
+    std::mem::forget(status);
     0
 }

@@ -37,6 +37,10 @@ pub struct ExecConfig {
     pub interactive: bool,
     /// Detached (`-d`): stdin, stdout and stderr all go to /dev/null.
     pub detach: bool,
+    /// `-t`: a pseudo-terminal of this size (rows, columns; unset when `None`); see
+    /// `exec_tty`.
+    pub tty: bool,
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// One sample of a container's resource use (`decant stats`).
@@ -182,6 +186,51 @@ impl Engine {
     /// capabilities and seccomp filter), with the caller's stdio. The process is the
     /// caller's child; a command that is missing or not executable fails with 127 or 126.
     pub fn exec(&self, key: &str, cfg: &ExecConfig) -> Result<ContainerProcess, EngineError> {
+        if cfg.tty {
+            return Err(EngineError::Invalid(
+                "exec with a terminal: use exec_tty".into(),
+            ));
+        }
+        self.exec_inner(key, cfg, None)
+    }
+
+    /// `exec -t`: as `exec`, with a pty made inside the container; returns the process and
+    /// the pty's master, which the caller copies to and from its terminal (see
+    /// `tty::copy_terminal`).
+    pub fn exec_tty(
+        &self,
+        key: &str,
+        cfg: &ExecConfig,
+    ) -> Result<(ContainerProcess, OwnedFd), EngineError> {
+        let c = self.find(key)?;
+        let (l, path) = super::tty::console_listener(self.runtime.path(), &c.id)?;
+        let p = self.exec_inner(&c.id, cfg, Some(&path));
+        let master = p
+            .as_ref()
+            .ok()
+            .map(|_| super::tty::receive_master(&l, &path));
+        let _ = std::fs::remove_file(&path);
+        let p = p?;
+        match master {
+            Some(Ok(m)) => Ok((p, m)),
+            Some(Err(e)) => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p.pid()),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let _ = p.wait();
+                Err(e)
+            }
+            None => Err(EngineError::Invalid("exec: no process".into())),
+        }
+    }
+
+    fn exec_inner(
+        &self,
+        key: &str,
+        cfg: &ExecConfig,
+        console: Option<&Path>,
+    ) -> Result<ContainerProcess, EngineError> {
         let c = self.running(key, "exec in")?;
         if self.is_paused(&c) {
             return Err(EngineError::Invalid(format!(
@@ -210,6 +259,13 @@ impl Engine {
             opts.stdout = null()?;
             opts.stderr = null()?;
         }
+        if console.is_some() {
+            // The pty's slave replaces all three; nothing of the caller's reaches the process.
+            opts.stdin = null()?;
+            opts.stdout = null()?;
+            opts.stderr = null()?;
+        }
+        opts.console_socket = console.map(Path::to_path_buf);
         Ok(crate::exec(&self.runtime, &c.id, &process, &opts)?)
     }
 
@@ -229,7 +285,10 @@ impl Engine {
         let spec = super::build_spec(&config, &dir, &root)?;
         let mut process = spec.process().clone().unwrap_or_default();
         process.set_args(Some(cfg.args.clone()));
-        process.set_terminal(Some(false));
+        process.set_terminal(Some(cfg.tty));
+        if let (true, Some((rows, cols))) = (cfg.tty, cfg.console_size) {
+            process.set_console_size(Some(super::tty::console_box(rows, cols)?));
+        }
         Ok(process)
     }
 
@@ -328,7 +387,7 @@ impl Engine {
                 "Running": running,
                 "Paused": paused,
                 "Restarting": false,
-                "OOMKilled": false,
+                "OOMKilled": c.oom_killed,
                 "Dead": false,
                 "Pid": if running { c.pid } else { 0 },
                 "ExitCode": c.exit_code.unwrap_or(0),
@@ -342,6 +401,8 @@ impl Engine {
             "HostsPath": dir.join("hosts"),
             "LogPath": dir.join(super::LOG),
             "Name": format!("/{}", c.name),
+            "RestartCount": c.restart_count,
+            "Mounts": mounts_json(c),
             "Driver": "overlay",
             "HostConfig": {
                 "Binds": c.config.binds.iter().map(|b| format!(
@@ -355,6 +416,7 @@ impl Engine {
                     NetworkMode::Host => "host",
                     NetworkMode::None => "none",
                 },
+                "RestartPolicy": restart_policy_json(c.config.restart),
                 "AutoRemove": c.config.auto_remove,
                 "CapAdd": c.config.cap_add,
                 "CapDrop": c.config.cap_drop,
@@ -411,8 +473,47 @@ impl Engine {
     }
 }
 
+/// Docker's `HostConfig.RestartPolicy`: `{"Name": "on-failure", "MaximumRetryCount": 3}`.
+fn restart_policy_json(p: super::RestartPolicy) -> Value {
+    use super::RestartPolicy as P;
+    let (name, max) = match p {
+        P::No => ("no", 0),
+        P::OnFailure { max } => ("on-failure", max),
+        P::Always => ("always", 0),
+        P::UnlessStopped => ("unless-stopped", 0),
+    };
+    json!({"Name": name, "MaximumRetryCount": max})
+}
+
+/// Docker's `Mounts`: the bind mounts, then the volumes.
+fn mounts_json(c: &Container) -> Vec<Value> {
+    let binds = c.config.binds.iter().map(|b| {
+        json!({
+            "Type": "bind",
+            "Source": b.host,
+            "Destination": b.container,
+            "Mode": if b.read_only { "ro" } else { "" },
+            "RW": !b.read_only,
+            "Propagation": "rprivate",
+        })
+    });
+    let volumes = c.config.volumes.iter().map(|v| {
+        json!({
+            "Type": "volume",
+            "Name": v.name,
+            "Source": v.source,
+            "Destination": v.container,
+            "Driver": "local",
+            "Mode": if v.read_only { "ro" } else { "z" },
+            "RW": !v.read_only,
+            "Propagation": "",
+        })
+    });
+    binds.chain(volumes).collect()
+}
+
 /// Bytes of regular files under `dir` (no symlink followed, at most `MAX_WALK` entries).
-fn dir_size(dir: &Path) -> u64 {
+pub(super) fn dir_size(dir: &Path) -> u64 {
     let mut total = 0u64;
     let mut stack = vec![dir.to_path_buf()];
     let mut seen = 0usize;

@@ -164,6 +164,21 @@ pub fn backoff_wait(dir: &Path, delay: Duration) -> bool {
     }
 }
 
+impl super::Engine {
+    /// `restart [-t N]`: stops the container if it runs (see `stop`), then starts it again
+    /// with the same record, upper directory and volumes.
+    pub fn restart(
+        &self,
+        key: &str,
+        timeout: Option<u32>,
+        exe: &Path,
+    ) -> Result<super::Container, EngineError> {
+        let c = self.stop(key, timeout)?;
+        self.start(&c.id, exe)?;
+        self.load(&c.id)
+    }
+}
+
 /// The decant-init binary for `--init`: `$DECANT_INIT`, else `decant-init` next to `exe` (the
 /// decant binary); it must exist and be statically linked.
 pub fn find_init(exe: &Path) -> Result<PathBuf, EngineError> {

@@ -23,15 +23,19 @@ fn start_err(message: String) -> EngineError {
     EngineError::Start { code: 125, message }
 }
 
-/// Reads `rel` (absolute in the container) with every symlink resolved inside `root`;
-/// `None` when it does not exist.
-fn read_in_root(root: &Path, rel: &str) -> Result<Option<Vec<u8>>, EngineError> {
+/// Opens `rel` (absolute in the container) with every symlink resolved inside `root`, with
+/// `flags` (O_CLOEXEC is added); `None` when it does not exist.
+pub(super) fn open_in_root(
+    root: &Path,
+    rel: &str,
+    flags: libc::c_int,
+) -> Result<Option<OwnedFd>, EngineError> {
     let dir = std::fs::File::open(root).map_err(io_err(root, "open"))?;
     let c = std::ffi::CString::new(rel)
         .map_err(|_| start_err(format!("{rel}: a path with a NUL byte")))?;
     // SAFETY: open_how is plain old data; all zeroes is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: openat2 reads the path and the open_how struct (whose size we pass) and returns
     // a new descriptor or -1.
@@ -52,7 +56,16 @@ fn read_in_root(root: &Path, rel: &str) -> Result<Option<Vec<u8>>, EngineError> 
         return Err(io_err(&root.join(rel.trim_start_matches('/')), "open")(e));
     }
     // SAFETY: the kernel just returned this descriptor; nothing else owns it.
-    let f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+}
+
+/// Reads `rel` (absolute in the container) with every symlink resolved inside `root`;
+/// `None` when it does not exist.
+fn read_in_root(root: &Path, rel: &str) -> Result<Option<Vec<u8>>, EngineError> {
+    let Some(fd) = open_in_root(root, rel, libc::O_RDONLY)? else {
+        return Ok(None);
+    };
+    let f = std::fs::File::from(fd);
     let mut bytes = Vec::new();
     f.take(MAX_ID_FILE + 1)
         .read_to_end(&mut bytes)
@@ -253,6 +266,7 @@ pub fn build_spec(c: &ContainerConfig, dir: &Path, rootfs: &Path) -> Result<Spec
         ));
         p.set_user(user);
         p.set_capabilities(Some(capabilities(c)?));
+        p.set_terminal(Some(c.tty));
         if c.privileged {
             p.set_no_new_privileges(Some(false));
         }
@@ -284,7 +298,8 @@ pub fn build_spec(c: &ContainerConfig, dir: &Path, rootfs: &Path) -> Result<Spec
             &["nosuid", "nodev", "noexec", "mode=1777", "size=65536k"],
         ));
     }
-    for b in &c.binds {
+    let volumes = c.volumes.iter().map(super::volumes::VolumeMount::as_bind);
+    for b in c.binds.iter().cloned().chain(volumes) {
         let mut opts = vec!["rbind", "rprivate"];
         if b.read_only {
             opts.push("ro");
