@@ -5,5 +5,6 @@ pub mod change;
 pub mod image;
 pub mod layer;
 pub mod store;
+pub mod strip;
 
 pub use layer::entry::{path_order, Entry, EntryKind, FileTree, Timestamp};
