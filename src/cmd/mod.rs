@@ -16,6 +16,7 @@ pub mod ops;
 pub mod rmi;
 pub mod run;
 pub mod runtime;
+pub mod strip;
 pub mod tag;
 
 /// What every command shares: where the store is.

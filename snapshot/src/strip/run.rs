@@ -11,7 +11,7 @@ use oci_spec::image::ImageConfiguration;
 use serde::Serialize;
 
 use super::dpkg::Dpkg;
-use super::flat::{split, Flat};
+use super::flat::Flat;
 use super::plan::{Candidate, Group, Planner};
 use super::rules::Rules;
 use super::StripError;
@@ -285,12 +285,10 @@ pub fn package_groups(db: &Dpkg, names: &[String], cascade: bool, force: bool) -
     Ok(out)
 }
 
-/// Top-level directory of a path (`usr`), or `/` for top-level files.
-fn top(path: &[u8]) -> String {
-    match path.iter().position(|&b| b == b'/') {
-        Some(i) => format!("/{}", String::from_utf8_lossy(path.get(..i).unwrap_or_default())),
-        None => "/".to_string(),
-    }
+/// The top-level name of a path (`/usr` for `usr/bin/ls` and for `usr` itself).
+pub fn top(path: &[u8]) -> String {
+    let first = path.split(|&b| b == b'/').next().unwrap_or_default();
+    format!("/{}", String::from_utf8_lossy(first))
 }
 
 /// Owner package of each path (the first that lists it), for per-package figures.
@@ -333,7 +331,12 @@ pub fn strip(
     if flat.find(b"var/lib/rpm").is_some() || flat.find(b"usr/lib/sysimage/rpm").is_some() {
         notes.push("an rpm database is present but not read: packages are not updated, file rules only".into());
     }
-    if opts.rules.rules.iter().any(|r| r.source.starts_with("profile identity")) {
+    if opts
+        .rules
+        .rules
+        .iter()
+        .any(|r| !r.keep && r.source.starts_with("profile identity"))
+    {
         notes.push("ssh host keys removed: run `ssh-keygen -A` before sshd starts (decant-init does not yet); machine-id removed: systemd-machine-id-setup or dbus-uuidgen --ensure regenerates it".into());
     }
     let pkg_groups = match &db {
@@ -445,7 +448,6 @@ pub fn strip(
             slot(per_package.entry(owner).or_default());
         }
     }
-    let _ = split;
     let bytes_before = flat.total_bytes();
     Ok(StripReport {
         source: source.to_string(),

@@ -71,10 +71,7 @@ pub fn size(store: &Store, image: &str) -> Result<SizeReport, StripError> {
             continue;
         }
         files += 1;
-        let top = match e.path.iter().position(|&b| b == b'/') {
-            Some(i) => format!("/{}", String::from_utf8_lossy(e.path.get(..i).unwrap_or_default())),
-            None => "/".into(),
-        };
+        let top = super::run::top(&e.path);
         add(&mut dirs, top, e.size);
         if db.is_some() {
             let o = own.get(&e.path).cloned().unwrap_or_else(|| "(no package)".into());
