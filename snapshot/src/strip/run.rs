@@ -280,7 +280,9 @@ pub fn package_groups(db: &Dpkg, names: &[String], cascade: bool, force: bool) -
                 gone.insert(d);
             }
         }
-        out.push(gone.into_iter().collect());
+        // The requested package first, so the printed plan reads "X with its dependents ...".
+        gone.remove(key);
+        out.push(std::iter::once(key.clone()).chain(gone).collect());
     }
     Ok(out)
 }
