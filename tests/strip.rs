@@ -97,7 +97,10 @@ fn bisection_finds_the_needed_file_and_keeps_the_rest() {
     let paths = layer_paths(&env, &r);
     assert!(paths.iter().any(|p| p == "srv/www/index.html"), "{paths:?}");
     for gone in ["home/alice/notes.txt", "etc/hostname", "etc/fstab"] {
-        assert!(!paths.iter().any(|p| p == gone), "{gone} still in {paths:?}");
+        assert!(
+            !paths.iter().any(|p| p == gone),
+            "{gone} still in {paths:?}"
+        );
     }
     assert!(paths.iter().any(|p| p == "bin/busybox"));
     // More than the first trial: the round failed and was bisected.
@@ -140,7 +143,10 @@ fn same_input_same_digest() {
     let b = json(&env, &args("ex:b"));
     assert_eq!(a["image_id"], b["image_id"]);
     assert_eq!(a["layer_digest"], b["layer_digest"]);
-    assert!(a["compressed_after"].as_u64() < a["compressed_before"].as_u64() || a["bytes_after"].as_u64() < a["bytes_before"].as_u64());
+    assert!(
+        a["compressed_after"].as_u64() < a["compressed_before"].as_u64()
+            || a["bytes_after"].as_u64() < a["bytes_before"].as_u64()
+    );
     assert!(a["notes"]
         .as_array()
         .expect("notes")
@@ -200,10 +206,20 @@ fn bad_input_gives_one_clear_line_and_leaves_the_store() {
             "fails on the source image already (exit 127 (command not found)",
         ),
         (
-            vec!["--remove", "/home", "--probe", "sleep 30", "--probe-timeout", "1"],
+            vec![
+                "--remove",
+                "/home",
+                "--probe",
+                "sleep 30",
+                "--probe-timeout",
+                "1",
+            ],
             "timed out after 1 s",
         ),
-        (vec!["--profile", "/no/such/profile"], "not a shipped profile"),
+        (
+            vec!["--profile", "/no/such/profile"],
+            "not a shipped profile",
+        ),
         (vec!["--remove", "/a/../b"], "'..' is not allowed"),
         (vec!["--keep", "/bin"], "nothing to remove"),
     ] {
@@ -247,7 +263,10 @@ fn dpkg_fixture(env: &Env) -> PathBuf {
     std::fs::create_dir_all(root.join("var/lib/dpkg/updates")).expect("mkdir");
     let md5 = |p: &str| {
         let out = tool("md5sum", &[root.join(p).to_str().expect("utf8")]);
-        out.split_whitespace().next().unwrap_or_default().to_string()
+        out.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
     };
     let conf = md5("etc/app.conf");
     w(
@@ -295,7 +314,8 @@ Package: tool\nStatus: install ok installed\nPriority: optional\nMaintainer: t <
             "32M",
         ],
     );
-    env.run(&["import", "-t", "deb", img.to_str().expect("utf8")]).ok();
+    env.run(&["import", "-t", "deb", img.to_str().expect("utf8")])
+        .ok();
     root
 }
 
@@ -306,10 +326,13 @@ fn dpkg_check(root: &Path) -> Vec<String> {
     assert!(audit.trim().is_empty(), "dpkg --audit: {audit}");
     let verify = tool("dpkg", &[&format!("--root={}", root.display()), "--verify"]);
     assert!(verify.trim().is_empty(), "dpkg --verify: {verify}");
-    let mut names: Vec<String> = tool("dpkg-query", &[&admin, "-W", "-f", "${db:Status-Abbrev}${Package}\n"])
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let mut names: Vec<String> = tool(
+        "dpkg-query",
+        &[&admin, "-W", "-f", "${db:Status-Abbrev}${Package}\n"],
+    )
+    .lines()
+    .map(str::to_string)
+    .collect();
     names.sort();
     names
 }
@@ -326,7 +349,11 @@ fn remove_package_keeps_the_database_truthful() {
     );
     let size = json(&env, &["size", "deb", "--format", "json"]);
     let pk = size["packages"].as_array().expect("packages");
-    assert!(pk.iter().any(|p| p["name"] == "app" && p["bytes"].as_u64() > Some(900)), "{size}");
+    assert!(
+        pk.iter()
+            .any(|p| p["name"] == "app" && p["bytes"].as_u64() > Some(900)),
+        "{size}"
+    );
 
     let state = env.store_state();
     for (args, want) in [
@@ -360,12 +387,16 @@ fn remove_package_keeps_the_database_truthful() {
     ]);
     let r = r.ok();
     assert!(
-        r.stderr.contains("plan: removing libfoo1 with its dependents app, tool"),
+        r.stderr
+            .contains("plan: removing libfoo1 with its dependents app, tool"),
         "{}",
         r.stderr
     );
     let rep: Value = serde_json::from_str(&r.stdout).expect("json");
-    assert_eq!(rep["removed_packages"], serde_json::json!(["app", "libfoo1", "tool"]));
+    assert_eq!(
+        rep["removed_packages"],
+        serde_json::json!(["app", "libfoo1", "tool"])
+    );
     let out = env.path().join("slim");
     unpack_layer(&env, &rep, &out);
     assert_eq!(dpkg_check(&out), vec!["ii base"]);
@@ -385,7 +416,10 @@ fn remove_package_keeps_the_database_truthful() {
     assert!(out.join("usr/bin/base-tool").is_file());
     assert!(!out.join("usr/lib").exists());
     assert!(out.join("etc/app.conf").is_file());
-    assert!(rep["per_package"]["app"]["removed"].as_u64() > Some(900), "{rep}");
+    assert!(
+        rep["per_package"]["app"]["removed"].as_u64() > Some(900),
+        "{rep}"
+    );
 
     let r = json(
         &env,

@@ -174,10 +174,7 @@ pub fn run_strip(ctx: &Context, a: StripArgs) -> Result<()> {
     if let Some(f) = a.format.as_deref().filter(|f| *f != "json") {
         anyhow::bail!("unknown --format {f:?} (only json)");
     }
-    let tag: Reference = a
-        .tag
-        .parse()
-        .with_context(|| format!("--tag {}", a.tag))?;
+    let tag: Reference = a.tag.parse().with_context(|| format!("--tag {}", a.tag))?;
     let mut rules = Rules::default();
     for p in &a.profile {
         rules.profile(p)?;
@@ -267,8 +264,12 @@ fn print_report(r: &StripReport, took: Duration) {
         t.row(vec![d.clone(), bytes(b.removed), bytes(b.remaining)]);
     }
     t.print();
-    let mut pk: Vec<_> = r.per_package.iter().filter(|(_, b)| b.removed > 0).collect();
-    pk.sort_by(|a, b| b.1.removed.cmp(&a.1.removed));
+    let mut pk: Vec<_> = r
+        .per_package
+        .iter()
+        .filter(|(_, b)| b.removed > 0)
+        .collect();
+    pk.sort_by_key(|(_, b)| std::cmp::Reverse(b.removed));
     if !pk.is_empty() {
         let mut t = Table::new(&["PACKAGE", "REMOVED", "REMAINING"]);
         for (p, b) in pk.iter().take(20) {

@@ -140,7 +140,12 @@ impl Dpkg {
                 ));
             }
             let fields = p;
-            let get = |k: &str| fields.get(&k.to_ascii_lowercase()).cloned().unwrap_or_default();
+            let get = |k: &str| {
+                fields
+                    .get(&k.to_ascii_lowercase())
+                    .cloned()
+                    .unwrap_or_default()
+            };
             let name = get("Package");
             if name.is_empty() {
                 return Err(err(
@@ -293,8 +298,7 @@ impl Dpkg {
         };
         let stem = file.get(..dot).unwrap_or_default();
         stem == p.name.as_bytes()
-            || p
-                .arch
+            || p.arch
                 .as_ref()
                 .is_some_and(|a| stem == format!("{}:{a}", p.name).as_bytes())
     }
@@ -332,7 +336,11 @@ fn parse_paragraph(para: &[u8], line0: usize) -> Result<HashMap<String, String>,
         let Some((k, v)) = line.split_once(':') else {
             return Err(err(
                 "/var/lib/dpkg/status",
-                format!("line {}: expected `Field: value`, got {:.60?}", line0 + i, line),
+                format!(
+                    "line {}: expected `Field: value`, got {:.60?}",
+                    line0 + i,
+                    line
+                ),
             ));
         };
         let k = k.trim().to_ascii_lowercase();
@@ -369,7 +377,10 @@ mod tests {
         let app = d.get("app").unwrap();
         assert_eq!(
             app.depends,
-            vec![vec!["libfoo1".to_string(), "libfoo-alt".into()], vec!["base".into()]]
+            vec![
+                vec!["libfoo1".to_string(), "libfoo-alt".into()],
+                vec!["base".into()]
+            ]
         );
         assert_eq!(app.conffiles, vec![b"etc/app.conf".to_vec()]);
         assert_eq!(app.files.len(), 5);
@@ -377,7 +388,10 @@ mod tests {
         assert!(!d.get("gone").unwrap().installed());
         assert_eq!(d.get("libfoo1").unwrap().files.len(), 3);
         assert!(d.get("libfoo1:amd64").is_some());
-        assert_eq!(d.get("tool").unwrap().depends, vec![vec!["libfoo-abi".to_string()]]);
+        assert_eq!(
+            d.get("tool").unwrap().depends,
+            vec![vec!["libfoo-abi".to_string()]]
+        );
     }
 
     #[test]
@@ -401,7 +415,10 @@ mod tests {
         assert!(!s.contains("\n\n\n"));
         let gone: BTreeSet<String> = ["gone".to_string()].into();
         let s = String::from_utf8(d.status_without(&gone)).unwrap();
-        assert!(s.ends_with("Description: base\n multi line\n .\n\nPackage: libfoo1\n") || s.contains("Package: tool"));
+        assert!(
+            s.ends_with("Description: base\n multi line\n .\n\nPackage: libfoo1\n")
+                || s.contains("Package: tool")
+        );
         assert!(!s.contains("Package: gone"));
     }
 
@@ -429,9 +446,18 @@ mod tests {
         }
         let mut f = HashMap::new();
         f.insert(STATUS.to_vec(), b"Package: a\nVersion: 1\n".to_vec());
-        f.insert(b"var/lib/dpkg/info/a.list".to_vec(), b"relative/path\n".to_vec());
-        assert!(Dpkg::read(&f).unwrap_err().to_string().contains("not an absolute path"));
-        f.insert(b"var/lib/dpkg/info/a.list".to_vec(), b"/a/../../etc\n".to_vec());
+        f.insert(
+            b"var/lib/dpkg/info/a.list".to_vec(),
+            b"relative/path\n".to_vec(),
+        );
+        assert!(Dpkg::read(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("not an absolute path"));
+        f.insert(
+            b"var/lib/dpkg/info/a.list".to_vec(),
+            b"/a/../../etc\n".to_vec(),
+        );
         assert!(Dpkg::read(&f).unwrap_err().to_string().contains("'..'"));
         f.insert(STATUS.to_vec(), vec![0xff, 0xfe, b'\n']);
         assert!(Dpkg::read(&f).is_err());
@@ -444,7 +470,10 @@ mod tests {
         // what CI checks.
         let root = std::path::Path::new("/var/tmp/decant-bench/rootfs/var/lib/dpkg");
         let Ok(status) = std::fs::read(root.join("status")) else {
-            eprintln!("note: {} not present; real-database check not run", root.display());
+            eprintln!(
+                "note: {} not present; real-database check not run",
+                root.display()
+            );
             return;
         };
         let mut f = HashMap::new();
@@ -461,7 +490,12 @@ mod tests {
         let d = Dpkg::read(&f).unwrap().unwrap();
         assert!(d.packages.len() > 50);
         assert!(d.get("dpkg").unwrap().protected());
-        assert!(d.get("libc6").unwrap().files.iter().any(|p| p.ends_with(b"libc.so.6")));
+        assert!(d
+            .get("libc6")
+            .unwrap()
+            .files
+            .iter()
+            .any(|p| p.ends_with(b"libc.so.6")));
         let gone: BTreeSet<String> = ["libc6".to_string()].into();
         assert!(d.broken_by(&gone).len() > 10);
     }

@@ -49,7 +49,9 @@ pub struct Flat {
 
 /// `path` with `/` as byte 0: byte order of keys is then `path_order`.
 fn key(path: &[u8]) -> Vec<u8> {
-    path.iter().map(|&b| if b == b'/' { 0 } else { b }).collect()
+    path.iter()
+        .map(|&b| if b == b'/' { 0 } else { b })
+        .collect()
 }
 
 /// Whether strip needs the content of this path in memory (the package database).
@@ -168,9 +170,7 @@ impl Flat {
     /// Index of `path` in `entries`.
     pub fn find(&self, path: &[u8]) -> Option<usize> {
         let k = key(path);
-        self.entries
-            .binary_search_by(|e| key(&e.path).cmp(&k))
-            .ok()
+        self.entries.binary_search_by(|e| key(&e.path).cmp(&k)).ok()
     }
 
     /// For each entry, the index one past its subtree (entries are in path order, so a
@@ -181,7 +181,11 @@ impl Flat {
         let mut stack: Vec<usize> = Vec::new();
         for (i, e) in self.entries.iter().enumerate() {
             while let Some(&top) = stack.last() {
-                let tp = &self.entries.get(top).map(|t| t.path.as_slice()).unwrap_or_default();
+                let tp = &self
+                    .entries
+                    .get(top)
+                    .map(|t| t.path.as_slice())
+                    .unwrap_or_default();
                 let inside = e.path.len() > tp.len()
                     && e.path.starts_with(tp)
                     && e.path.get(tp.len()) == Some(&b'/');
@@ -221,7 +225,9 @@ impl Flat {
 
     /// Total content bytes of the visible files.
     pub fn total_bytes(&self) -> u64 {
-        self.entries.iter().fold(0u64, |a, e| a.saturating_add(e.size))
+        self.entries
+            .iter()
+            .fold(0u64, |a, e| a.saturating_add(e.size))
     }
 
     /// Writes the visible entries except those with `removed[i]`, with `replace` giving new
@@ -266,20 +272,16 @@ impl Flat {
                 break;
             };
             // Advance `pos` in the index to this key.
-            while self
-                .entries
-                .get(pos)
-                .is_some_and(|x| key(&x.path) < k)
-            {
+            while self.entries.get(pos).is_some_and(|x| key(&x.path) < k) {
                 pos += 1;
             }
             let visible = self
                 .entries
                 .get(pos)
                 .is_some_and(|x| x.layer == li && x.path == entry.path);
-            let reader = readers.get_mut(li).ok_or_else(|| StripError::Internal(
-                "layer reader index out of range".into(),
-            ))?;
+            let reader = readers
+                .get_mut(li)
+                .ok_or_else(|| StripError::Internal("layer reader index out of range".into()))?;
             if visible && !removed.get(pos).copied().unwrap_or(false) {
                 let werr = |e: crate::layer::LayerError| StripError::Write(e.to_string());
                 match replace.get(&entry.path) {
@@ -320,7 +322,10 @@ fn next(r: &mut LayerReader<File>, digest: Option<&String>) -> Result<Option<Ent
 /// (`dir`, `name`) of a path; `dir` is empty at top level.
 pub fn split(path: &[u8]) -> (&[u8], &[u8]) {
     match path.iter().rposition(|&b| b == b'/') {
-        Some(i) => (path.get(..i).unwrap_or_default(), path.get(i + 1..).unwrap_or_default()),
+        Some(i) => (
+            path.get(..i).unwrap_or_default(),
+            path.get(i + 1..).unwrap_or_default(),
+        ),
         None => (&[], path),
     }
 }

@@ -27,7 +27,9 @@ impl Glob {
         }
         let body = pattern.trim().trim_start_matches('/').trim_end_matches('/');
         if body.is_empty() {
-            return Err(format!("glob {pattern:?}: empty (it would name the whole image)"));
+            return Err(format!(
+                "glob {pattern:?}: empty (it would name the whole image)"
+            ));
         }
         let parts: Vec<Vec<u8>> = body
             .split('/')
@@ -168,7 +170,10 @@ mod tests {
         assert!(m("/var/log/*.log", "var/log/dpkg.log"));
         assert!(m("/lib/modules/[0-9]*", "lib/modules/6.1.0-amd64"));
         assert!(!m("/lib/modules/[!0-9]*", "lib/modules/6.1.0-amd64"));
-        assert!(m("/etc/ssh/ssh_host_*_key?pub", "etc/ssh/ssh_host_rsa_key.pub"));
+        assert!(m(
+            "/etc/ssh/ssh_host_*_key?pub",
+            "etc/ssh/ssh_host_rsa_key.pub"
+        ));
         assert!(m("/usr/share/locale/??", "usr/share/locale/de"));
         assert!(m("/a*b*c", "axxbyyc"));
         assert!(!m("/a*b*c", "axxbyy"));

@@ -53,7 +53,12 @@ pub struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    pub fn new(flat: &'a Flat, dpkg: Option<&'a Dpkg>, rules: &super::rules::Rules, purge: bool) -> Self {
+    pub fn new(
+        flat: &'a Flat,
+        dpkg: Option<&'a Dpkg>,
+        rules: &super::rules::Rules,
+        purge: bool,
+    ) -> Self {
         let parents = flat.parents();
         let ends = flat.subtree_ends();
         let planned = rules.apply(flat, &parents);
@@ -115,7 +120,11 @@ impl<'a> Planner<'a> {
                     .get(*root)
                     .map(|e| e.path.as_slice())
                     .unwrap_or_default();
-                let src = rules.rules.get(*rule).map(|r| r.source.as_str()).unwrap_or("?");
+                let src = rules
+                    .rules
+                    .get(*rule)
+                    .map(|r| r.source.as_str())
+                    .unwrap_or("?");
                 format!("/{} ({src})", String::from_utf8_lossy(p))
             }
             Group::Packages(p) => format!("package {}", p.join(" + ")),
@@ -185,7 +194,9 @@ impl<'a> Planner<'a> {
             .collect();
         let mut dirs = Vec::new();
         for key in gone {
-            let Some(p) = db.packages.get(key) else { continue };
+            let Some(p) = db.packages.get(key) else {
+                continue;
+            };
             let conf: HashSet<&[u8]> = p.conffiles.iter().map(Vec::as_slice).collect();
             for f in &p.files {
                 if kept.contains(f.as_slice()) || (!self.purge && conf.contains(f.as_slice())) {

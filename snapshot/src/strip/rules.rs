@@ -180,7 +180,10 @@ mod tests {
     fn bad_profiles() {
         let mut r = Rules::default();
         let e = r.profile_text("remove /a\nerase /b\n", "p").unwrap_err();
-        assert_eq!(e.to_string(), "rules: p line 2: unknown word \"erase\" (expected remove or keep)");
+        assert_eq!(
+            e.to_string(),
+            "rules: p line 2: unknown word \"erase\" (expected remove or keep)"
+        );
         assert!(r.profile_text("remove\n", "p").is_err());
         assert!(r.profile_text("remove /\n", "p").is_err());
         let e = r.profile("/nonexistent/profile").unwrap_err().to_string();

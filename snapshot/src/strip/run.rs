@@ -100,16 +100,34 @@ pub fn meta_from_config(c: &ImageConfiguration) -> ImageMeta {
         os: c.os().to_string(),
         os_version: c.os_version().clone(),
         variant: c.variant().clone(),
-        created: c.created().clone().unwrap_or_else(|| ImageMeta::default().created),
+        created: c
+            .created()
+            .clone()
+            .unwrap_or_else(|| ImageMeta::default().created),
         author: c.author().clone(),
         cmd: cfg.cmd().clone(),
         entrypoint: cfg.entrypoint().clone(),
         env: cfg.env().clone().unwrap_or_default(),
         working_dir: cfg.working_dir().clone(),
         user: cfg.user().clone(),
-        exposed_ports: cfg.exposed_ports().clone().unwrap_or_default().into_iter().collect(),
-        volumes: cfg.volumes().clone().unwrap_or_default().into_iter().collect(),
-        labels: cfg.labels().clone().unwrap_or_default().into_iter().collect(),
+        exposed_ports: cfg
+            .exposed_ports()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        volumes: cfg
+            .volumes()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        labels: cfg
+            .labels()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
         stop_signal: cfg.stop_signal().clone(),
         history: Vec::new(),
     }
@@ -127,8 +145,15 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// Writes the candidate as a one-layer image; returns (image id, layer).
-    fn write(&self, c: &Candidate, history: Vec<HistoryEntry>, tag: Option<&Reference>) -> Result<(String, LayerRef), StripError> {
-        let s = self.flat.write_candidate(self.store, &c.removed, &c.replace)?;
+    fn write(
+        &self,
+        c: &Candidate,
+        history: Vec<HistoryEntry>,
+        tag: Option<&Reference>,
+    ) -> Result<(String, LayerRef), StripError> {
+        let s = self
+            .flat
+            .write_candidate(self.store, &c.removed, &c.replace)?;
         let layer = LayerRef {
             digest: s.digest.clone(),
             diff_id: s.diff_id.clone(),
@@ -158,7 +183,11 @@ impl Ctx<'_> {
             "  {round}: {} group(s), {} bytes: {}",
             groups.len(),
             c.removed_bytes(self.flat),
-            if passed { "probes pass" } else { "a probe fails" }
+            if passed {
+                "probes pass"
+            } else {
+                "a probe fails"
+            }
         ));
         self.trials.push(Trial {
             round: round.to_string(),
@@ -186,7 +215,10 @@ impl Ctx<'_> {
             return Ok(());
         }
         if todo.len() == 1 {
-            let g = todo.into_iter().next().ok_or_else(|| StripError::Internal("empty".into()))?;
+            let g = todo
+                .into_iter()
+                .next()
+                .ok_or_else(|| StripError::Internal("empty".into()))?;
             match self.planner.split(&g) {
                 Some(kids) => return self.solve(round, accepted, kids, kept),
                 None => {
@@ -231,7 +263,12 @@ fn forget(store: &Store, id: &str, layer: &str) {
 
 /// The packages to remove for `names`, each with what `--cascade` adds, checked against
 /// Essential/required and reverse dependencies.
-pub fn package_groups(db: &Dpkg, names: &[String], cascade: bool, force: bool) -> Result<Vec<Vec<String>>, StripError> {
+pub fn package_groups(
+    db: &Dpkg,
+    names: &[String],
+    cascade: bool,
+    force: bool,
+) -> Result<Vec<Vec<String>>, StripError> {
     let mut out = Vec::new();
     for name in names {
         let Some((key, p)) = db
@@ -253,7 +290,11 @@ pub fn package_groups(db: &Dpkg, names: &[String], cascade: bool, force: bool) -
             match db.packages.get(k) {
                 Some(p) if p.protected() && !force => Err(StripError::Refused(format!(
                     "package {k} is {} and protected; use --force to remove it anyway",
-                    if p.essential { "Essential" } else { "Priority: required" }
+                    if p.essential {
+                        "Essential"
+                    } else {
+                        "Priority: required"
+                    }
                 ))),
                 _ => Ok(()),
             }
@@ -317,8 +358,15 @@ pub fn strip(
     let rec: ImageRecord = store.resolve(source)?;
     let (manifest, _) = store.manifest(&rec)?;
     let (config, _) = store.config(&rec)?;
-    let layers: Vec<String> = manifest.layers().iter().map(|l| l.digest().to_string()).collect();
-    let compressed_before = manifest.layers().iter().fold(0u64, |a, l| a.saturating_add(l.size()));
+    let layers: Vec<String> = manifest
+        .layers()
+        .iter()
+        .map(|l| l.digest().to_string())
+        .collect();
+    let compressed_before = manifest
+        .layers()
+        .iter()
+        .fold(0u64, |a, l| a.saturating_add(l.size()));
     let flat = Flat::read(store, &layers)?;
     let db = Dpkg::read(&flat.captured)?;
     let mut notes = Vec::new();
@@ -331,7 +379,10 @@ pub fn strip(
         }
     }
     if flat.find(b"var/lib/rpm").is_some() || flat.find(b"usr/lib/sysimage/rpm").is_some() {
-        notes.push("an rpm database is present but not read: packages are not updated, file rules only".into());
+        notes.push(
+            "an rpm database is present but not read: packages are not updated, file rules only"
+                .into(),
+        );
     }
     if opts
         .rules
@@ -342,12 +393,18 @@ pub fn strip(
         notes.push("ssh host keys removed: run `ssh-keygen -A` before sshd starts (decant-init does not yet); machine-id removed: systemd-machine-id-setup or dbus-uuidgen --ensure regenerates it".into());
     }
     let pkg_groups = match &db {
-        Some(d) if !opts.packages.is_empty() => package_groups(d, &opts.packages, opts.cascade, opts.force)?,
+        Some(d) if !opts.packages.is_empty() => {
+            package_groups(d, &opts.packages, opts.cascade, opts.force)?
+        }
         _ => Vec::new(),
     };
     for g in &pkg_groups {
         if g.len() > 1 {
-            log(&format!("plan: removing {} with its dependents {}", g.first().map(String::as_str).unwrap_or(""), g.get(1..).unwrap_or_default().join(", ")));
+            log(&format!(
+                "plan: removing {} with its dependents {}",
+                g.first().map(String::as_str).unwrap_or(""),
+                g.get(1..).unwrap_or_default().join(", ")
+            ));
         }
     }
     let planner = Planner::new(&flat, db.as_ref(), &opts.rules, opts.purge);
@@ -355,11 +412,25 @@ pub fn strip(
 
     // Refuse a rule set that would leave no file at all.
     {
-        let everything: Vec<Group> = pkg_groups.iter().cloned().map(Group::Packages).chain(rule_groups.iter().cloned()).collect();
+        let everything: Vec<Group> = pkg_groups
+            .iter()
+            .cloned()
+            .map(Group::Packages)
+            .chain(rule_groups.iter().cloned())
+            .collect();
         let refs: Vec<&Group> = everything.iter().collect();
         let c = planner.candidate(&refs);
-        let files = flat.entries.iter().filter(|e| e.kind != crate::EntryKind::Dir).count();
-        let left = flat.entries.iter().zip(&c.removed).filter(|(e, r)| e.kind != crate::EntryKind::Dir && !**r).count();
+        let files = flat
+            .entries
+            .iter()
+            .filter(|e| e.kind != crate::EntryKind::Dir)
+            .count();
+        let left = flat
+            .entries
+            .iter()
+            .zip(&c.removed)
+            .filter(|(e, r)| e.kind != crate::EntryKind::Dir && !**r)
+            .count();
         if files > 0 && left == 0 {
             return Err(StripError::Refused(format!(
                 "the rules would remove every file of the image ({files} files); nothing would be left to run"
@@ -396,13 +467,26 @@ pub fn strip(
     let mut kept: Vec<(Group, String)> = Vec::new();
     let mut rounds = Vec::new();
     if !pkg_groups.is_empty() {
-        (ctx.log)(&format!("round {}: {} package group(s)", rounds.len() + 1, pkg_groups.len()));
+        (ctx.log)(&format!(
+            "round {}: {} package group(s)",
+            rounds.len() + 1,
+            pkg_groups.len()
+        ));
         let name = format!("round {} (packages)", rounds.len() + 1);
-        ctx.solve(&name, &mut accepted, pkg_groups.into_iter().map(Group::Packages).collect(), &mut kept)?;
+        ctx.solve(
+            &name,
+            &mut accepted,
+            pkg_groups.into_iter().map(Group::Packages).collect(),
+            &mut kept,
+        )?;
         rounds.push(name);
     }
     if !rule_groups.is_empty() {
-        (ctx.log)(&format!("round {}: {} path group(s) from the rules", rounds.len() + 1, rule_groups.len()));
+        (ctx.log)(&format!(
+            "round {}: {} path group(s) from the rules",
+            rounds.len() + 1,
+            rule_groups.len()
+        ));
         let name = format!("round {} (file rules)", rounds.len() + 1);
         ctx.solve(&name, &mut accepted, rule_groups, &mut kept)?;
         rounds.push(name);
@@ -413,7 +497,11 @@ pub fn strip(
     let mut history = vec![HistoryEntry {
         created: Some(ctx.meta.created.clone()),
         created_by: Some(format!("decant strip {source}")),
-        comment: Some(format!("{} layer(s) of {} flattened into one", layers.len(), rec.id.short())),
+        comment: Some(format!(
+            "{} layer(s) of {} flattened into one",
+            layers.len(),
+            rec.id.short()
+        )),
         ..HistoryEntry::default()
     }];
     for r in &rounds {
@@ -446,7 +534,10 @@ pub fn strip(
         };
         slot(per_directory.entry(top(&e.path)).or_default());
         if db.is_some() {
-            let owner = own.get(&e.path).cloned().unwrap_or_else(|| "(no package)".into());
+            let owner = own
+                .get(&e.path)
+                .cloned()
+                .unwrap_or_else(|| "(no package)".into());
             slot(per_package.entry(owner).or_default());
         }
     }
@@ -464,7 +555,10 @@ pub fn strip(
         trials: ctx.trials,
         baseline,
         removed_packages: fin.packages.into_iter().collect(),
-        kept: kept.iter().map(|(g, why)| (planner.describe(g, &opts.rules), why.clone())).collect(),
+        kept: kept
+            .iter()
+            .map(|(g, why)| (planner.describe(g, &opts.rules), why.clone()))
+            .collect(),
         per_package,
         per_directory,
         notes,

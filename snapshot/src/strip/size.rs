@@ -58,8 +58,15 @@ fn sorted(m: BTreeMap<String, (u64, u64)>) -> Vec<Amount> {
 pub fn size(store: &Store, image: &str) -> Result<SizeReport, StripError> {
     let rec = store.resolve(image)?;
     let (manifest, _) = store.manifest(&rec)?;
-    let layers: Vec<String> = manifest.layers().iter().map(|l| l.digest().to_string()).collect();
-    let compressed = manifest.layers().iter().fold(0u64, |a, l| a.saturating_add(l.size()));
+    let layers: Vec<String> = manifest
+        .layers()
+        .iter()
+        .map(|l| l.digest().to_string())
+        .collect();
+    let compressed = manifest
+        .layers()
+        .iter()
+        .fold(0u64, |a, l| a.saturating_add(l.size()));
     let flat = Flat::read(store, &layers)?;
     let db = Dpkg::read(&flat.captured)?;
     let own = owners(db.as_ref());
@@ -74,7 +81,10 @@ pub fn size(store: &Store, image: &str) -> Result<SizeReport, StripError> {
         let top = super::run::top(&e.path);
         add(&mut dirs, top, e.size);
         if db.is_some() {
-            let o = own.get(&e.path).cloned().unwrap_or_else(|| "(no package)".into());
+            let o = own
+                .get(&e.path)
+                .cloned()
+                .unwrap_or_else(|| "(no package)".into());
             add(&mut pkgs, o, e.size);
         }
     }
@@ -86,16 +96,37 @@ pub fn size(store: &Store, image: &str) -> Result<SizeReport, StripError> {
         let groups = p.rule_groups();
         let refs: Vec<_> = groups.iter().collect();
         let c = p.candidate(&refs);
-        let n = c.removed.iter().zip(&flat.entries).filter(|(r, e)| **r && e.kind != crate::EntryKind::Dir).count();
+        let n = c
+            .removed
+            .iter()
+            .zip(&flat.entries)
+            .filter(|(r, e)| **r && e.kind != crate::EntryKind::Dir)
+            .count();
         let bytes = c.removed_bytes(&flat);
         if bytes > 0 || n > 0 {
-            candidates.push(Amount { name: format!("--profile {name}"), bytes, files: n as u64 });
+            candidates.push(Amount {
+                name: format!("--profile {name}"),
+                bytes,
+                files: n as u64,
+            });
         }
     }
     let packages = db.as_ref().map(|_| sorted(pkgs));
     if let (Some(d), Some(pk)) = (&db, &packages) {
-        for a in pk.iter().filter(|a| d.packages.get(&a.name).is_some_and(|p| !p.protected() && p.installed())).take(TOP) {
-            candidates.push(Amount { name: format!("--remove-package {}", a.name), bytes: a.bytes, files: a.files });
+        for a in pk
+            .iter()
+            .filter(|a| {
+                d.packages
+                    .get(&a.name)
+                    .is_some_and(|p| !p.protected() && p.installed())
+            })
+            .take(TOP)
+        {
+            candidates.push(Amount {
+                name: format!("--remove-package {}", a.name),
+                bytes: a.bytes,
+                files: a.files,
+            });
         }
     }
     candidates.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
