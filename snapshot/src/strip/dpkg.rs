@@ -226,6 +226,20 @@ impl Dpkg {
         }))
     }
 
+    /// The database of the flattened image, with listed paths resolved through top-level
+    /// symlinks (merged /usr); `None` when the image has none.
+    pub fn from_flat(flat: &super::flat::Flat) -> Result<Option<Dpkg>, StripError> {
+        let Some(mut db) = Dpkg::read(&flat.captured)? else {
+            return Ok(None);
+        };
+        for p in db.packages.values_mut() {
+            for f in p.files.iter_mut().chain(p.conffiles.iter_mut()) {
+                *f = flat.resolve_top(f);
+            }
+        }
+        Ok(Some(db))
+    }
+
     /// Looks a package up by name (`name` or `name:arch`).
     pub fn get(&self, name: &str) -> Option<&Package> {
         self.packages.get(name).or_else(|| {

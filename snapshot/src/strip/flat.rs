@@ -34,7 +34,7 @@ pub struct FlatEntry {
     pub size: u64,
     /// Index of the layer (bottom first) the entry comes from.
     pub layer: usize,
-    /// For a hardlink name: the path of the name carrying the data.
+    /// For a hardlink name: the path of the name carrying the data; for a symlink, its target.
     pub link_target: Option<Vec<u8>>,
 }
 
@@ -138,7 +138,7 @@ impl Flat {
                             kind: e.kind,
                             size,
                             layer: li,
-                            link_target: (e.kind == EntryKind::Hardlink)
+                            link_target: matches!(e.kind, EntryKind::Hardlink | EntryKind::Symlink)
                                 .then(|| e.link_target.clone())
                                 .flatten(),
                         },
@@ -171,6 +171,34 @@ impl Flat {
     pub fn find(&self, path: &[u8]) -> Option<usize> {
         let k = key(path);
         self.entries.binary_search_by(|e| key(&e.path).cmp(&k)).ok()
+    }
+
+    /// `path` with its first component resolved when that is a symlink at the top of the
+    /// image (merged /usr: `bin` -> `usr/bin`), so `/bin/ls` in a dpkg list finds `usr/bin/ls`.
+    /// One level only; targets with `..` are left alone.
+    pub fn resolve_top(&self, path: &[u8]) -> Vec<u8> {
+        let (first, rest) = match path.iter().position(|&b| b == b'/') {
+            Some(i) => (path.get(..i).unwrap_or_default(), path.get(i..).unwrap_or_default()),
+            None => return path.to_vec(),
+        };
+        let target = self
+            .find(first)
+            .and_then(|i| self.entries.get(i))
+            .filter(|e| e.kind == EntryKind::Symlink)
+            .and_then(|e| e.link_target.as_deref());
+        match target {
+            Some(t) if !t.split(|&b| b == b'/').any(|c| c == b"..") => {
+                let t = t.strip_prefix(b"/").unwrap_or(t);
+                let t = t.strip_suffix(b"/").unwrap_or(t);
+                if t.is_empty() {
+                    return path.to_vec();
+                }
+                let mut out = t.to_vec();
+                out.extend_from_slice(rest);
+                out
+            }
+            _ => path.to_vec(),
+        }
     }
 
     /// For each entry, the index one past its subtree (entries are in path order, so a

@@ -368,7 +368,7 @@ pub fn strip(
         .iter()
         .fold(0u64, |a, l| a.saturating_add(l.size()));
     let flat = Flat::read(store, &layers)?;
-    let db = Dpkg::read(&flat.captured)?;
+    let db = Dpkg::from_flat(&flat)?;
     let mut notes = Vec::new();
     if db.is_none() {
         notes.push("no package database (/var/lib/dpkg/status): file rules only".to_string());

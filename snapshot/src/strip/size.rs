@@ -68,7 +68,7 @@ pub fn size(store: &Store, image: &str) -> Result<SizeReport, StripError> {
         .iter()
         .fold(0u64, |a, l| a.saturating_add(l.size()));
     let flat = Flat::read(store, &layers)?;
-    let db = Dpkg::read(&flat.captured)?;
+    let db = Dpkg::from_flat(&flat)?;
     let own = owners(db.as_ref());
     let mut dirs = BTreeMap::new();
     let mut pkgs = BTreeMap::new();
@@ -113,15 +113,15 @@ pub fn size(store: &Store, image: &str) -> Result<SizeReport, StripError> {
     }
     let packages = db.as_ref().map(|_| sorted(pkgs));
     if let (Some(d), Some(pk)) = (&db, &packages) {
-        for a in pk
-            .iter()
-            .filter(|a| {
-                d.packages
-                    .get(&a.name)
-                    .is_some_and(|p| !p.protected() && p.installed())
+        // Only leaves: a package others depend on could go only with --cascade.
+        let leaf = |name: &str| {
+            d.packages.get(name).is_some_and(|p| {
+                !p.protected()
+                    && p.installed()
+                    && d.broken_by(&[name.to_string()].into()).is_empty()
             })
-            .take(TOP)
-        {
+        };
+        for a in pk.iter().filter(|a| leaf(&a.name)).take(TOP) {
             candidates.push(Amount {
                 name: format!("--remove-package {}", a.name),
                 bytes: a.bytes,
