@@ -178,7 +178,10 @@ impl Flat {
     /// One level only; targets with `..` are left alone.
     pub fn resolve_top(&self, path: &[u8]) -> Vec<u8> {
         let (first, rest) = match path.iter().position(|&b| b == b'/') {
-            Some(i) => (path.get(..i).unwrap_or_default(), path.get(i..).unwrap_or_default()),
+            Some(i) => (
+                path.get(..i).unwrap_or_default(),
+                path.get(i..).unwrap_or_default(),
+            ),
             None => return path.to_vec(),
         };
         let target = self
