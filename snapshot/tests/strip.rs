@@ -162,7 +162,7 @@ fn damaged_and_foreign_layers_are_refused() {
     for d in damaged {
         let info = store.put_blob(&d).unwrap();
         let t0 = std::time::Instant::now();
-        let e = Flat::read(&store, &[info.digest.clone()]).unwrap_err();
+        let e = Flat::read(&store, std::slice::from_ref(&info.digest)).unwrap_err();
         assert!(t0.elapsed().as_secs() < 5);
         let msg = e.to_string();
         assert!(msg.starts_with(&format!("layer {}", info.digest)), "{msg}");
