@@ -46,6 +46,50 @@ fn unpack_layer(env: &Env, report: &Value, dir: &Path) {
     );
 }
 
+/// No throwaway candidate is left: no dangling image, and no unpacked layer (or its lock or
+/// report file) that no image in the store uses.
+#[track_caller]
+fn assert_no_candidates_left(env: &Env) {
+    let images = env.run(&["images"]).ok().stdout;
+    assert!(!images.contains("<none>"), "{images}");
+    let store = env.store();
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(store.join("index.json")).expect("index"))
+            .expect("json");
+    let mut used = std::collections::HashSet::new();
+    for m in index["manifests"].as_array().expect("manifests") {
+        let d = m["digest"]
+            .as_str()
+            .expect("digest")
+            .trim_start_matches("sha256:");
+        let man: Value = serde_json::from_slice(
+            &std::fs::read(store.join("blobs/sha256").join(d)).expect("manifest"),
+        )
+        .expect("json");
+        for l in man["layers"].as_array().expect("layers") {
+            used.insert(
+                l["digest"]
+                    .as_str()
+                    .expect("digest")
+                    .trim_start_matches("sha256:")
+                    .to_string(),
+            );
+        }
+    }
+    for e in std::fs::read_dir(store.join(".decant/layers")).expect("layer cache") {
+        let name = e
+            .expect("dirent")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        let hex = name.split('.').next().unwrap_or_default().to_string();
+        assert!(
+            used.contains(&hex),
+            "layer cache entry {name} belongs to no image"
+        );
+    }
+}
+
 fn image_id(env: &Env, name: &str) -> String {
     let v = json(env, &["inspect", name]);
     v[0]["Id"].as_str().unwrap_or_default().to_string()
@@ -115,6 +159,7 @@ fn bisection_finds_the_needed_file_and_keeps_the_rest() {
     assert_eq!(json(&env, &["size", "ex", "--format", "json"]), before);
     let hist = env.run(&["history", "ex:slim"]).ok().stdout;
     assert!(hist.contains("decant strip round 1 (file rules)"), "{hist}");
+    assert_no_candidates_left(&env);
     assert_containers_clean(&env, &[]);
 }
 
@@ -440,5 +485,6 @@ fn remove_package_keeps_the_database_truthful() {
     assert_eq!(dpkg_check(&out), vec!["ii base", "ii libfoo1", "ii tool"]);
     assert!(!out.join("etc/app.conf").exists());
     assert!(out.join("usr/lib/libfoo.so.1").is_file());
+    assert_no_candidates_left(&env);
     assert_containers_clean(&env, &[]);
 }

@@ -259,6 +259,13 @@ fn forget(store: &Store, id: &str, layer: &str) {
             for rootless in [false, true] {
                 if let Ok(p) = cache.path(layer, rootless) {
                     let _ = crate::layer::unpack::remove_tree(&p);
+                    // The cache's per-layer lock and report files go with it.
+                    for ext in ["lock", "skipped"] {
+                        let mut side = p.clone().into_os_string();
+                        side.push(".");
+                        side.push(ext);
+                        let _ = std::fs::remove_file(side);
+                    }
                 }
             }
         }
