@@ -167,7 +167,7 @@ impl Ctx<'_> {
     }
 
     /// Probes the candidate removing `groups`; the throwaway image is removed afterwards.
-    fn trial(&mut self, round: &str, groups: &[&Group]) -> Result<bool, StripError> {
+    fn trial(&mut self, round: &str, groups: &[&Group], new: usize) -> Result<bool, StripError> {
         if self.trials.len() >= MAX_TRIALS {
             return Err(StripError::Refused(format!(
                 "more than {MAX_TRIALS} candidates tested; narrow the rules"
@@ -184,8 +184,8 @@ impl Ctx<'_> {
         let outcomes = outcomes?;
         let passed = outcomes.iter().all(|o| o.passed);
         (self.log)(&format!(
-            "  {round}: {} group(s), {} bytes: {}",
-            groups.len(),
+            "  {round}: {} accepted + {new} new group(s), {} bytes: {}",
+            groups.len().saturating_sub(new),
             c.removed_bytes(self.flat),
             if passed {
                 "probes pass"
@@ -195,7 +195,7 @@ impl Ctx<'_> {
         ));
         self.trials.push(Trial {
             round: round.to_string(),
-            groups: groups.len(),
+            groups: new,
             passed,
             outcomes,
         });
@@ -214,7 +214,7 @@ impl Ctx<'_> {
             return Ok(());
         }
         let all: Vec<&Group> = accepted.iter().chain(&todo).collect();
-        if self.trial(round, &all)? {
+        if self.trial(round, &all, todo.len())? {
             accepted.extend(todo);
             return Ok(());
         }
