@@ -104,6 +104,10 @@ enum Command {
     /// Manage volumes (ls, create, inspect, rm, prune).
     #[command(subcommand)]
     Volume(cmd::volume::Command),
+    /// Make an image smaller: remove files and packages, verified by probes, into one layer.
+    Strip(cmd::strip::StripArgs),
+    /// Show where an image's bytes are, per package and directory, and what could go.
+    Size(cmd::strip::SizeArgs),
     /// The per-container monitor (started by run/start; not for users).
     #[command(name = "__monitor", hide = true)]
     Monitor(cmd::container::MonitorArgs),
@@ -141,6 +145,8 @@ fn main() -> ExitCode {
         Command::Tag(a) => cmd::tag::run(&ctx, a),
         Command::Rmi(a) => cmd::rmi::run(&ctx, a),
         Command::Image(c) => cmd::image::run(&ctx, c),
+        Command::Strip(a) => cmd::strip::run_strip(&ctx, a),
+        Command::Size(a) => cmd::strip::run_size(&ctx, a),
         Command::Run(a) => return container_verb(cmd::run::run(&ctx, a)),
         Command::Create(a) => return container_verb(cmd::run::run_create(&ctx, a)),
         Command::Start(a) => return container_verb(cmd::container::start(&ctx, a)),

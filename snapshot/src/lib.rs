@@ -9,5 +9,6 @@ pub mod init_layer;
 pub mod kube;
 pub mod layer;
 pub mod store;
+pub mod strip;
 
 pub use layer::entry::{path_order, Entry, EntryKind, FileTree, Timestamp};

@@ -19,6 +19,7 @@ pub mod ops;
 pub mod rmi;
 pub mod run;
 pub mod runtime;
+pub mod strip;
 pub mod svc;
 pub mod tag;
 pub mod volume;
