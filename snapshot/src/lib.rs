@@ -4,6 +4,7 @@
 pub mod change;
 pub mod image;
 pub mod layer;
+pub mod registry;
 pub mod store;
 
 pub use layer::entry::{path_order, Entry, EntryKind, FileTree, Timestamp};

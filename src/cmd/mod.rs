@@ -13,6 +13,7 @@ pub mod import;
 pub mod inspect;
 pub mod inspect_disk;
 pub mod ops;
+pub mod registry;
 pub mod rmi;
 pub mod run;
 pub mod runtime;
