@@ -1,0 +1,597 @@
+//! `decant push`, `pull`, `login`, `logout` against Debian's docker-registry, with skopeo as
+//! the peer that reads back what decant pushed, and the fixture proxy (tests/common/registry.rs)
+//! for request counts, Bearer tokens, corrupt blobs, throttling and dropped chunks.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::registry::{Proxy, ProxyMode, Registry};
+use common::{example, tool, Env, Run};
+
+/// decant with credentials isolated in the env's own directory (never the user's files).
+fn cmd(env: &Env) -> Command {
+    let mut c = env.decant();
+    c.env("HOME", env.path())
+        .env("REGISTRY_AUTH_FILE", env.path().join("auth.json"))
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("DOCKER_CONFIG");
+    c
+}
+
+fn dec(env: &Env, args: &[&str]) -> Run {
+    dec_in(env, args, "")
+}
+
+fn dec_in(env: &Env, args: &[&str], stdin: &str) -> Run {
+    use std::io::Write;
+    let mut child = cmd(env)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn decant");
+    let _ = child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes());
+    let o = child.wait_with_output().expect("wait decant");
+    Run {
+        status: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// An env with the example image imported as `ex`.
+fn env_with_example() -> Env {
+    let env = Env::new();
+    let root = example().join("root.ext4");
+    env.run(&["import", "-t", "ex", root.to_str().expect("utf8")])
+        .ok();
+    env
+}
+
+/// The `<tag>: digest: sha256:.. size: N` line's digest.
+fn pushed_digest(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.split(": digest: ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no digest line in {out}"))
+        .to_string()
+}
+
+fn stored_manifest_digest(env: &Env, name: &str) -> String {
+    let index: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(env.store().join("index.json")).expect("index.json"),
+    )
+    .expect("index JSON");
+    index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str() == Some(name))
+        .and_then(|m| m["digest"].as_str())
+        .unwrap_or_else(|| panic!("{name} not in {index}"))
+        .to_string()
+}
+
+#[track_caller]
+fn one_line_error(r: &Run, want: &str) {
+    assert_ne!(r.status, 0, "should fail: {}", r.stdout);
+    let e = r.stderr.trim();
+    assert!(e.contains(want), "want {want:?} in: {e}");
+    assert_eq!(e.lines().count(), 1, "one line: {e}");
+}
+
+#[test]
+fn push_pull_repush_mount_and_skopeo_reads_it() {
+    let reg = Registry::start(false);
+    let proxy = Proxy::start(reg.port, ProxyMode::default());
+    let env = env_with_example();
+    let x = format!("{}/x:t", proxy.addr());
+    let r = dec(&env, &["push", "--tls-verify=false", "ex", &x]).ok();
+    assert!(r.stdout.starts_with(&format!(
+        "The push refers to repository [{}/x]",
+        proxy.addr()
+    )));
+    assert!(r.stdout.contains(": Pushed"), "{}", r.stdout);
+    let digest = pushed_digest(&r.stdout);
+
+    // Re-push: one ping, one HEAD per blob (layer + config), one manifest PUT.
+    proxy.clear();
+    let r = dec(&env, &["push", "--tls-verify=false", "ex", &x]).ok();
+    assert!(r.stdout.contains(": Layer already exists"), "{}", r.stdout);
+    assert_eq!(pushed_digest(&r.stdout), digest);
+    let reqs = proxy.requests();
+    let heads = reqs.iter().filter(|r| r.starts_with("HEAD ")).count();
+    let puts = reqs.iter().filter(|r| r.starts_with("PUT ")).count();
+    assert_eq!((heads, puts, reqs.len()), (2, 1, 4), "{reqs:#?}");
+
+    // Another repository of the same registry: mounted, not uploaded.
+    proxy.clear();
+    let y = format!("{}/team/y:v1", proxy.addr());
+    let r = dec(&env, &["push", "--tls-verify=false", "ex", &y]).ok();
+    assert!(r.stdout.contains(": Mounted from x"), "{}", r.stdout);
+    assert!(
+        !proxy.requests().iter().any(|r| r.starts_with("PATCH ")
+            || (r.starts_with("PUT ")
+                && r.contains("/blobs/uploads/")
+                && r.contains("/team/y/")
+                && r.contains("sha256%3Aa"))),
+        "{:#?}",
+        proxy.requests()
+    );
+
+    // skopeo reads what decant pushed; same manifest digest.
+    let oci = env.path().join("skopeo-oci");
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{x}"),
+            &format!("oci:{}:t", oci.display()),
+        ],
+    );
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(oci.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"][0]["digest"].as_str(),
+        Some(digest.as_str())
+    );
+    let inspect = tool(
+        "skopeo",
+        &["inspect", "--tls-verify=false", &format!("docker://{y}")],
+    );
+    assert!(inspect.contains(&digest), "{inspect}");
+
+    // decant pulls it back into a fresh store: same digest, then "up to date".
+    let env2 = Env::new();
+    let r = dec(&env2, &["pull", "--tls-verify=false", &x]).ok();
+    assert!(r.stdout.contains(": Pull complete"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!("Digest: {digest}")),
+        "{}",
+        r.stdout
+    );
+    assert!(r
+        .stdout
+        .contains(&format!("Status: Downloaded newer image for {x}")));
+    assert_eq!(stored_manifest_digest(&env2, &x), digest);
+    let r = dec(&env2, &["pull", "--tls-verify=false", &x]).ok();
+    assert!(r.stdout.contains(": Already exists"), "{}", r.stdout);
+    assert!(r
+        .stdout
+        .contains(&format!("Status: Image is up to date for {x}")));
+    // The pulled image is a valid layout image for oci-image-tool.
+    tool(
+        "oci-image-tool",
+        &[
+            "validate",
+            "--type",
+            "image",
+            "--ref",
+            &format!("name={x}"),
+            env2.store().to_str().unwrap(),
+        ],
+    );
+
+    // --all-tags pulls both tags of a repository.
+    dec(
+        &env,
+        &[
+            "push",
+            "--tls-verify=false",
+            "ex",
+            &format!("{}/x:t2", proxy.addr()),
+        ],
+    )
+    .ok();
+    let env3 = Env::new();
+    let r = dec(
+        &env3,
+        &[
+            "pull",
+            "--tls-verify=false",
+            "--all-tags",
+            &format!("{}/x", proxy.addr()),
+        ],
+    )
+    .ok();
+    assert_eq!(r.stdout.matches("Status: ").count(), 2, "{}", r.stdout);
+    let images = dec(&env3, &["images"]).ok().stdout;
+    assert!(
+        images.contains(" t ") && images.contains(" t2 "),
+        "{images}"
+    );
+}
+
+#[test]
+fn basic_auth_login_push_pull_logout() {
+    let reg = Registry::start(true);
+    let pw = reg.password.clone().expect("password");
+    let env = env_with_example();
+    let x = format!("{}/x:t", reg.addr());
+    let r = dec(&env, &["push", "--tls-verify=false", "ex", &x]);
+    one_line_error(&r, "unauthorized");
+    let r = dec_in(
+        &env,
+        &[
+            "login",
+            "--tls-verify=false",
+            "-u",
+            "docker",
+            "--password-stdin",
+            &reg.addr(),
+        ],
+        "wrong-password\n",
+    );
+    one_line_error(&r, "401");
+    assert!(!env.path().join("auth.json").exists());
+    let r = dec_in(
+        &env,
+        &[
+            "login",
+            "--tls-verify=false",
+            "-u",
+            "docker",
+            "--password-stdin",
+            &reg.addr(),
+        ],
+        &format!("{pw}\n"),
+    )
+    .ok();
+    assert!(r.stdout.contains("Login Succeeded"));
+    assert!(!r.stdout.contains(&pw) && !r.stderr.contains(&pw));
+    let auth = env.path().join("auth.json");
+    let mode = std::fs::metadata(&auth).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(!std::fs::read_to_string(&auth).unwrap().contains(&pw));
+    let r = dec(&env, &["push", "--tls-verify=false", "ex", &x]).ok();
+    let digest = pushed_digest(&r.stdout);
+    assert!(!r.stdout.contains(&pw) && !r.stderr.contains(&pw));
+    // skopeo reads the same auth file.
+    let o = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &format!("docker://{x}")])
+        .env("REGISTRY_AUTH_FILE", &auth)
+        .output()
+        .expect("skopeo runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&digest));
+    // A second store with the same credentials pulls.
+    let env2 = Env::new();
+    std::fs::copy(&auth, env2.path().join("auth.json")).unwrap();
+    dec(&env2, &["pull", "--tls-verify=false", &x]).ok();
+    assert_eq!(stored_manifest_digest(&env2, &x), digest);
+    let r = dec(&env, &["logout", &reg.addr()]).ok();
+    assert!(r.stdout.contains("Removing login credentials"));
+    let r = dec(&env, &["pull", "--tls-verify=false", &x]);
+    one_line_error(&r, "unauthorized");
+}
+
+#[test]
+fn bearer_token_auth_through_the_fixture() {
+    let reg = Registry::start(false);
+    let proxy = Proxy::start(
+        reg.port,
+        ProxyMode {
+            bearer: Some(("alice".into(), "t0ken-pass".into())),
+            ..Default::default()
+        },
+    );
+    let env = env_with_example();
+    let x = format!("{}/x:t", proxy.addr());
+    one_line_error(&dec(&env, &["push", "--tls-verify=false", "ex", &x]), "401");
+    dec(
+        &env,
+        &[
+            "login",
+            "--tls-verify=false",
+            "-u",
+            "alice",
+            "-p",
+            "t0ken-pass",
+            &proxy.addr(),
+        ],
+    )
+    .ok();
+    proxy.clear();
+    let r = dec(&env, &["push", "--tls-verify=false", "ex", &x]).ok();
+    let digest = pushed_digest(&r.stdout);
+    // One token for the push scope, reused for every request of the push.
+    let tokens = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("GET /token"))
+        .count();
+    assert_eq!(tokens, 1, "{:#?}", proxy.requests());
+    assert!(proxy
+        .requests()
+        .iter()
+        .any(|r| r.contains("scope=repository%3Ax%3Apull%2Cpush")));
+    let env2 = Env::new();
+    std::fs::copy(env.path().join("auth.json"), env2.path().join("auth.json")).unwrap();
+    dec(&env2, &["pull", "--tls-verify=false", &x]).ok();
+    assert_eq!(stored_manifest_digest(&env2, &x), digest);
+}
+
+#[test]
+fn chunked_upload_resumes_after_a_dropped_patch() {
+    let reg = Registry::start(false);
+    let proxy = Proxy::start(
+        reg.port,
+        ProxyMode {
+            drop_patch: Some(3),
+            ..Default::default()
+        },
+    );
+    let env = env_with_example();
+    let x = format!("{}/chunked:t", proxy.addr());
+    let r = dec(
+        &env,
+        &[
+            "push",
+            "--tls-verify=false",
+            "--chunk-size",
+            "262144",
+            "ex",
+            &x,
+        ],
+    )
+    .ok();
+    let digest = pushed_digest(&r.stdout);
+    let reqs = proxy.requests();
+    let patches = reqs.iter().filter(|r| r.starts_with("PATCH ")).count();
+    assert!(patches >= 8, "2 MB in 256 KiB chunks: {reqs:#?}");
+    // After the dropped answer, the client asked the session where it stood.
+    assert!(
+        reqs.iter()
+            .any(|r| r.starts_with("GET ") && r.contains("/blobs/uploads/")),
+        "{reqs:#?}"
+    );
+    let env2 = Env::new();
+    dec(&env2, &["pull", "--tls-verify=false", &x]).ok();
+    assert_eq!(stored_manifest_digest(&env2, &x), digest);
+}
+
+#[test]
+fn errors_are_one_line_and_leave_the_store_alone() {
+    let reg = Registry::start(false);
+    let env = env_with_example();
+    let x = format!("{}/x:t", reg.addr());
+    dec(&env, &["push", "--tls-verify=false", "ex", &x]).ok();
+
+    let fresh = Env::new();
+    dec(&fresh, &["images"]).ok();
+    let before = fresh.store_state();
+    // A registry that is down.
+    let down = format!("127.0.0.1:{}/x:t", {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    });
+    one_line_error(
+        &dec(&fresh, &["pull", "--tls-verify=false", &down]),
+        "cannot reach",
+    );
+    one_line_error(
+        &dec(&env, &["push", "--tls-verify=false", "ex", &down]),
+        "cannot reach",
+    );
+    // An unknown tag and an unknown repository.
+    let unknown = format!("{}/x:nope", reg.addr());
+    one_line_error(
+        &dec(&fresh, &["pull", "--tls-verify=false", &unknown]),
+        "not found",
+    );
+    let unknown = format!("{}/nothing:t", reg.addr());
+    one_line_error(
+        &dec(&fresh, &["pull", "--tls-verify=false", &unknown]),
+        "not found",
+    );
+    // Invalid references and an unknown image.
+    for bad in [
+        format!("{}/UPPER:t", reg.addr()),
+        format!("{}/x:-t", reg.addr()),
+        format!("{}/x@sha256:abc", reg.addr()),
+    ] {
+        one_line_error(
+            &dec(&fresh, &["pull", "--tls-verify=false", &bad]),
+            "invalid reference format",
+        );
+        one_line_error(
+            &dec(&env, &["push", "--tls-verify=false", "ex", &bad]),
+            "invalid reference format",
+        );
+    }
+    one_line_error(
+        &dec(&env, &["push", "--tls-verify=false", "nosuch", &x]),
+        "No such image",
+    );
+    // HTTPS against a plain-HTTP registry fails with one line too.
+    one_line_error(&dec(&fresh, &["pull", &x]), &reg.addr());
+    // A proxy that corrupts blobs: digest mismatch, nothing stored.
+    let bad = Proxy::start(
+        reg.port,
+        ProxyMode {
+            corrupt_blobs: true,
+            ..Default::default()
+        },
+    );
+    let r = dec(
+        &fresh,
+        &["pull", "--tls-verify=false", &format!("{}/x:t", bad.addr())],
+    );
+    one_line_error(&r, "content digest");
+    assert_eq!(fresh.store_state(), before);
+    let tmp: Vec<_> = std::fs::read_dir(fresh.store().join(".decant/tmp"))
+        .map(|d| d.filter_map(|e| e.ok()).collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "temp files left: {tmp:?}");
+}
+
+/// Starts `decant args` (throttled through `proxy`), kills it with SIGKILL once the proxy saw
+/// `trigger`, and waits for it.
+fn kill_when(env: &Env, proxy: &Proxy, args: &[&str], trigger: &str) {
+    let mut child = cmd(env)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn decant");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !proxy.requests().iter().any(|r| r.starts_with(trigger)) {
+        assert!(
+            Instant::now() < deadline,
+            "never saw {trigger}: {:#?}",
+            proxy.requests()
+        );
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("decant finished ({st}) before {trigger}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    let _ = child.kill();
+    let st = child.wait().expect("wait");
+    assert!(!st.success(), "decant should have been killed mid-transfer");
+}
+
+#[test]
+fn kill_9_during_push_and_pull_then_rerun_succeeds() {
+    let reg = Registry::start(false);
+    let slow = Proxy::start(
+        reg.port,
+        ProxyMode {
+            throttle: Some(Duration::from_millis(20)),
+            ..Default::default()
+        },
+    );
+    let env = env_with_example();
+    let x = format!("{}/k:t", slow.addr());
+    kill_when(
+        &env,
+        &slow,
+        &["push", "--tls-verify=false", "ex", &x],
+        "PUT ",
+    );
+    let r = dec(&env, &["push", "--tls-verify=false", "ex", &x]).ok();
+    let digest = pushed_digest(&r.stdout);
+
+    let env2 = Env::new();
+    slow.clear();
+    kill_when(
+        &env2,
+        &slow,
+        &["pull", "--tls-verify=false", &x],
+        "GET /v2/k/blobs/",
+    );
+    // Nothing is indexed; the store opens and lists cleanly.
+    assert!(!dec(&env2, &["images"]).ok().stdout.contains("k "));
+    dec(&env2, &["pull", "--tls-verify=false", &x]).ok();
+    assert_eq!(stored_manifest_digest(&env2, &x), digest);
+    tool(
+        "oci-image-tool",
+        &[
+            "validate",
+            "--type",
+            "image",
+            "--ref",
+            &format!("name={x}"),
+            env2.store().to_str().unwrap(),
+        ],
+    );
+}
+
+#[test]
+fn credential_helpers_get_store_erase() {
+    let reg = Registry::start(true);
+    let pw = reg.password.clone().expect("password");
+    let env = env_with_example();
+    // A helper speaking docker-credential's protocol, keeping its secret in a 0600 file.
+    let bin = env.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-fixture");
+    let state = env.path().join("helper-state");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nS={}\ncase \"$1\" in\n  store) umask 077; cat > \"$S\" ;;\n  get) read url; [ -f \"$S\" ] && cat \"$S\" || {{ echo 'credentials not found in native keychain'; exit 1; }} ;;\n  erase) rm -f \"$S\" ;;\nesac\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        env.path().join("auth.json"),
+        format!(r#"{{"credHelpers":{{"{}":"fixture"}}}}"#, reg.addr()),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: &[&str], input: &str| {
+        use std::io::Write;
+        let mut c = cmd(&env)
+            .env("PATH", &path)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = c.stdin.take().unwrap().write_all(input.as_bytes());
+        let o = c.wait_with_output().unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let (ok, out) = run(
+        &[
+            "login",
+            "--tls-verify=false",
+            "-u",
+            "docker",
+            "--password-stdin",
+            &reg.addr(),
+        ],
+        &format!("{pw}\n"),
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("docker-credential-fixture"), "{out}");
+    assert!(std::fs::read_to_string(&state).unwrap().contains(&pw));
+    assert!(!std::fs::read_to_string(env.path().join("auth.json"))
+        .unwrap()
+        .contains(&pw));
+    let (ok, out) = run(
+        &[
+            "push",
+            "--tls-verify=false",
+            "ex",
+            &format!("{}/h:t", reg.addr()),
+        ],
+        "",
+    );
+    assert!(ok, "{out}");
+    let (ok, _) = run(&["logout", &reg.addr()], "");
+    assert!(ok && !state.exists());
+    let (ok, out) = run(
+        &[
+            "push",
+            "--tls-verify=false",
+            "ex",
+            &format!("{}/h:t", reg.addr()),
+        ],
+        "",
+    );
+    assert!(!ok && out.contains("unauthorized"), "{out}");
+}
