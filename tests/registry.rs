@@ -358,6 +358,42 @@ fn chunked_upload_resumes_after_a_dropped_patch() {
     let env2 = Env::new();
     dec(&env2, &["pull", "--tls-verify=false", &x]).ok();
     assert_eq!(stored_manifest_digest(&env2, &x), digest);
+
+    // The registry got a chunk whose answer was lost: distribution then refuses the stale
+    // session state, and the client starts a new session.
+    let lost = Proxy::start(
+        reg.port,
+        ProxyMode {
+            drop_patch_answer: Some(2),
+            ..Default::default()
+        },
+    );
+    let z = format!("{}/lost:t", lost.addr());
+    let r = dec(
+        &env,
+        &[
+            "push",
+            "--tls-verify=false",
+            "--chunk-size",
+            "262144",
+            "ex",
+            &z,
+        ],
+    )
+    .ok();
+    assert_eq!(pushed_digest(&r.stdout), digest);
+    let posts = lost
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("POST "))
+        .count();
+    assert!(
+        posts >= 3,
+        "layer, restarted layer, config: {:#?}",
+        lost.requests()
+    );
+    dec(&env2, &["pull", "--tls-verify=false", &z]).ok();
+    assert_eq!(stored_manifest_digest(&env2, &z), digest);
 }
 
 #[test]

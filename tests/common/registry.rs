@@ -11,7 +11,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -116,9 +115,12 @@ pub struct ProxyMode {
     pub corrupt_blobs: bool,
     /// Relay bodies in 16 KiB pieces with this pause between them.
     pub throttle: Option<Duration>,
-    /// Forward the n-th PATCH (1-based) to the registry but close the connection instead of
-    /// answering it.
+    /// Close the connection of the n-th PATCH (1-based) after reading it, without forwarding
+    /// it (a chunk lost on the way).
     pub drop_patch: Option<usize>,
+    /// Forward the n-th PATCH (1-based) but close the connection instead of answering it (the
+    /// registry has the chunk; the client does not know).
+    pub drop_patch_answer: Option<usize>,
 }
 
 /// The proxy's view of the traffic.
@@ -300,6 +302,13 @@ fn handle(
             return Ok(());
         }
     }
+    if method == "PATCH" {
+        let n = patches.fetch_add(1, Ordering::SeqCst) + 1;
+        if mode.drop_patch == Some(n) {
+            let _ = client.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+    }
     let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
     let mut req = format!("{method} {target} HTTP/1.1\r\n");
     for (k, v) in &headers {
@@ -313,12 +322,9 @@ fn handle(
     write_slow(&mut up, &body, mode.throttle)?;
     let mut resp = Vec::new();
     up.read_to_end(&mut resp)?;
-    if method == "PATCH" {
-        let n = patches.fetch_add(1, Ordering::SeqCst) + 1;
-        if mode.drop_patch == Some(n) {
-            let _ = client.shutdown(Shutdown::Both);
-            return Ok(());
-        }
+    if method == "PATCH" && mode.drop_patch_answer == Some(patches.load(Ordering::SeqCst)) {
+        let _ = client.shutdown(Shutdown::Both);
+        return Ok(());
     }
     if mode.corrupt_blobs && method == "GET" && target.contains("/blobs/sha256:") {
         if let Some(at) = resp.windows(4).position(|w| w == b"\r\n\r\n") {

@@ -316,7 +316,7 @@ fn pick_platform(url: &str, bytes: &[u8]) -> Result<String, RegistryError> {
         };
         if field("os") == Some("linux") && field("architecture") == Some(arch) && variant_ok {
             if let Some(d) = e.get("digest").and_then(|d| d.as_str()) {
-                crate::store::blobs::digest_hex(d).map_err(StoreError::from)?;
+                crate::store::blobs::digest_hex(d)?;
                 return Ok(d.to_string());
             }
         }

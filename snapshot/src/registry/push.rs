@@ -362,13 +362,19 @@ impl Uploader<'_> {
                 let resp = self
                     .client
                     .request("GET", &loc, &scope, &[], ReqBody::Empty, true)?;
-                if resp.status().as_u16() != 204 {
+                if resp.status().as_u16() == 204 {
+                    loc = self.location(&loc, &resp).unwrap_or(loc);
+                    offset = range_end(&resp).map(|e| e + 1).unwrap_or(0);
+                } else if resp.status().is_client_error() {
+                    // The session cannot say where it stands (distribution refuses a stale
+                    // `_state` once a chunk reached it unacknowledged): start a new one.
+                    loc = self.start_upload()?;
+                    offset = 0;
+                } else {
                     return Err(self
                         .client
                         .status_error("GET", &loc, resp, "upload session"));
                 }
-                loc = self.location(&loc, &resp).unwrap_or(loc);
-                offset = range_end(&resp).map(|e| e + 1).unwrap_or(0);
             }
             if offset > b.size {
                 return Err(RegistryError::Protocol {
