@@ -631,3 +631,136 @@ fn credential_helpers_get_store_erase() {
     );
     assert!(!ok && out.contains("unauthorized"), "{out}");
 }
+
+fn http(status: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut v = format!(
+        "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    v.extend_from_slice(body);
+    v
+}
+
+#[test]
+fn hostile_registry_answers_give_one_line_errors_and_no_store_change() {
+    let reg = Registry::start(false);
+    let env = env_with_example();
+    dec(
+        &env,
+        &[
+            "push",
+            "--tls-verify=false",
+            "ex",
+            &format!("{}/x:t", reg.addr()),
+        ],
+    )
+    .ok();
+    let fresh = Env::new();
+    dec(&fresh, &["images"]).ok();
+    let before = fresh.store_state();
+    type Case = (
+        &'static str,
+        Box<dyn Fn(&str) -> Option<Vec<u8>> + Send + Sync>,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "403 on the manifest",
+            Box::new(|r: &str| {
+                r.contains("/manifests/").then(|| {
+                    http(
+                        "403 Forbidden",
+                        "Content-Type: application/json\r\n",
+                        br#"{"errors":[{"code":"DENIED","message":"no pulls for you"}]}"#,
+                    )
+                })
+            }),
+            "denied",
+        ),
+        (
+            "500 on every blob, retries bounded",
+            Box::new(|r: &str| {
+                r.contains("/blobs/")
+                    .then(|| http("500 Internal Server Error", "", b"boom"))
+            }),
+            "HTTP 500",
+        ),
+        (
+            "a truncated manifest",
+            Box::new(|r: &str| {
+                r.contains("/manifests/").then(|| {
+                    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 900\r\n\r\n{\"schemaVersion\":2,".to_vec()
+                })
+            }),
+            "manifest",
+        ),
+        (
+            "a manifest over the 4 MiB cap",
+            Box::new(|r: &str| {
+                r.contains("/manifests/").then(|| {
+                    http(
+                        "200 OK",
+                        "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n",
+                        &vec![b' '; (4 << 20) + 10],
+                    )
+                })
+            }),
+            "cap",
+        ),
+        (
+            "a manifest whose digest header lies",
+            Box::new(|r: &str| {
+                r.contains("/manifests/").then(|| {
+                    http(
+                        "200 OK",
+                        "Content-Type: application/vnd.oci.image.manifest.v1+json\r\nDocker-Content-Digest: sha256:0000000000000000000000000000000000000000000000000000000000000000\r\n",
+                        br#"{"schemaVersion":2,"config":{"digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":2},"layers":[]}"#,
+                    )
+                })
+            }),
+            "content digest",
+        ),
+        (
+            "a blob longer than the manifest says",
+            Box::new(|r: &str| {
+                (r.starts_with("GET ") && r.contains("/blobs/sha256:"))
+                    .then(|| http("200 OK", "", &vec![7u8; 5 << 20]))
+            }),
+            "the manifest says",
+        ),
+        (
+            "an index without this platform",
+            Box::new(|r: &str| {
+                r.contains("/manifests/").then(|| {
+                    http(
+                        "200 OK",
+                        "Content-Type: application/vnd.oci.image.index.v1+json\r\n",
+                        br#"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":2,"platform":{"os":"plan9","architecture":"mips"}}]}"#,
+                    )
+                })
+            }),
+            "no manifest for linux/",
+        ),
+    ];
+    for (what, f, want) in cases {
+        let p = Proxy::start(
+            reg.port,
+            ProxyMode {
+                canned: Some(f),
+                ..Default::default()
+            },
+        );
+        let t0 = Instant::now();
+        let r = dec(
+            &fresh,
+            &["pull", "--tls-verify=false", &format!("{}/x:t", p.addr())],
+        );
+        assert!(t0.elapsed() < Duration::from_secs(15), "{what}: too slow");
+        assert_ne!(r.status, 0, "{what}: should fail");
+        let e = r.stderr.trim();
+        assert!(e.contains(want), "{what}: want {want:?} in {e}");
+        assert_eq!(e.lines().count(), 1, "{what}: {e}");
+        assert_eq!(fresh.store_state(), before, "{what}: the store changed");
+    }
+}

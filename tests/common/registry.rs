@@ -105,9 +105,15 @@ impl Drop for Registry {
     }
 }
 
+/// A canned answer: given "METHOD /path?query", the raw HTTP response to send instead of
+/// forwarding (`None` forwards).
+pub type Canned = Box<dyn Fn(&str) -> Option<Vec<u8>> + Send + Sync>;
+
 /// What the proxy does besides forwarding.
 #[derive(Default)]
 pub struct ProxyMode {
+    /// Answers some requests itself (hostile registry behaviour).
+    pub canned: Option<Canned>,
     /// Demand `Authorization: Bearer` from the token endpoint `/token`, which wants Basic
     /// `user:password`.
     pub bearer: Option<(String, String)>,
@@ -271,6 +277,15 @@ fn handle(
         .expect("seen")
         .requests
         .push(format!("{method} {target}"));
+    if let Some(answer) = mode
+        .canned
+        .as_ref()
+        .and_then(|f| f(&format!("{method} {target}")))
+    {
+        let _ = client.write_all(&answer);
+        let _ = client.shutdown(Shutdown::Both);
+        return Ok(());
+    }
     if let Some((user, pass)) = &mode.bearer {
         if target.starts_with("/token") {
             let want = format!("Basic {}", b64(&format!("{user}:{pass}")));
