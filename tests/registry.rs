@@ -764,3 +764,111 @@ fn hostile_registry_answers_give_one_line_errors_and_no_store_change() {
         assert_eq!(fresh.store_state(), before, "{what}: the store changed");
     }
 }
+
+/// containerd with its own root, state and socket in a temp dir; killed and its mounts
+/// undone on drop.
+struct Containerd {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        let dir = tempfile::Builder::new()
+            .prefix("decant-ctd")
+            .tempdir()
+            .expect("tempdir");
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(
+            &cfg,
+            "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
+        )
+        .expect("config");
+        let log = std::fs::File::create(dir.path().join("log")).expect("log");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .arg("--state")
+            .arg(dir.path().join("state"))
+            .arg("--address")
+            .arg(dir.path().join("sock"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("containerd could not run; .ci/run installs the containerd package");
+        let c = Containerd { dir, child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(c.dir.path().join("log"))
+            .unwrap_or_default()
+            .contains("containerd successfully booted")
+        {
+            assert!(Instant::now() < deadline, "containerd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    fn ctr(&self, args: &[&str]) -> String {
+        let sock = self.dir.path().join("sock");
+        let mut all = vec!["-a", sock.to_str().expect("utf8")];
+        all.extend_from_slice(args);
+        tool("ctr", &all)
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let root = self.dir.path().to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&root))
+            .collect();
+        ours.reverse();
+        for m in ours {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
+    }
+}
+
+#[test]
+fn containerd_pulls_and_runs_what_decant_pushed() {
+    if !common::require_root("containerd and ctr run need root") {
+        return;
+    }
+    let reg = Registry::start(false);
+    let env = env_with_example();
+    let x = format!("{}/ctr:t", reg.addr());
+    let digest = pushed_digest(
+        &dec(&env, &["push", "--tls-verify=false", "ex", &x])
+            .ok()
+            .stdout,
+    );
+    let ctd = Containerd::start();
+    ctd.ctr(&["images", "pull", "--plain-http", &x]);
+    let ls = ctd.ctr(&["images", "ls"]);
+    assert!(ls.contains(&x) && ls.contains(&digest), "{ls}");
+    let id = format!("decant-reg-{}", std::process::id());
+    // --cgroup "": no cgroup of containerd's namespace ("default") is left behind.
+    let out = ctd.ctr(&[
+        "run",
+        "--rm",
+        "--cgroup",
+        "",
+        &x,
+        &id,
+        "/bin/cat",
+        "/etc/os-release",
+    ]);
+    assert!(out.contains("decant example"), "{out}");
+    for c in ["memory", "pids", "cpu", "freezer", "unified"] {
+        let g = std::path::Path::new("/sys/fs/cgroup").join(c).join(&id);
+        assert!(!g.exists(), "{} left", g.display());
+    }
+}
