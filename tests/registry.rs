@@ -27,8 +27,26 @@ fn dec(env: &Env, args: &[&str]) -> Run {
 }
 
 fn dec_in(env: &Env, args: &[&str], stdin: &str) -> Run {
+    dec_with(env, args, stdin, &[])
+}
+
+/// `docker login --password-stdin` against a plain-HTTP registry.
+fn login(env: &Env, registry: &str, user: &str, password: &str) -> Run {
+    let args = [
+        "login",
+        "--tls-verify=false",
+        "-u",
+        user,
+        "--password-stdin",
+        registry,
+    ];
+    dec_in(env, &args, &format!("{password}\n"))
+}
+
+fn dec_with(env: &Env, args: &[&str], stdin: &str, vars: &[(&str, &str)]) -> Run {
     use std::io::Write;
     let mut child = cmd(env)
+        .envs(vars.iter().copied())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -79,6 +97,22 @@ fn stored_manifest_digest(env: &Env, name: &str) -> String {
         .and_then(|m| m["digest"].as_str())
         .unwrap_or_else(|| panic!("{name} not in {index}"))
         .to_string()
+}
+
+/// oci-image-tool checks the layout, manifest, config and layers of image `name` in `env`.
+fn validate(env: &Env, name: &str) {
+    let store = env.store();
+    tool(
+        "oci-image-tool",
+        &[
+            "validate",
+            "--type",
+            "image",
+            "--ref",
+            &format!("name={name}"),
+            store.to_str().expect("utf8"),
+        ],
+    );
 }
 
 #[track_caller]
@@ -170,17 +204,7 @@ fn push_pull_repush_mount_and_skopeo_reads_it() {
         .stdout
         .contains(&format!("Status: Image is up to date for {x}")));
     // The pulled image is a valid layout image for oci-image-tool.
-    tool(
-        "oci-image-tool",
-        &[
-            "validate",
-            "--type",
-            "image",
-            "--ref",
-            &format!("name={x}"),
-            env2.store().to_str().unwrap(),
-        ],
-    );
+    validate(&env2, &x);
 
     // --all-tags pulls both tags of a repository.
     dec(
@@ -220,33 +244,10 @@ fn basic_auth_login_push_pull_logout() {
     let x = format!("{}/x:t", reg.addr());
     let r = dec(&env, &["push", "--tls-verify=false", "ex", &x]);
     one_line_error(&r, "unauthorized");
-    let r = dec_in(
-        &env,
-        &[
-            "login",
-            "--tls-verify=false",
-            "-u",
-            "docker",
-            "--password-stdin",
-            &reg.addr(),
-        ],
-        "wrong-password\n",
-    );
+    let r = login(&env, &reg.addr(), "docker", "wrong-password");
     one_line_error(&r, "401");
     assert!(!env.path().join("auth.json").exists());
-    let r = dec_in(
-        &env,
-        &[
-            "login",
-            "--tls-verify=false",
-            "-u",
-            "docker",
-            "--password-stdin",
-            &reg.addr(),
-        ],
-        &format!("{pw}\n"),
-    )
-    .ok();
+    let r = login(&env, &reg.addr(), "docker", &pw).ok();
     assert!(r.stdout.contains("Login Succeeded"));
     assert!(!r.stdout.contains(&pw) && !r.stderr.contains(&pw));
     let auth = env.path().join("auth.json");
@@ -321,6 +322,19 @@ fn bearer_token_auth_through_the_fixture() {
     assert_eq!(stored_manifest_digest(&env2, &x), digest);
 }
 
+/// Pushes `ex` in 256 KiB PATCH chunks.
+fn push_chunked(env: &Env, dest: &str) -> Run {
+    let args = [
+        "push",
+        "--tls-verify=false",
+        "--chunk-size",
+        "262144",
+        "ex",
+        dest,
+    ];
+    dec(env, &args).ok()
+}
+
 #[test]
 fn chunked_upload_resumes_after_a_dropped_patch() {
     let reg = Registry::start(false);
@@ -333,23 +347,12 @@ fn chunked_upload_resumes_after_a_dropped_patch() {
     );
     let env = env_with_example();
     let x = format!("{}/chunked:t", proxy.addr());
-    let r = dec(
-        &env,
-        &[
-            "push",
-            "--tls-verify=false",
-            "--chunk-size",
-            "262144",
-            "ex",
-            &x,
-        ],
-    )
-    .ok();
+    let r = push_chunked(&env, &x);
     let digest = pushed_digest(&r.stdout);
     let reqs = proxy.requests();
     let patches = reqs.iter().filter(|r| r.starts_with("PATCH ")).count();
     assert!(patches >= 8, "2 MB in 256 KiB chunks: {reqs:#?}");
-    // After the dropped answer, the client asked the session where it stood.
+    // After the lost chunk, the client asked the session where it stood.
     assert!(
         reqs.iter()
             .any(|r| r.starts_with("GET ") && r.contains("/blobs/uploads/")),
@@ -369,18 +372,7 @@ fn chunked_upload_resumes_after_a_dropped_patch() {
         },
     );
     let z = format!("{}/lost:t", lost.addr());
-    let r = dec(
-        &env,
-        &[
-            "push",
-            "--tls-verify=false",
-            "--chunk-size",
-            "262144",
-            "ex",
-            &z,
-        ],
-    )
-    .ok();
+    let r = push_chunked(&env, &z);
     assert_eq!(pushed_digest(&r.stdout), digest);
     let posts = lost
         .requests()
@@ -532,17 +524,7 @@ fn kill_9_during_push_and_pull_then_rerun_succeeds() {
     assert!(!dec(&env2, &["images"]).ok().stdout.contains("k "));
     dec(&env2, &["pull", "--tls-verify=false", &x]).ok();
     assert_eq!(stored_manifest_digest(&env2, &x), digest);
-    tool(
-        "oci-image-tool",
-        &[
-            "validate",
-            "--type",
-            "image",
-            "--ref",
-            &format!("name={x}"),
-            env2.store().to_str().unwrap(),
-        ],
-    );
+    validate(&env2, &x);
 }
 
 #[test]
@@ -575,21 +557,8 @@ fn credential_helpers_get_store_erase() {
         std::env::var("PATH").unwrap_or_default()
     );
     let run = |args: &[&str], input: &str| {
-        use std::io::Write;
-        let mut c = cmd(&env)
-            .env("PATH", &path)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let _ = c.stdin.take().unwrap().write_all(input.as_bytes());
-        let o = c.wait_with_output().unwrap();
-        (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
-        )
+        let r = dec_with(&env, args, input, &[("PATH", &path)]);
+        (r.status == 0, r.stdout + &r.stderr)
     };
     let (ok, out) = run(
         &[

@@ -206,25 +206,6 @@ fn respond(c: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &s
     let _ = c.write_all(s.as_bytes());
 }
 
-fn b64(s: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    let mut out = String::new();
-    for ch in b.chunks(3) {
-        let n = (u32::from(ch[0]) << 16)
-            | (u32::from(*ch.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*ch.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= ch.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 fn write_slow(to: &mut TcpStream, data: &[u8], throttle: Option<Duration>) -> std::io::Result<()> {
     match throttle {
         None => to.write_all(data),
@@ -288,7 +269,10 @@ fn handle(
     }
     if let Some((user, pass)) = &mode.bearer {
         if target.starts_with("/token") {
-            let want = format!("Basic {}", b64(&format!("{user}:{pass}")));
+            let want = format!(
+                "Basic {}",
+                snapshot::registry::credentials::b64_encode(format!("{user}:{pass}").as_bytes())
+            );
             if get("authorization").as_deref() == Some(want.as_str()) {
                 respond(
                     &mut client,
