@@ -206,6 +206,48 @@ fn push_pull_repush_mount_and_skopeo_reads_it() {
     // The pulled image is a valid layout image for oci-image-tool.
     validate(&env2, &x);
 
+    // A Docker schema2 image (skopeo converts on the way in) pulls too, digest intact.
+    let s2 = format!("{}/s2:t", proxy.addr());
+    tool(
+        "skopeo",
+        &[
+            "copy",
+            "--format",
+            "v2s2",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:t", oci.display()),
+            &format!("docker://{s2}"),
+        ],
+    );
+    let raw = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{s2}"),
+        ],
+    );
+    assert!(
+        raw.contains("vnd.docker.distribution.manifest.v2+json"),
+        "{raw}"
+    );
+    dec(&env2, &["pull", "--tls-verify=false", &s2]).ok();
+    let info: serde_json::Value = serde_json::from_str(&tool(
+        "skopeo",
+        &["inspect", "--tls-verify=false", &format!("docker://{s2}")],
+    ))
+    .expect("skopeo inspect JSON");
+    let want = info["Digest"].as_str().expect("Digest").to_string();
+    assert_eq!(stored_manifest_digest(&env2, &s2), want);
+    // The store keeps it as pulled (Docker media type, same digest); decant reads it.
+    // (oci-image-tool and skopeo's oci: transport only look at OCI-typed descriptors.)
+    let inspect = dec(&env2, &["image", "inspect", &s2]).ok().stdout;
+    assert!(
+        inspect.contains("amd64") || inspect.contains("arm64"),
+        "{inspect}"
+    );
+
     // --all-tags pulls both tags of a repository.
     dec(
         &env,
