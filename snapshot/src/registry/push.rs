@@ -7,7 +7,7 @@
 //! it has. Then the manifest, byte for byte as stored, with its own media type. Re-pushing an
 //! unchanged image therefore costs one HEAD per blob and one manifest PUT (plus the ping).
 
-use super::client::{read_capped, strip_query, Client, ClientOptions, ReqBody};
+use super::client::{strip_query, Client, ClientOptions, ReqBody};
 use super::{manifest_blobs, sources, Blob, RegistryError, ATTEMPTS, RETRY_PAUSE};
 use crate::store::{Reference, Store, MAX_MANIFEST_BYTES};
 
@@ -391,12 +391,7 @@ impl Uploader<'_> {
         if resp.status().is_success() {
             Ok(())
         } else {
-            let _ = read_capped(resp, 0, &url, "upload");
-            Err(RegistryError::Protocol {
-                url: strip_query(&url),
-                what: "chunked upload",
-                why: "closing PUT refused".into(),
-            })
+            Err(self.client.status_error("PUT", &url, resp, "blob upload"))
         }
     }
 }
