@@ -130,7 +130,18 @@ impl Client {
 
     fn ping(&mut self) -> Result<(), RegistryError> {
         let url = format!("{}/v2/", self.base);
-        let resp = self.raw("GET", &url, None, &[], ReqBody::Empty, true)?;
+        let resp = match self.raw("GET", &url, None, &[], ReqBody::Empty, true) {
+            Err(RegistryError::Transport { method, url, why })
+                if self.base.starts_with("https") =>
+            {
+                return Err(RegistryError::Transport {
+                    method,
+                    url,
+                    why: format!("{why} (a plain-HTTP registry needs --tls-verify=false)"),
+                })
+            }
+            other => other?,
+        };
         match resp.status().as_u16() {
             200..=299 => Ok(()),
             401 => {

@@ -148,12 +148,12 @@ fn pull_with(
         .or(reference.tag())
         .unwrap_or("latest")
         .to_string();
+    let (mut media_type, mut bytes, mut digest) =
+        fetch_manifest(client, reference, &scope, &wanted, reference.digest())?;
     progress(PullEvent::Start {
         tag: wanted.clone(),
         repository: reference.path().to_string(),
     });
-    let (mut media_type, mut bytes, mut digest) =
-        fetch_manifest(client, reference, &scope, &wanted, reference.digest())?;
     if is_index_type(&media_type) {
         let url = manifest_url(client, reference, &digest);
         let child = pick_platform(&url, &bytes)?;
