@@ -421,3 +421,34 @@ fn with_digest(loc: &str, digest: &str) -> String {
     let sep = if loc.contains('?') { '&' } else { '?' };
     format!("{loc}{sep}digest={}", super::client::percent(digest))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp_with_range(r: &str) -> ureq::http::Response<ureq::Body> {
+        ureq::http::Response::builder()
+            .status(202)
+            .header("range", r)
+            .body(ureq::Body::builder().data(""))
+            .unwrap()
+    }
+
+    #[test]
+    fn ranges_and_upload_urls() {
+        assert_eq!(range_end(&resp_with_range("0-1023")), Some(1023));
+        assert_eq!(range_end(&resp_with_range("bytes=0-9")), Some(9));
+        for bad in ["5-9", "0-", "x", "0-99999999999999999999999"] {
+            assert_eq!(range_end(&resp_with_range(bad)), None, "{bad}");
+        }
+        let d = "sha256:ab";
+        assert_eq!(
+            with_digest("http://h/v2/x/blobs/uploads/u?_state=s", d),
+            "http://h/v2/x/blobs/uploads/u?_state=s&digest=sha256%3Aab"
+        );
+        assert_eq!(
+            with_digest("http://h/v2/x/blobs/uploads/u", d),
+            "http://h/v2/x/blobs/uploads/u?digest=sha256%3Aab"
+        );
+    }
+}

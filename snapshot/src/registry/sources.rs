@@ -82,3 +82,27 @@ pub fn record(store: &Store, repo: &str, digests: &[String]) -> Result<(), Store
         .map_err(|e| StoreError::Build(format!("blob sources: {e}")))?;
     write_atomic(&store.paths, &path(store), &bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_per_registry_most_recent_first_and_bounded() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let d = "sha256:aa".to_string();
+        assert!(repos_with(&store, "r:5000", &d).is_empty());
+        for i in 0..6 {
+            record(&store, &format!("r:5000/repo{i}"), std::slice::from_ref(&d)).unwrap();
+        }
+        record(&store, "other.io/x", std::slice::from_ref(&d)).unwrap();
+        let got = repos_with(&store, "r:5000", &d);
+        assert_eq!(got, ["repo5", "repo4", "repo3"], "{got:?}");
+        // A damaged hint file is ignored, never an error.
+        std::fs::write(path(&store), b"{not json").unwrap();
+        assert!(repos_with(&store, "r:5000", &d).is_empty());
+        record(&store, "r:5000/again", &[d.clone()]).unwrap();
+        assert_eq!(repos_with(&store, "r:5000", &d), ["again"]);
+    }
+}
