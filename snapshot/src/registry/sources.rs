@@ -102,7 +102,7 @@ mod tests {
         // A damaged hint file is ignored, never an error.
         std::fs::write(path(&store), b"{not json").unwrap();
         assert!(repos_with(&store, "r:5000", &d).is_empty());
-        record(&store, "r:5000/again", &[d.clone()]).unwrap();
+        record(&store, "r:5000/again", std::slice::from_ref(&d)).unwrap();
         assert_eq!(repos_with(&store, "r:5000", &d), ["again"]);
     }
 }
