@@ -14,7 +14,7 @@ cargo build --release -q -p decant
 BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/decant
 W=$(mktemp -d /var/tmp/decant-pushbench.XXXX)
 REG_PID=
-cleanup() { if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null; wait "$REG_PID" 2>/dev/null; fi; rm -rf "$W"; }
+cleanup() { if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; fi; rm -rf "$W"; }
 trap cleanup EXIT
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
