@@ -108,6 +108,14 @@ enum Command {
     Strip(cmd::strip::StripArgs),
     /// Show where an image's bytes are, per package and directory, and what could go.
     Size(cmd::strip::SizeArgs),
+    /// Log in to a registry (credentials go to the standard auth files).
+    Login(cmd::registry::LoginArgs),
+    /// Log out from a registry.
+    Logout(cmd::registry::LogoutArgs),
+    /// Push an image to a registry.
+    Push(cmd::registry::PushArgs),
+    /// Pull an image from a registry.
+    Pull(cmd::registry::PullArgs),
     /// The per-container monitor (started by run/start; not for users).
     #[command(name = "__monitor", hide = true)]
     Monitor(cmd::container::MonitorArgs),
@@ -147,6 +155,10 @@ fn main() -> ExitCode {
         Command::Image(c) => cmd::image::run(&ctx, c),
         Command::Strip(a) => cmd::strip::run_strip(&ctx, a),
         Command::Size(a) => cmd::strip::run_size(&ctx, a),
+        Command::Login(a) => cmd::registry::login(&ctx, a),
+        Command::Logout(a) => cmd::registry::logout(&ctx, a),
+        Command::Push(a) => cmd::registry::push(&ctx, a),
+        Command::Pull(a) => cmd::registry::pull(&ctx, a),
         Command::Run(a) => return container_verb(cmd::run::run(&ctx, a)),
         Command::Create(a) => return container_verb(cmd::run::run_create(&ctx, a)),
         Command::Start(a) => return container_verb(cmd::container::start(&ctx, a)),

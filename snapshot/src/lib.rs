@@ -8,6 +8,7 @@ pub mod image;
 pub mod init_layer;
 pub mod kube;
 pub mod layer;
+pub mod registry;
 pub mod store;
 pub mod strip;
 

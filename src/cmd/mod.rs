@@ -16,6 +16,7 @@ pub mod inspect;
 pub mod inspect_disk;
 pub mod kube;
 pub mod ops;
+pub mod registry;
 pub mod rmi;
 pub mod run;
 pub mod runtime;

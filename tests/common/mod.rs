@@ -2,6 +2,8 @@
 //! drives the real peers (skopeo, umoci, oci-image-tool, mkfs.ext4, qemu-img) around it.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod registry;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
