@@ -469,3 +469,64 @@ fn kill_9_during_commit_leaves_a_valid_store() {
     env.run(&["rm", "-f", "big"]).ok();
     common::assert_containers_clean(&env, &[id]);
 }
+
+#[test]
+fn volumes_and_binds_stay_out_of_the_commit() {
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
+    let host = tempfile::TempDir::new().unwrap();
+    let bind = format!("{}:/bound", host.path().display());
+    let id = env
+        .run(&[
+            "run",
+            "-d",
+            "--name",
+            "vols",
+            "-v",
+            "data:/data",
+            "-v",
+            &bind,
+            "ex",
+            "sleep",
+            "1000",
+        ])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    env.run(&[
+        "exec",
+        "vols",
+        "sh",
+        "-c",
+        "echo v > /data/in-volume; echo b > /bound/in-bind; echo k > /kept",
+    ])
+    .ok();
+    let diff = env.run(&["diff", "vols"]).ok().stdout;
+    assert!(diff.contains("A /kept"), "{diff}");
+    assert!(
+        !diff.contains("in-volume") && !diff.contains("in-bind"),
+        "{diff}"
+    );
+    env.run(&["commit", "vols", "withvols:1"]).ok();
+    let r = env
+        .run(&[
+            "run",
+            "--rm",
+            "withvols:1",
+            "sh",
+            "-c",
+            "cat /kept; ls /data /bound 2>&1; true",
+        ])
+        .ok();
+    assert!(r.stdout.starts_with("k\n"), "{}", r.stdout);
+    assert!(
+        !r.stdout.contains("in-volume") && !r.stdout.contains("in-bind"),
+        "{}",
+        r.stdout
+    );
+    env.run(&["rm", "-f", "-v", "vols"]).ok();
+    env.run(&["volume", "rm", "data"]).ok();
+    common::assert_containers_clean(&env, &[id]);
+}

@@ -113,6 +113,8 @@ impl Engine {
             .map(|s| s.to_string())
             .collect();
         exclude.extend(c.config.binds.iter().map(|b| b.container.clone()));
+        // Named and anonymous volumes are not part of the image, as Docker.
+        exclude.extend(c.config.volumes.iter().map(|v| v.container.clone()));
         exclude.extend(c.config.tmpfs.iter().cloned());
         Ok(CommitSource {
             upper: dir.join("upper"),
