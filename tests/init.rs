@@ -359,6 +359,71 @@ fn import_init_boots_the_image_host_like_without_a_flag() {
     common::assert_containers_clean(&env, &[id, nested]);
 }
 
+#[test]
+fn commit_init_turns_a_container_into_a_host_like_image() {
+    let Some(env) = env_with_images(false) else {
+        return;
+    };
+    // A plain container of the services image, changed, then committed with --init.
+    let id = env
+        .run(&["run", "-d", "--name", "work", "svcimg", "sleep", "1000"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    env.run(&["exec", "work", "sh", "-c", "echo changed > /srv/www/note"])
+        .ok();
+    run_with_init(
+        &env,
+        &static_init(),
+        &["commit", "--init", "work", "booted:1"],
+    )
+    .ok();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.run(&["inspect", "booted:1"]).ok().stdout).unwrap();
+    let img = inspect.get(0).unwrap_or(&inspect);
+    assert_eq!(
+        img["Config"]["Entrypoint"],
+        serde_json::json!(["/usr/local/sbin/decant-init", "--with-services", "--"]),
+        "{img}"
+    );
+    // The image's layer, the container's changes, then the init's own layer.
+    assert_eq!(
+        img["RootFS"]["Layers"].as_array().unwrap().len(),
+        3,
+        "{img}"
+    );
+    // Committing a container of it again with --init adds no second init layer.
+    let again = env
+        .run(&["run", "-d", "--name", "again", "booted:1"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    until_running(&env, "again", &["web", "ticker"]);
+    let note = env
+        .run(&["exec", "again", "cat", "/srv/www/note"])
+        .ok()
+        .stdout;
+    assert_eq!(note, "changed\n");
+    run_with_init(
+        &env,
+        &static_init(),
+        &["commit", "--init", "again", "booted:2"],
+    )
+    .ok();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.run(&["inspect", "booted:2"]).ok().stdout).unwrap();
+    let img = inspect.get(0).unwrap_or(&inspect);
+    assert_eq!(
+        img["RootFS"]["Layers"].as_array().unwrap().len(),
+        4,
+        "{img}"
+    );
+    env.run(&["rm", "-f", &id, &again]).ok();
+    common::assert_containers_clean(&env, &[id, again]);
+}
+
 /// The host port `decant port` shows for container port `ctr`.
 fn host_port(env: &Env, container: &str, ctr: &str) -> u16 {
     let addr = env.run(&["port", container, ctr]).ok().stdout;

@@ -34,6 +34,11 @@ pub struct CommitArgs {
     /// One layer holding the whole filesystem instead of the image's layers plus the changes.
     #[arg(long)]
     pub squash: bool,
+    /// Boot the image host-like everywhere: put the static decant-init ($DECANT_INIT or next
+    /// to the decant binary) into a layer of its own at /usr/local/sbin/decant-init and make it
+    /// the entrypoint in services mode (as `import --init`).
+    #[arg(long)]
+    pub init: bool,
     pub container: String,
     /// The new image's name, REPOSITORY[:TAG].
     pub repository: Option<String>,
@@ -120,6 +125,12 @@ pub fn commit(ctx: &Context, a: CommitArgs) -> Result<i32> {
         author: a.author,
         changes: a.change,
         squash: a.squash,
+        init: if a.init {
+            let exe = std::env::current_exe().context("locating the decant binary")?;
+            Some(runtime::engine::find_init(&exe)?)
+        } else {
+            None
+        },
         ..CommitOptions::default()
     };
     let (id, _) = commit_container(ctx, &a.container, opts, a.pause, tag.as_ref())?;

@@ -37,6 +37,8 @@ pub enum CommitError {
     Change(#[from] ChangeError),
     #[error("image {image}: config: {problem}")]
     Config { image: String, problem: String },
+    #[error(transparent)]
+    Init(#[from] crate::init_layer::InitLayerError),
 }
 
 /// A container's filesystem as commit sees it.
@@ -253,6 +255,10 @@ pub struct CommitOptions {
     pub labels: Vec<(String, String)>,
     /// Compression and threads of the new layer; whiteouts are always allowed.
     pub layer: LayerOptions,
+    /// `--init`: this static decant-init goes into a layer of its own on top (unless the
+    /// parent has that very layer) and becomes the entrypoint in services mode, as
+    /// `import --init` does; `changes` still apply after it.
+    pub init: Option<PathBuf>,
 }
 
 /// A committed image.
@@ -340,6 +346,23 @@ pub fn commit(
         empty_layer: false,
     });
     layers.push(new);
+    if let Some(init) = &opts.init {
+        let (l, _) = crate::init_layer::write_init_layer(store, init, opts.layer.clone())?;
+        if !layers.iter().any(|x| x.digest == l.digest) {
+            meta.history.push(HistoryEntry {
+                created: Some(meta.created.clone()),
+                author: opts.author.clone(),
+                created_by: Some(format!(
+                    "decant commit --init: decant-init at {}",
+                    crate::init_layer::INIT_IN_IMAGE
+                )),
+                comment: None,
+                empty_layer: false,
+            });
+            layers.push(l);
+        }
+        crate::init_layer::set_init_entrypoint(&mut meta);
+    }
     for c in &opts.changes {
         apply_change(&mut meta, c)?;
     }
