@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(short, long)]
     pub tag: Option<String>,
     /// Apply a Dockerfile instruction to the image config (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL,
-    /// USER, WORKDIR, VOLUME, STOPSIGNAL).
+    /// USER, WORKDIR, VOLUME, STOPSIGNAL, HEALTHCHECK).
     #[arg(short, long = "change", value_name = "INSTRUCTION")]
     pub changes: Vec<String>,
     /// Commit message for the history.
