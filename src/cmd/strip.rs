@@ -653,3 +653,55 @@ pub fn run_size(ctx: &Context, a: SizeArgs) -> Result<()> {
     t.print();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn http_probe_specs() {
+        let p = HttpProbe::parse("8080/index.html").unwrap();
+        assert_eq!((p.port, p.path.as_str()), (8080, "/index.html"));
+        assert_eq!(p.label(), "--probe-http 8080/index.html");
+        assert_eq!(HttpProbe::parse("80").unwrap().path, "/");
+        for bad in ["", "0", "65536", "http/x", "80/a b", "80/a\r\nX: y"] {
+            let e = HttpProbe::parse(bad).unwrap_err().to_string();
+            assert!(e.starts_with("--probe-http"), "{bad:?}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+    }
+
+    /// A one-shot server answering `reply` (then closing) on a free port.
+    fn serve(reply: Vec<u8>) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = l.accept() {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(&reply);
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn http_get_reads_only_the_status_line() {
+        let t = Duration::from_secs(5);
+        let a = serve(b"HTTP/1.0 302 Found\r\nLocation: /x\r\n\r\n".to_vec());
+        assert_eq!(http_get(a, "/", t), Ok(302));
+        // Not HTTP, and a head with no line end (read up to the cap, no more).
+        assert_eq!(http_get(serve(b"SSH-2.0-x\r\n".to_vec()), "/", t), Ok(0));
+        assert_eq!(http_get(serve(vec![b'H'; 1 << 20]), "/", t), Ok(0));
+        // Closed before a status line: not up yet, so the caller retries.
+        let e = http_get(serve(Vec::new()), "/", t).unwrap_err();
+        assert!(e.contains("before a status line"), "{e}");
+        // Nobody listening.
+        let dead = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert!(http_get(dead, "/", t).is_err());
+    }
+}
