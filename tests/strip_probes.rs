@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::registry::Registry;
@@ -313,18 +313,28 @@ fn dec(env: &Env, args: &[&str]) -> Run {
     }
 }
 
-/// The page at 127.0.0.1:`port`/ once it answers (10 s at most).
+/// The body of `GET /` at 127.0.0.1:`port` once it answers 200 (10 s at most).
 fn page(port: u16) -> String {
+    use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = String::new();
     loop {
-        let o = Command::new("wget")
-            .args(["-qO-", "-T", "2", &format!("http://127.0.0.1:{port}/")])
-            .output()
-            .expect("wget could not run; .ci/run installs it");
-        if o.status.success() {
-            return String::from_utf8_lossy(&o.stdout).into_owned();
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n");
+            let mut reply = String::new();
+            let _ = s.read_to_string(&mut reply);
+            if reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200") {
+                if let Some((_, body)) = reply.split_once("\r\n\r\n") {
+                    return body.to_string();
+                }
+            }
+            last = reply;
         }
-        assert!(Instant::now() < deadline, "no page on port {port}");
+        assert!(
+            Instant::now() < deadline,
+            "no page on port {port}: {last:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
