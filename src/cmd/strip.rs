@@ -154,8 +154,9 @@ fn outcome(probe: &str, t0: Instant, passed: bool, detail: String) -> ProbeOutco
     }
 }
 
-/// What one GET said: a status code, or nothing yet (refused, reset, closed before a status
-/// line: the service is not up, or the forwarder found nobody listening inside).
+/// What one GET said: a status code (0: the answer is not HTTP), or an error while there is no
+/// answer yet (refused, reset, closed before a status line: the service is not up, or the
+/// forwarder found nobody listening inside), which the caller retries until its deadline.
 fn http_get(addr: SocketAddr, path: &str, left: Duration) -> Result<u16, String> {
     let left = left.max(Duration::from_millis(10));
     let mut s = TcpStream::connect_timeout(&addr, left).map_err(|e| e.to_string())?;
