@@ -247,7 +247,7 @@ fn healthcheck(args: &str) -> Result<Healthcheck, String> {
 }
 
 /// A Go duration (`30s`, `1m30s`, `500ms`, `1h`) in nanoseconds; at least 1ms, as docker.
-fn duration(s: &str) -> Result<u64, String> {
+pub fn duration(s: &str) -> Result<u64, String> {
     let bad = || format!("{s:?} is not a duration (like 30s, 1m30s, 500ms)");
     let mut total: u64 = 0;
     let mut rest = s;
