@@ -1,6 +1,6 @@
 //! HEALTHCHECK end to end on the example busybox image: a passing check makes the container
 //! healthy and a failing one unhealthy after its retries (`ps` and `inspect` show both, as
-//! docker); a hanging check is killed at its timeout; `--no-healthcheck` disables the image's
+//! docker), a paused one is not probed; a hanging check is killed at its timeout; `--no-healthcheck` disables the image's
 //! check; an image committed with `-c 'HEALTHCHECK ...'` runs its check. Intervals are short
 //! so each test takes a few seconds. After each test nothing of the containers is left.
 
@@ -86,6 +86,15 @@ fn healthy_then_unhealthy_after_retries() {
     let cfg = &inspect(&env, &id)["Config"]["Healthcheck"];
     assert_eq!(cfg["Test"][0], "CMD-SHELL");
     assert_eq!(cfg["Interval"], 300_000_000u64);
+
+    // A paused container is not probed.
+    env.run(&["pause", &id]).ok();
+    std::thread::sleep(Duration::from_millis(400));
+    let before = inspect(&env, &id)["State"]["Health"]["Log"].clone();
+    std::thread::sleep(Duration::from_millis(700));
+    let during = inspect(&env, &id)["State"]["Health"]["Log"].clone();
+    assert_eq!(before, during, "checks ran while paused");
+    env.run(&["unpause", &id]).ok();
 
     env.run(&["exec", &id, "rm", "/tmp/ok"]).ok();
     let h = until_health(&env, &id, 10, |h| h["Status"] == "unhealthy");

@@ -259,6 +259,10 @@ fn run(
             Err(RecvTimeoutError::Timeout) => {}
             _ => return,
         }
+        // As docker, a paused container is not probed: its check would freeze with it.
+        if super::ops::freezer_frozen(&id) {
+            continue;
+        }
         let in_start = began.elapsed() < cfg.start_period();
         let Some(result) = check(&engine, &id, &argv, cfg.timeout(), &rx) else {
             return;
@@ -317,10 +321,8 @@ fn check(
             start,
             end: time::now(),
             exit_code: -1,
-            output: format!(
-                "Health check exceeded timeout ({})",
-                human_secs(timeout.as_secs_f64())
-            ),
+            // Docker's words; Rust's Debug of a Duration reads as Go's (`300ms`, `30s`).
+            output: format!("Health check exceeded timeout ({timeout:?})"),
         }),
         Outcome::Eof => Some(HealthResult {
             start,
@@ -329,10 +331,6 @@ fn check(
             output: text,
         }),
     }
-}
-
-fn human_secs(s: f64) -> String {
-    format!("{s}s")
 }
 
 enum Outcome {
