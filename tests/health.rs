@@ -64,6 +64,12 @@ fn healthy_then_unhealthy_after_retries() {
             "test -f /tmp/ok && echo fine",
             "--health-interval",
             "300ms",
+            // The first check comes after the start interval; once healthy, the interval
+            // rules and failures count even inside the start period.
+            "--health-start-period",
+            "30s",
+            "--health-start-interval",
+            "1s",
             "--health-retries",
             "2",
             "ex",
@@ -209,4 +215,41 @@ fn a_committed_healthcheck_runs() {
     assert_eq!(after["Status"], "starting", "{after}");
     until_health(&env, &id, 10, |h| h["Status"] == "healthy");
     remove(&env, &[base, id]);
+}
+
+#[test]
+fn failures_in_the_start_period_do_not_count() {
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
+    let id = run_d(
+        &env,
+        &[
+            "--health-cmd",
+            "false",
+            "--health-interval",
+            "200ms",
+            "--health-start-interval",
+            "100ms",
+            "--health-start-period",
+            "1500ms",
+            "--health-retries",
+            "1",
+            "ex",
+            "sleep",
+            "60",
+        ],
+    );
+    let t0 = Instant::now();
+    // Failing checks run during the start period but leave it starting.
+    let h = until_health(&env, &id, 10, |h| {
+        h["Log"].as_array().is_some_and(|l| l.len() >= 3)
+    });
+    if t0.elapsed() < Duration::from_millis(1200) {
+        assert_eq!(h["Status"], "starting", "{h}");
+        assert_eq!(h["FailingStreak"], 0, "{h}");
+    }
+    let h = until_health(&env, &id, 10, |h| h["Status"] == "unhealthy");
+    assert!(t0.elapsed() >= Duration::from_millis(1400), "{h}");
+    remove(&env, &[id]);
 }
