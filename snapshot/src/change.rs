@@ -5,7 +5,7 @@
 //! HEALTHCHECK. HEALTHCHECK is stored as docker stores it, a `Healthcheck` object in the
 //! config's `config` (`Test`, and `Interval`, `Timeout`, `StartPeriod`, `StartInterval` in
 //! nanoseconds, `Retries`): the OCI image spec has no such field, but docker, podman and
-//! buildah read this one, and decant's runtime will use it later (nothing runs the check yet).
+//! buildah read this one, and so does decant's runtime (runtime::engine::health).
 //! ONBUILD is refused: it only matters to a build, which decant does not do, so accepting it
 //! would silently do nothing. Differences from docker, on purpose: no `$VAR` expansion, and
 //! ENTRYPOINT does not clear a CMD that came before it (docker clears only a CMD inherited from
@@ -247,7 +247,7 @@ fn healthcheck(args: &str) -> Result<Healthcheck, String> {
 }
 
 /// A Go duration (`30s`, `1m30s`, `500ms`, `1h`) in nanoseconds; at least 1ms, as docker.
-fn duration(s: &str) -> Result<u64, String> {
+pub fn duration(s: &str) -> Result<u64, String> {
     let bad = || format!("{s:?} is not a duration (like 30s, 1m30s, 500ms)");
     let mut total: u64 = 0;
     let mut rest = s;

@@ -1,15 +1,17 @@
 //! `decant run` and `decant create`: the image's config (Entrypoint, Cmd, Env, WorkingDir,
-//! User, StopSignal) and its cached layers become a `runtime::engine::ContainerConfig`; the
+//! User, StopSignal, Healthcheck) and its cached layers become a `runtime::engine::ContainerConfig`; the
 //! engine does the rest.
 
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::Args as ClapArgs;
+use runtime::engine::health::HealthConfig;
 use runtime::engine::ports::PortMapping;
 use runtime::engine::tty;
 use runtime::engine::volumes::{parse_volume_arg, VolumeArg};
 use runtime::engine::{ContainerConfig, Engine, LogLine, NetworkMode, RestartPolicy, StartOptions};
+use snapshot::image::Healthcheck;
 use snapshot::layer::cache::LayerCache;
 
 use super::Context;
@@ -75,6 +77,27 @@ pub struct CreateArgs {
     /// Seconds to wait after the stop signal before SIGKILL (default 10).
     #[arg(long)]
     pub stop_timeout: Option<u32>,
+    /// Command to run to check health (`/bin/sh -c`), replacing the image's.
+    #[arg(long, value_name = "CMD")]
+    pub health_cmd: Option<String>,
+    /// Time between checks (30s by default; a Go duration: 500ms, 1m30s).
+    #[arg(long, value_name = "DURATION")]
+    pub health_interval: Option<String>,
+    /// Longest time one check may run (30s by default).
+    #[arg(long, value_name = "DURATION")]
+    pub health_timeout: Option<String>,
+    /// Consecutive failures that make the container unhealthy (3 by default).
+    #[arg(long, value_name = "N")]
+    pub health_retries: Option<u32>,
+    /// Time to start before failures count (0 by default).
+    #[arg(long, value_name = "DURATION")]
+    pub health_start_period: Option<String>,
+    /// Time between checks during the start period (5s by default).
+    #[arg(long, value_name = "DURATION")]
+    pub health_start_interval: Option<String>,
+    /// Disable any HEALTHCHECK the image has.
+    #[arg(long)]
+    pub no_healthcheck: bool,
     /// Publish a container's port to the host: [IP:][HOST:]CTR[/tcp|udp] (no HOST: any free).
     #[arg(short = 'p', long = "publish", value_name = "[IP:][HOST:]CTR[/PROTO]")]
     pub publish: Vec<String>,
@@ -174,7 +197,7 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
     };
     let store = ctx.open_store()?;
     let rec = store.resolve(&a.image)?;
-    let (config, _) = store.config(&rec)?;
+    let (config, raw_config) = store.config(&rec)?;
     let (manifest, _) = store.manifest(&rec)?;
     let rootless = !runtime::engine::running_as_root();
     let cache = LayerCache::open(&store)?;
@@ -234,6 +257,7 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
         ic.exposed_ports().as_deref().unwrap_or_default(),
         network,
     )?;
+    let healthcheck = health_config(&a, &raw_config)?;
     let cfg = ContainerConfig {
         name: a.name,
         image: a.image.clone(),
@@ -269,8 +293,68 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
         init_host,
         volumes: Vec::new(),
         tty: a.tty,
+        healthcheck,
     };
     Ok(Engine::new(&ctx.store_root()).create_with_volumes(cfg, &volumes, &image_volumes)?)
+}
+
+/// The check the container runs: the image's `Healthcheck` with the `--health-*` flags over
+/// it, as docker; `None` with `--no-healthcheck`, `NONE`, or no test at all.
+fn health_config(a: &CreateArgs, raw_config: &[u8]) -> Result<Option<HealthConfig>> {
+    let any_flag = a.health_cmd.is_some()
+        || a.health_interval.is_some()
+        || a.health_timeout.is_some()
+        || a.health_retries.is_some()
+        || a.health_start_period.is_some()
+        || a.health_start_interval.is_some();
+    if a.no_healthcheck {
+        anyhow::ensure!(
+            !any_flag,
+            "--no-healthcheck conflicts with --health-* options"
+        );
+        return Ok(None);
+    }
+    let image = serde_json::from_slice::<serde_json::Value>(raw_config)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/config/Healthcheck")
+                .and_then(Healthcheck::from_json)
+        });
+    let mut h = match image {
+        Some(i) => HealthConfig {
+            test: i.test,
+            interval: i.interval,
+            timeout: i.timeout,
+            start_period: i.start_period,
+            start_interval: i.start_interval,
+            retries: i.retries,
+        },
+        None => HealthConfig::default(),
+    };
+    let dur = |flag: &str, v: &Option<String>| -> Result<Option<u64>> {
+        v.as_deref()
+            .map(|s| snapshot::change::duration(s).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
+            .transpose()
+    };
+    if let Some(cmd) = &a.health_cmd {
+        h.test = vec!["CMD-SHELL".into(), cmd.clone()];
+    }
+    if let Some(n) = dur("health-interval", &a.health_interval)? {
+        h.interval = Some(n);
+    }
+    if let Some(n) = dur("health-timeout", &a.health_timeout)? {
+        h.timeout = Some(n);
+    }
+    if let Some(n) = dur("health-start-period", &a.health_start_period)? {
+        h.start_period = Some(n);
+    }
+    if let Some(n) = dur("health-start-interval", &a.health_start_interval)? {
+        h.start_interval = Some(n);
+    }
+    if let Some(n) = a.health_retries {
+        h.retries = Some(n);
+    }
+    Ok(h.argv().map(|_| h))
 }
 
 /// The ports of `-p` and (with `-P`) of the image's EXPOSE; none, with Docker's warning, on

@@ -5,6 +5,7 @@
 //! `ContainerConfig` (lower directories, command, environment).
 
 pub mod commit;
+pub mod health;
 pub mod monitor;
 pub mod names;
 pub mod ops;
@@ -199,6 +200,10 @@ pub struct ContainerConfig {
     /// `-t`: the process gets a pseudo-terminal (see `tty`).
     #[serde(default)]
     pub tty: bool,
+    /// The image's HEALTHCHECK or `--health-*`; `None` when there is none or it is disabled
+    /// (`--no-healthcheck`, `NONE`). The monitor runs it (see `health`).
+    #[serde(default)]
+    pub healthcheck: Option<health::HealthConfig>,
 }
 
 impl ContainerConfig {

@@ -5,7 +5,8 @@
 //! `lo` up in a private network namespace, starts it, writes the log as JSON lines, waits,
 //! records the exit code and finish time, cleans up (runtime state, cgroup, mount) and removes
 //! the container when asked to (`--rm`), or starts it again as its restart policy says
-//! (after a doubling back-off, with the same upper dir). It reports `started <pid>` / `error <code> <msg>` /
+//! (after a doubling back-off, with the same upper dir). While the container runs, a thread
+//! runs its HEALTHCHECK (see `health`). It reports `started <pid>` / `error <code> <msg>` /
 //! `exit <code>` lines on the status pipe its starter reads.
 
 use std::io::Write;
@@ -500,6 +501,9 @@ pub fn run_with(
                     c.finished_at = None;
                     c.exit_code = None;
                     c.error = None;
+                    // Before the start is reported, so `ps` right after `run -d` already
+                    // shows `(health: starting)`.
+                    let checker = super::health::start(store_root, &c);
                     if let Err(e) = engine.save(&c) {
                         let _ =
                             crate::kill(engine.runtime_root(), id, crate::Signal::SIGKILL, true);
@@ -510,6 +514,9 @@ pub fn run_with(
                     c.oom_killed = false;
                     pump(out, err, &mut log);
                     let code = wait_init(pid);
+                    if let Some(checker) = checker {
+                        checker.stop();
+                    }
                     if let Some((stop, thread)) = relay {
                         drop(stop);
                         let _ = thread.join();

@@ -117,9 +117,17 @@ impl Engine {
         let text = c.status_text(now);
         if self.is_paused(c) {
             format!("{text} (Paused)")
+        } else if let Some(h) = self.health(c).filter(|_| c.status == Status::Running) {
+            format!("{text} {}", h.status.ps_suffix())
         } else {
             text
         }
+    }
+
+    /// The container's health state, when it has a check and it has run since the start.
+    pub fn health(&self, c: &Container) -> Option<super::health::HealthState> {
+        c.config.healthcheck.as_ref()?;
+        super::health::read_state(&self.container_dir(&c.id).ok()?)
     }
 
     /// Docker's state word: created, running, paused, restarting or exited.
@@ -269,6 +277,32 @@ impl Engine {
         Ok(crate::exec(&self.runtime, &c.id, &process, &opts)?)
     }
 
+    /// Starts `args` in the running container `id` with stdin on /dev/null and stdout and
+    /// stderr on the given descriptors (the health check's output pipe).
+    pub(crate) fn exec_capture(
+        &self,
+        id: &str,
+        args: &[String],
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> Result<ContainerProcess, EngineError> {
+        let c = self.running(id, "exec in")?;
+        let cfg = ExecConfig {
+            args: args.to_vec(),
+            ..Default::default()
+        };
+        let process = self.exec_process(&c, &cfg)?;
+        let p = Path::new("/dev/null");
+        let null = std::fs::File::open(p).map_err(io_err(p, "open"))?;
+        let opts = ExecOptions {
+            stdin: Some(null.into()),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            ..Default::default()
+        };
+        Ok(crate::exec(&self.runtime, &c.id, &process, &opts)?)
+    }
+
     /// The container's own process settings (user, env, cwd, capabilities) with the exec's
     /// arguments and overrides; users are resolved in the running container's root.
     fn exec_process(&self, c: &Container, cfg: &ExecConfig) -> Result<Process, EngineError> {
@@ -394,6 +428,7 @@ impl Engine {
                 "Error": c.error.clone().unwrap_or_default(),
                 "StartedAt": stamp(c.started_at),
                 "FinishedAt": stamp(c.finished_at),
+                "Health": self.health(c).map(|h| h.to_json()),
             },
             "Image": c.config.image_id,
             "ResolvConfPath": dir.join("resolv.conf"),
@@ -446,6 +481,14 @@ impl Engine {
                 "WorkingDir": c.config.workdir.clone().unwrap_or_default(),
                 "StopSignal": c.config.stop_signal,
                 "StopTimeout": c.config.stop_timeout,
+                "Healthcheck": c.config.healthcheck.as_ref().map(|h| json!({
+                    "Test": h.test,
+                    "Interval": h.interval.unwrap_or(0),
+                    "Timeout": h.timeout.unwrap_or(0),
+                    "StartPeriod": h.start_period.unwrap_or(0),
+                    "StartInterval": h.start_interval.unwrap_or(0),
+                    "Retries": h.retries.unwrap_or(0),
+                })),
             },
         }))
     }
