@@ -177,6 +177,7 @@ mod tests {
             error: None,
             ports: vec![],
             restart_count: 0,
+            oom_killed: false,
         };
         let s = SavedRun::of(&c);
         assert!(s.init);
