@@ -249,6 +249,25 @@ fn rootless_detached_lifecycle_ps_exec_stop_rm() {
         .run(&["exec", "bg", "sh", "-c", "id -u; ls -d /locked"])
         .ok();
     assert_eq!(r.stdout, "0\n/locked\n");
+    // No cgroup rootless here: top reads the pid namespace; pause and stats say why not.
+    let r = n.run(&["top", "bg"]).ok();
+    assert!(r.stdout.contains("sleep 1000"), "{}", r.stdout);
+    for verb in ["pause", "stats"] {
+        let args: &[&str] = if verb == "stats" {
+            &["stats", "--no-stream", "bg"]
+        } else {
+            &["pause", "bg"]
+        };
+        let r = n.run(args);
+        assert_ne!(r.status, 0, "{verb} worked without a cgroup: {}", r.stdout);
+        assert!(
+            r.stderr.contains(&format!(
+                "rootless: {verb} needs a cgroup, and uid 65534 cannot write the cgroup hierarchy"
+            )) && r.stderr.lines().count() == 1,
+            "{verb}: {}",
+            r.stderr
+        );
+    }
     // A running container is not removed without -f.
     let r = n.run(&["rm", "bg"]);
     assert_ne!(r.status, 0, "rm removed a running container");
@@ -278,5 +297,55 @@ fn rootless_limits_are_refused_in_one_line() {
             r.stderr
         );
     }
+    n.assert_clean(&[]);
+}
+
+#[test]
+fn rootless_published_port_reaches_httpd_inside() {
+    use std::io::{Read, Write};
+    let Some(n) = Nobody::new() else {
+        return;
+    };
+    n.import();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let publish = format!("127.0.0.1:{port}:80");
+    let r = n.run(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        &publish,
+        "ex",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo rootless-hello > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]);
+    assert_eq!(r.status, 0, "rootless run -p failed:\n{}", r.stderr);
+    let mut body = String::new();
+    for _ in 0..50 {
+        body.clear();
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            let _ = s.read_to_string(&mut body);
+            if body.contains("rootless-hello") {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        body.contains("rootless-hello"),
+        "no answer through port {port}: {body:?}"
+    );
+    n.run(&["rm", "-f", "web"]).ok();
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "port {port} still held after rm -f"
+    );
     n.assert_clean(&[]);
 }

@@ -786,8 +786,9 @@ pub fn list(root: &RuntimeRoot) -> Result<Vec<State>, RuntimeError> {
     Ok(out)
 }
 
-/// Processes in the pid namespace of `init` (for kill --all without a cgroup).
-fn pids_in_pidns(init: i32) -> Vec<i32> {
+/// Processes in the pid namespace of `init` (for kill --all and a rootless top without a
+/// cgroup).
+pub(crate) fn pids_in_pidns(init: i32) -> Vec<i32> {
     use std::os::unix::fs::MetadataExt;
     let Ok(ns) = std::fs::metadata(format!("/proc/{init}/ns/pid")) else {
         return Vec::new();
