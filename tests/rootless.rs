@@ -60,8 +60,19 @@ impl Nobody {
     /// Runs decant as nobody with a clean environment (no DECANT_ROOT: the store is found
     /// through XDG_DATA_HOME, as a user's would be).
     fn run(&self, args: &[&str]) -> Run {
+        self.run_in(args, true)
+    }
+
+    /// As `run`, with or without XDG_RUNTIME_DIR (without it the state goes under the store).
+    fn run_in(&self, args: &[&str], runtime_dir: bool) -> Run {
         let home = self.path().join("home");
-        let o = Command::new("setpriv")
+        let mut cmd = Command::new("setpriv");
+        // First: env_clear also drops what was set on the command before it.
+        cmd.env_clear();
+        if runtime_dir {
+            cmd.env("XDG_RUNTIME_DIR", self.path().join("run"));
+        }
+        let o = cmd
             .args([
                 &format!("--reuid={NOBODY}"),
                 &format!("--regid={NOBODY}"),
@@ -70,11 +81,9 @@ impl Nobody {
                 env!("CARGO_BIN_EXE_decant"),
             ])
             .args(args)
-            .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("HOME", &home)
             .env("XDG_DATA_HOME", home.join("data"))
-            .env("XDG_RUNTIME_DIR", self.path().join("run"))
             .current_dir(&home)
             .stdin(Stdio::null())
             .output()
@@ -192,6 +201,19 @@ fn rootless_run_rm_is_root_inside_and_leaves_nothing() {
         layers.iter().any(|l| l.ends_with(".rootless")),
         "no rootless unpack: {layers:?}"
     );
+    // Without XDG_RUNTIME_DIR the runtime state lives under the store, not in a shared /tmp.
+    let r = n.run_in(
+        &["run", "-d", "--name", "nox", "ex", "sleep", "1000"],
+        false,
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let id = r.stdout.trim().to_string();
+    assert!(
+        n.store().join(".decant/runtime").join(&id).is_dir(),
+        "no runtime state under the store"
+    );
+    n.run_in(&["rm", "-f", "nox"], false).ok();
+    assert!(!n.store().join(".decant/runtime").join(&id).exists());
     // Exit codes come through as they do for root.
     let r = n.run(&["run", "--rm", "ex", "sh", "-c", "exit 7"]);
     assert_eq!(r.status, 7, "{}", r.stderr);
@@ -230,6 +252,10 @@ fn rootless_detached_lifecycle_ps_exec_stop_rm() {
     assert!(
         row["Status"].as_str().unwrap_or("").starts_with("Up"),
         "{row}"
+    );
+    assert!(
+        n.runtime_dir().join(&id).is_dir(),
+        "the runtime state is not under XDG_RUNTIME_DIR"
     );
     let inspect = n.run(&["inspect", "bg"]).ok();
     let v: serde_json::Value = serde_json::from_str(&inspect.stdout).expect("inspect json");

@@ -418,8 +418,19 @@ impl Engine {
         Engine {
             dir: store_root.join(".decant").join("containers"),
             store_root: store_root.to_path_buf(),
-            runtime: RuntimeRoot::default_for_user(),
+            runtime: Self::runtime_root_for(store_root),
         }
+    }
+
+    /// The runtime state's root: root's and a user's with XDG_RUNTIME_DIR as the runtime's
+    /// default; a rootless user without XDG_RUNTIME_DIR keeps it under the store, which is
+    /// its own (a fixed name in the shared /tmp could be taken first by another user).
+    fn runtime_root_for(store_root: &Path) -> RuntimeRoot {
+        let unset = std::env::var_os("XDG_RUNTIME_DIR").is_none_or(|d| d.is_empty());
+        if !running_as_root() && unset {
+            return RuntimeRoot::new(store_root.join(".decant").join("runtime"));
+        }
+        RuntimeRoot::default_for_user()
     }
 
     pub fn store_root(&self) -> &Path {
