@@ -371,6 +371,12 @@ struct Prepared {
     rootfs: PathBuf,
 }
 
+/// Whether this process's user namespace denies setgroups (a rootless engine's monitor runs
+/// the runtime as uid 0 of such a namespace; its child namespaces inherit the denial).
+fn setgroups_denied_here() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|t| t.trim() == "deny")
+}
+
 fn prepare(id: &str, bundle: &Path, spec: &Spec) -> Result<Prepared, RuntimeError> {
     let cfg = bundle.join("config.json").display().to_string();
     let bad = |problem: String| RuntimeError::Spec {
@@ -456,7 +462,7 @@ fn prepare(id: &str, bundle: &Path, spec: &Spec) -> Result<Prepared, RuntimeErro
             return Err(bad(format!("sysctl key {k:?} is malformed")));
         }
     }
-    let setgroups_denied = rootless && ns.user;
+    let setgroups_denied = ns.user && (rootless || setgroups_denied_here());
     let process =
         ProcessPlan::from_oci(process, linux.seccomp().clone(), setgroups_denied).map_err(bad)?;
     let init = InitPlan {
@@ -780,8 +786,9 @@ pub fn list(root: &RuntimeRoot) -> Result<Vec<State>, RuntimeError> {
     Ok(out)
 }
 
-/// Processes in the pid namespace of `init` (for kill --all without a cgroup).
-fn pids_in_pidns(init: i32) -> Vec<i32> {
+/// Processes in the pid namespace of `init` (for kill --all and a rootless top without a
+/// cgroup).
+pub(crate) fn pids_in_pidns(init: i32) -> Vec<i32> {
     use std::os::unix::fs::MetadataExt;
     let Ok(ns) = std::fs::metadata(format!("/proc/{init}/ns/pid")) else {
         return Vec::new();

@@ -200,6 +200,9 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
     let (config, raw_config) = store.config(&rec)?;
     let (manifest, _) = store.manifest(&rec)?;
     let rootless = !runtime::engine::running_as_root();
+    if let Some(notice) = runtime::engine::cgroups_notice() {
+        eprintln!("decant: {notice}");
+    }
     let cache = LayerCache::open(&store)?;
     let mut lower_dirs = Vec::new();
     for l in manifest.layers() {

@@ -298,6 +298,88 @@ pub fn running_as_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Whether this process lives in a user namespace other than the initial one (the rootless
+/// monitor does: it is uid 0 there but has no power on the host). The initial namespace's
+/// map is the whole range, `0 0 4294967295`.
+pub fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|t| t.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+}
+
+/// Whether containers made here run rootless: not root on the host, or root only inside a
+/// user namespace (where the host's files and cgroups are not ours either).
+pub fn rootless() -> bool {
+    !running_as_root() || in_user_namespace()
+}
+
+/// The one line a rootless user sees when its containers must run without a cgroup.
+pub fn cgroups_notice() -> Option<String> {
+    (rootless() && !cgroups_writable()).then(|| {
+        format!(
+            "rootless: uid {} cannot write cgroups; the container runs without one (no limits, stats or pause)",
+            nix::unistd::geteuid()
+        )
+    })
+}
+
+/// Whether this user can make the container cgroups (root can; a rootless user only when the
+/// hierarchy was delegated to it). Probed by making and removing a group of our own.
+pub fn cgroups_writable() -> bool {
+    if running_as_root() && !in_user_namespace() {
+        return true;
+    }
+    let probe = format!("decant-probe-{}", std::process::id());
+    match crate::cgroups::manager_for(&probe) {
+        Ok(m) => {
+            // A hierarchy this user cannot write is left out of the manager: no group at all
+            // means no cgroup.
+            let ok = m.create().is_ok() && !m.paths().is_empty();
+            let _ = m.destroy();
+            ok
+        }
+        Err(_) => false,
+    }
+}
+
+/// At most this many directories are opened up by `make_removable`.
+const MAX_REMOVABLE_DIRS: usize = 1_000_000;
+
+/// Rootless: gives the owner rwx on every directory under `root` (symlinks not followed), so
+/// that the user can remove what overlay (its `work/work` is mode 0) and the container's root
+/// (uid 0 of the user namespace is this user, and may make directories of mode 0) left there.
+/// Best effort: what still cannot be removed is the caller's error to report.
+fn make_removable(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![root.to_path_buf()];
+    let mut seen = 0usize;
+    while let Some(d) = stack.pop() {
+        seen += 1;
+        if seen > MAX_REMOVABLE_DIRS {
+            return;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(&d) else {
+            continue;
+        };
+        if !meta.is_dir() {
+            continue;
+        }
+        let mode = meta.permissions().mode();
+        if mode & 0o700 != 0o700 {
+            let _ = std::fs::set_permissions(
+                &d,
+                std::fs::Permissions::from_mode((mode | 0o700) & 0o7777),
+            );
+        }
+        if let Ok(entries) = std::fs::read_dir(&d) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+}
+
 /// `TERM`, `SIGTERM` or `15`.
 pub fn parse_signal(s: &str) -> Result<Signal, EngineError> {
     use std::str::FromStr;
@@ -341,8 +423,19 @@ impl Engine {
         Engine {
             dir: store_root.join(".decant").join("containers"),
             store_root: store_root.to_path_buf(),
-            runtime: RuntimeRoot::default_for_user(),
+            runtime: Self::runtime_root_for(store_root),
         }
+    }
+
+    /// The runtime state's root: root's and a user's with XDG_RUNTIME_DIR as the runtime's
+    /// default; a rootless user without XDG_RUNTIME_DIR keeps it under the store, which is
+    /// its own (a fixed name in the shared /tmp could be taken first by another user).
+    fn runtime_root_for(store_root: &Path) -> RuntimeRoot {
+        let unset = std::env::var_os("XDG_RUNTIME_DIR").is_none_or(|d| d.is_empty());
+        if !running_as_root() && unset {
+            return RuntimeRoot::new(store_root.join(".decant").join("runtime"));
+        }
+        RuntimeRoot::default_for_user()
     }
 
     pub fn store_root(&self) -> &Path {
@@ -518,6 +611,14 @@ impl Engine {
             return Err(EngineError::Invalid(
                 "--network none: the container has no network to publish ports from".into(),
             ));
+        }
+        let limits =
+            config.memory.is_some() || config.cpus.is_some() || config.pids_limit.is_some();
+        if limits && rootless() && !cgroups_writable() {
+            return Err(EngineError::Invalid(format!(
+                "rootless: --memory, --cpus and --pids-limit need a cgroup, and uid {} cannot write the cgroup hierarchy",
+                nix::unistd::geteuid()
+            )));
         }
         if config.auto_remove && config.restart != RestartPolicy::No {
             return Err(EngineError::Invalid(
@@ -898,7 +999,14 @@ impl Engine {
             Err(e) => return Err(e.into()),
         }
         monitor::unmount(&dir)?;
-        match std::fs::remove_dir_all(&dir) {
+        let mut removed = std::fs::remove_dir_all(&dir);
+        if matches!(&removed, Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied)
+            && !running_as_root()
+        {
+            make_removable(&dir);
+            removed = std::fs::remove_dir_all(&dir);
+        }
+        match removed {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err(&dir, "remove")(e)),

@@ -30,10 +30,13 @@ const MAX_ENTRY: usize = 16 << 10;
 const MAX_MOUNT_DATA: usize = 4000;
 
 /// Unmounts `<dir>/merged` if mounted (lazily: a process still inside does not block it).
+/// A rootless user's overlay lives in its monitor's mount namespace and goes with it; on the
+/// host such a user may unmount nothing (EPERM), and has nothing to unmount.
 pub fn unmount(dir: &Path) -> Result<(), EngineError> {
     let merged = dir.join("merged");
     match nix::mount::umount2(&merged, MntFlags::MNT_DETACH) {
         Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
+        Err(Errno::EPERM) if !super::running_as_root() => Ok(()),
         Err(e) => Err(io_err(&merged, "unmount")(std::io::Error::from(e))),
     }
 }
@@ -57,10 +60,17 @@ fn mount_root(c: &Container, dir: &Path) -> Result<std::path::PathBuf, EngineErr
         }
         lower.push_str(s);
     }
+    // Inside a user namespace overlay keeps its whiteouts and opaque marks in `user.overlay.`
+    // xattrs (`userxattr`), which is what the cache's rootless unpack writes.
     let data = format!(
-        "lowerdir={lower},upperdir={},workdir={}",
+        "lowerdir={lower},upperdir={},workdir={}{}",
         dir.join("upper").display(),
-        dir.join("work").display()
+        dir.join("work").display(),
+        if super::in_user_namespace() {
+            ",userxattr"
+        } else {
+            ""
+        }
     );
     if data.len() > MAX_MOUNT_DATA {
         return Err(EngineError::Invalid(format!(
@@ -78,6 +88,31 @@ fn mount_root(c: &Container, dir: &Path) -> Result<std::path::PathBuf, EngineErr
     )
     .map_err(|e| io_err(&merged, "mount overlay")(std::io::Error::from(e)))?;
     Ok(merged)
+}
+
+/// Rootless: moves this monitor into a user namespace of its own, where the user is root,
+/// and a mount namespace owned by it, so that it can mount the container's overlay (which the
+/// host refuses to a plain user) and make the container's namespaces. Only the user's own uid
+/// and gid are mapped (the kernel's rule without newuidmap); setgroups must be denied first.
+/// The mounts made here vanish with the namespace: nothing is left on the host.
+fn enter_user_namespace() -> Result<(), String> {
+    let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    nix::sched::unshare(
+        nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNS,
+    )
+    .map_err(|e| {
+        format!("rootless: the kernel refused a user and mount namespace to uid {uid}: {e}")
+    })?;
+    for (file, text) in [
+        ("setgroups", "deny".to_string()),
+        ("uid_map", format!("0 {uid} 1\n")),
+        ("gid_map", format!("0 {gid} 1\n")),
+    ] {
+        let p = format!("/proc/self/{file}");
+        std::fs::write(&p, text).map_err(|e| format!("rootless: write {p}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Brings `lo` up in the network namespace of `pid`, from a thread of our own (setns of a
@@ -442,7 +477,16 @@ pub fn run_with(
 ) -> i32 {
     let mut stdin = opts.stdin;
     let mut status = status.map(std::fs::File::from);
+    // Before anything else: the engine's runtime root is chosen by the host uid, and
+    // unshare(CLONE_NEWUSER) needs this process to be single-threaded (it is: forked or
+    // freshly executed).
     let engine = Engine::new(store_root);
+    if !super::running_as_root() {
+        if let Err(e) = enter_user_namespace() {
+            report(&mut status, &format!("error 125 container {id}: {e}\n"));
+            return 125;
+        }
+    }
     let mut c = match engine.load_raw(id) {
         Ok(c) => c,
         Err(e) => {

@@ -77,6 +77,17 @@ pub struct Pruned {
     pub reclaimed: u64,
 }
 
+/// A rootless user without a cgroup of its own cannot pause or measure: one line saying so.
+fn need_cgroup(what: &str) -> Result<(), EngineError> {
+    if super::rootless() && !super::cgroups_writable() {
+        return Err(EngineError::Invalid(format!(
+            "rootless: {what} needs a cgroup, and uid {} cannot write the cgroup hierarchy",
+            nix::unistd::geteuid()
+        )));
+    }
+    Ok(())
+}
+
 fn freezer_err(c: &Container, e: cgroups::CgroupError) -> EngineError {
     EngineError::Invalid(format!("container {}: {e}", c.name))
 }
@@ -155,6 +166,7 @@ impl Engine {
     /// Freezes every process of the container.
     pub fn pause(&self, key: &str) -> Result<Container, EngineError> {
         let c = self.running(key, "pause")?;
+        need_cgroup("pause")?;
         if self.is_paused(&c) {
             return Err(EngineError::Invalid(format!(
                 "container {} is already paused",
@@ -169,6 +181,7 @@ impl Engine {
     /// Thaws a paused container.
     pub fn unpause(&self, key: &str) -> Result<Container, EngineError> {
         let c = self.running(key, "unpause")?;
+        need_cgroup("unpause")?;
         if !self.is_paused(&c) {
             return Err(EngineError::Invalid(format!(
                 "container {} is not paused",
@@ -333,6 +346,7 @@ impl Engine {
         containers: &[Container],
         interval: Duration,
     ) -> Result<Vec<StatsSample>, EngineError> {
+        need_cgroup("stats")?;
         let managers: Vec<(&Container, Box<dyn CgroupManager>)> = containers
             .iter()
             .map(|c| {
@@ -383,8 +397,13 @@ impl Engine {
     /// The processes in a running container's cgroup, by pid.
     pub fn top(&self, key: &str) -> Result<Vec<TopProcess>, EngineError> {
         let c = self.running(key, "top")?;
-        let m = cgroups::manager_for(&c.id).map_err(|e| freezer_err(&c, e))?;
-        let pids = m.pids().map_err(|e| freezer_err(&c, e))?;
+        // Rootless without a cgroup: the container's processes are those of its pid namespace.
+        let pids = if super::rootless() && !super::cgroups_writable() {
+            crate::container::pids_in_pidns(c.pid)
+        } else {
+            let m = cgroups::manager_for(&c.id).map_err(|e| freezer_err(&c, e))?;
+            m.pids().map_err(|e| freezer_err(&c, e))?
+        };
         let passwd = read_small(Path::new("/etc/passwd")).unwrap_or_default();
         let tick = clock_ticks();
         Ok(pids

@@ -217,7 +217,9 @@ fn mount(dest: &str, typ: &str, source: &Path, options: &[&str]) -> Mount {
 
 /// The spec for container `c` whose directory is `dir` and whose root is mounted at `rootfs`.
 pub fn build_spec(c: &ContainerConfig, dir: &Path, rootfs: &Path) -> Result<Spec, EngineError> {
-    let rootless = !nix::unistd::geteuid().is_root();
+    // The rootless monitor is uid 0 in its own user namespace: the container still gets a
+    // user namespace (mapping that 0 to 0) and a devpts without the unmapped tty group.
+    let rootless = super::rootless();
     let args = match &c.init {
         // Services mode: the image's services, and the command (if any) as the main one.
         Some(_) if c.init_host => [super::restart::INIT_PATH, "--with-services", "--"]
