@@ -5,7 +5,7 @@
 # `skopeo copy oci:STORE:REF docker://...` of the same image, each into a registry with empty
 # storage, RUNS times. Prints medians, the ratio (target <= 1.0), and what a re-push of the
 # unchanged image costs in requests, counted in the registry's log (target: one HEAD per blob and
-# one manifest PUT, plus the /v2/ ping).
+# one manifest PUT; push sends no /v2/ ping, it learns the auth scheme from the first answer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for t in docker-registry skopeo python3 bc; do command -v $t >/dev/null || { echo "bench/push.sh: $t missing (apt-get install docker-registry skopeo python3 bc)" >&2; exit 1; }; done

@@ -76,6 +76,9 @@ pub struct Client {
     auth: Auth,
     tokens: HashMap<String, String>,
     requests: u64,
+    /// Whether the registry's auth scheme is known (after the ping, or after the first answer
+    /// of a lazily connected client).
+    probed: bool,
 }
 
 impl Client {
@@ -84,6 +87,41 @@ impl Client {
     pub fn connect(registry: &str, opts: &ClientOptions) -> Result<Client, RegistryError> {
         let scheme = if opts.tls_verify { "https" } else { "http" };
         let base = format!("{scheme}://{}", api_host(registry));
+        let mut c = Client {
+            agent: Self::agent(opts),
+            registry: registry.to_string(),
+            base,
+            creds: opts.credentials.clone(),
+            auth: Auth::Anonymous,
+            tokens: HashMap::new(),
+            requests: 0,
+            probed: false,
+        };
+        c.ping()?;
+        c.probed = true;
+        Ok(c)
+    }
+
+    /// A client that learns the auth scheme from the first request's answer instead of a
+    /// `/v2/` ping, so a re-push of an unchanged image costs one HEAD per blob and the manifest
+    /// PUT, nothing more. A 401 challenge on the first answer sets the scheme and that request
+    /// is sent again with credentials.
+    pub fn connect_lazy(registry: &str, opts: &ClientOptions) -> Result<Client, RegistryError> {
+        let scheme = if opts.tls_verify { "https" } else { "http" };
+        let base = format!("{scheme}://{}", api_host(registry));
+        Ok(Client {
+            agent: Self::agent(opts),
+            registry: registry.to_string(),
+            base,
+            creds: opts.credentials.clone(),
+            auth: Auth::Anonymous,
+            tokens: HashMap::new(),
+            requests: 0,
+            probed: false,
+        })
+    }
+
+    fn agent(opts: &ClientOptions) -> ureq::Agent {
         let mut cfg = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(CONNECT_TIMEOUT))
@@ -95,17 +133,7 @@ impl Client {
         if opts.tls_verify {
             cfg = cfg.tls_config(tls_config());
         }
-        let mut c = Client {
-            agent: cfg.build().into(),
-            registry: registry.to_string(),
-            base,
-            creds: opts.credentials.clone(),
-            auth: Auth::Anonymous,
-            tokens: HashMap::new(),
-            requests: 0,
-        };
-        c.ping()?;
-        Ok(c)
+        cfg.build().into()
     }
 
     /// The registry as the user named it.
@@ -191,7 +219,27 @@ impl Client {
         let mut renewed = false;
         loop {
             let auth = self.auth_header(scope, url)?;
-            let resp = self.raw(method, url, auth.as_deref(), headers, body, retry)?;
+            let resp = match self.raw(method, url, auth.as_deref(), headers, body, retry) {
+                Err(RegistryError::Transport { method, url, why })
+                    if !self.probed && self.base.starts_with("https") =>
+                {
+                    return Err(RegistryError::Transport {
+                        method,
+                        url,
+                        why: format!("{why} (a plain-HTTP registry needs --tls-verify=false)"),
+                    })
+                }
+                other => other?,
+            };
+            if !self.probed && url.starts_with(&self.base) {
+                self.probed = true;
+                if resp.status().as_u16() == 401 {
+                    if let Some(a) = parse_challenge(resp.headers()) {
+                        self.auth = a;
+                        continue;
+                    }
+                }
+            }
             if resp.status().as_u16() == 401 && !renewed {
                 if let Auth::Bearer { .. } = self.auth {
                     // The token expired or lacks a scope: fetch a fresh one once.

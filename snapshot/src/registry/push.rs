@@ -78,7 +78,8 @@ pub fn push(
             .into());
         }
     }
-    let mut client = Client::connect(dest.domain(), &opts.client)?;
+    // No ping: a re-push costs one HEAD per blob and the manifest PUT.
+    let mut client = Client::connect_lazy(dest.domain(), &opts.client)?;
     progress(PushEvent::Start {
         repository: dest.repository(),
     });
