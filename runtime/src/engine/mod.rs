@@ -827,11 +827,10 @@ impl Engine {
                     if wfd < 0 {
                         libc::_exit(125);
                     }
-                    let keep = wfd;
-                    if keep > 3 {
-                        libc::syscall(libc::SYS_close_range, 3u32, (keep - 1) as u32, 0u32);
+                    if wfd > 3 {
+                        libc::syscall(libc::SYS_close_range, 3u32, (wfd - 1) as u32, 0u32);
                     }
-                    libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
+                    libc::syscall(libc::SYS_close_range, (wfd + 1) as u32, u32::MAX, 0u32);
                     libc::fcntl(wfd, libc::F_SETFD, libc::FD_CLOEXEC);
                     let name = b"decant-monitor\0";
                     libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0);

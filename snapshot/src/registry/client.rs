@@ -85,18 +85,7 @@ impl Client {
     /// Pings `https://<registry>/v2/` (or `http://` without TLS) and learns its auth scheme.
     /// `registry` is a reference's domain (`docker.io` goes to Docker Hub's API host).
     pub fn connect(registry: &str, opts: &ClientOptions) -> Result<Client, RegistryError> {
-        let scheme = if opts.tls_verify { "https" } else { "http" };
-        let base = format!("{scheme}://{}", api_host(registry));
-        let mut c = Client {
-            agent: Self::agent(opts),
-            registry: registry.to_string(),
-            base,
-            creds: opts.credentials.clone(),
-            auth: Auth::Anonymous,
-            tokens: HashMap::new(),
-            requests: 0,
-            probed: false,
-        };
+        let mut c = Self::connect_lazy(registry, opts)?;
         c.ping()?;
         c.probed = true;
         Ok(c)
