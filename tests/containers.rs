@@ -261,3 +261,48 @@ fn a_killed_monitor_shows_as_exited_and_is_cleaned() {
     env.run(&["rm", &id]).ok();
     common::assert_containers_clean(&env, &[id]);
 }
+
+/// The overlay options of container `id`'s root, from the host's mount table.
+fn root_mount_options(id: &str) -> String {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    table
+        .lines()
+        .find(|l| l.contains(&format!("{id}/merged")))
+        .unwrap_or_else(|| panic!("no root mount of {id} in:\n{table}"))
+        .to_string()
+}
+
+#[test]
+fn auto_remove_is_volatile_and_prune_sweeps_leftovers() {
+    let Some(env) = common::container_env(&[]) else {
+        return;
+    };
+    // A `--rm` container's upper dir is thrown away: its overlay skips the sync at unmount.
+    let rm = env
+        .run(&["run", "-d", "--rm", "ex", "sleep", "30"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let kept = env
+        .run(&["run", "-d", "ex", "sleep", "30"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    assert!(root_mount_options(&rm).contains("volatile"));
+    assert!(!root_mount_options(&kept).contains("volatile"));
+    env.run(&["stop", "-t", "0", &rm, &kept]).ok();
+    env.run(&["rm", &kept]).ok();
+    // What a monitor killed while removing a `--rm` container leaves: invisible to `ps -a`,
+    // gone after `container prune`.
+    let containers = env.store().join(".decant/containers");
+    let left = containers.join(format!(".removed-{}", "0".repeat(64)));
+    std::fs::create_dir_all(left.join("upper/etc")).unwrap();
+    std::fs::write(left.join("upper/etc/f"), "x").unwrap();
+    let ps = env.run(&["ps", "-a", "-q"]).ok();
+    assert_eq!(ps.stdout, "", "{}", ps.stdout);
+    env.run(&["container", "prune", "-f"]).ok();
+    assert!(!left.exists());
+    common::assert_containers_clean(&env, &[rm, kept]);
+}

@@ -105,6 +105,13 @@ impl Nobody {
     /// none of `pids` (the containers' processes) alive.
     #[track_caller]
     fn assert_clean(&self, pids: &[i32]) {
+        // A `--rm` monitor removes the container's files after it reported the exit.
+        for _ in 0..40 {
+            if common::monitors_of(self.path().to_str().expect("utf8")).is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let left: Vec<_> = std::fs::read_dir(self.store().join(".decant/containers"))
             .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
             .unwrap_or_default();

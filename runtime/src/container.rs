@@ -483,6 +483,7 @@ fn prepare(id: &str, bundle: &Path, spec: &Spec) -> Result<Prepared, RuntimeErro
         masked: linux.masked_paths().clone().unwrap_or_default(),
         readonly: linux.readonly_paths().clone().unwrap_or_default(),
         user_ns: ns.user,
+        loopback: ns.new.contains(CloneFlags::CLONE_NEWNET),
         process,
     };
     Ok(Prepared { init, ns, rootfs })

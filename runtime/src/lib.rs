@@ -6,6 +6,7 @@ pub mod container;
 mod dev;
 pub mod engine;
 pub mod error;
+mod loopback;
 pub mod namespaces;
 mod process;
 mod rootfs;

@@ -458,6 +458,8 @@ pub(crate) struct InitPlan {
     pub masked: Vec<String>,
     pub readonly: Vec<String>,
     pub user_ns: bool,
+    /// A network namespace of its own: its `lo` is brought up, as runc and crun do.
+    pub loopback: bool,
     pub process: ProcessPlan,
 }
 
@@ -479,6 +481,9 @@ fn init_inner(plan: &InitPlan, fds: &mut ChildFds) -> Result<Infallible, ChildEr
     nix::unistd::setsid().map_err(|e| ChildError::sys("setsid", e))?;
     setup_stdio(fds)?;
     nix::sys::stat::umask(Mode::empty());
+    if plan.loopback {
+        crate::loopback::loopback_up().map_err(ChildError::msg)?;
+    }
     if let Some(h) = &plan.hostname {
         nix::unistd::sethostname(h)
             .map_err(|e| ChildError::sys(format!("sethostname {h:?}"), e))?;

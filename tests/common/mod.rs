@@ -299,11 +299,22 @@ pub fn container_env(import_args: &[&str]) -> Option<Env> {
 #[track_caller]
 pub fn assert_containers_clean(env: &Env, ids: &[String]) {
     let store = env.store();
+    let s = store.to_str().expect("utf8 path");
+    // A monitor reports the exit before its own process ends (a `--rm` one then removes the
+    // container's files, renamed to `.removed-<id>` already): give it a moment to go.
+    let mut left = monitors_of(s);
+    for _ in 0..40 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        left = monitors_of(s);
+    }
+    assert!(left.is_empty(), "a monitor of {s} is left: pids {left:?}");
     let left: Vec<_> = std::fs::read_dir(store.join(".decant/containers"))
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "records left: {left:?}");
-    let s = store.to_str().expect("utf8 path");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(!mounts.contains(s), "a mount is left under {s}");
     for id in ids {
@@ -316,16 +327,6 @@ pub fn assert_containers_clean(env: &Env, ids: &[String]) {
             assert!(!g.exists(), "cgroup {} left", g.display());
         }
     }
-    // A monitor reports the exit before its own process ends: give it a moment to go.
-    let mut left = monitors_of(s);
-    for _ in 0..40 {
-        if left.is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        left = monitors_of(s);
-    }
-    assert!(left.is_empty(), "a monitor of {s} is left: pids {left:?}");
 }
 
 /// The monitors of container `id` (full id or prefix): processes named `decant-monitor` (a

@@ -344,6 +344,62 @@ pub fn cgroups_writable() -> bool {
 /// At most this many directories are opened up by `make_removable`.
 const MAX_REMOVABLE_DIRS: usize = 1_000_000;
 
+/// Reads the record at `path`, which must be container `id`'s.
+fn read_record(path: &Path, id: &str) -> Result<Container, EngineError> {
+    let f = std::fs::File::open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            EngineError::NotFound(id.to_string())
+        } else {
+            EngineError::Io {
+                path: path.display().to_string(),
+                op: "open",
+                source: e,
+            }
+        }
+    })?;
+    let mut bytes = Vec::new();
+    f.take(MAX_RECORD_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err(path, "read"))?;
+    if bytes.len() as u64 > MAX_RECORD_BYTES {
+        return Err(EngineError::Record {
+            path: path.display().to_string(),
+            problem: format!("larger than {MAX_RECORD_BYTES} bytes"),
+        });
+    }
+    let c: Container = serde_json::from_slice(&bytes).map_err(|e| EngineError::Record {
+        path: path.display().to_string(),
+        problem: e.to_string(),
+    })?;
+    if c.id != id {
+        return Err(EngineError::Record {
+            path: path.display().to_string(),
+            problem: format!("names container {} instead", c.id),
+        });
+    }
+    Ok(c)
+}
+
+/// The prefix of a container directory being removed (see `Engine::discard`); `ids` skips it.
+const DISCARDED: &str = ".removed-";
+
+/// Removes the tree at `dir`; a rootless user's tree may hold directories the user made
+/// unwritable inside the container, which are made writable first.
+fn remove_tree(dir: &Path) -> Result<(), EngineError> {
+    let mut removed = std::fs::remove_dir_all(dir);
+    if matches!(&removed, Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied)
+        && !running_as_root()
+    {
+        make_removable(dir);
+        removed = std::fs::remove_dir_all(dir);
+    }
+    match removed {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(dir, "remove")(e)),
+    }
+}
+
 /// Rootless: gives the owner rwx on every directory under `root` (symlinks not followed), so
 /// that the user can remove what overlay (its `work/work` is mode 0) and the container's root
 /// (uid 0 of the user namespace is this user, and may make directories of mode 0) left there.
@@ -461,39 +517,13 @@ impl Engine {
 
     /// Reads a record as stored (no staleness check).
     pub fn load_raw(&self, id: &str) -> Result<Container, EngineError> {
-        let path = self.container_dir(id)?.join(RECORD);
-        let f = std::fs::File::open(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                EngineError::NotFound(id.to_string())
-            } else {
-                EngineError::Io {
-                    path: path.display().to_string(),
-                    op: "open",
-                    source: e,
-                }
-            }
-        })?;
-        let mut bytes = Vec::new();
-        f.take(MAX_RECORD_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io_err(&path, "read"))?;
-        if bytes.len() as u64 > MAX_RECORD_BYTES {
-            return Err(EngineError::Record {
-                path: path.display().to_string(),
-                problem: format!("larger than {MAX_RECORD_BYTES} bytes"),
-            });
-        }
-        let c: Container = serde_json::from_slice(&bytes).map_err(|e| EngineError::Record {
-            path: path.display().to_string(),
-            problem: e.to_string(),
-        })?;
-        if c.id != id {
-            return Err(EngineError::Record {
-                path: path.display().to_string(),
-                problem: format!("names container {} instead", c.id),
-            });
-        }
-        Ok(c)
+        read_record(&self.container_dir(id)?.join(RECORD), id)
+    }
+
+    /// The last record of `--rm` container `id` while its monitor removes its files.
+    fn load_discarded(&self, id: &str) -> Option<Container> {
+        self.container_dir(id).ok()?;
+        read_record(&self.dir.join(format!("{DISCARDED}{id}")).join(RECORD), id).ok()
     }
 
     /// Writes a record atomically (temp file + rename).
@@ -952,11 +982,24 @@ impl Engine {
     /// `None` when it still runs. A container removed meanwhile (auto-remove) counts as exited.
     pub fn wait_exit(&self, id: &str, timeout: Duration) -> Result<Option<Container>, EngineError> {
         let deadline = Instant::now() + timeout;
+        let mut last = None;
         loop {
             match self.load(id) {
                 Ok(c) if !c.is_live() => return Ok(Some(c)),
-                Ok(_) => {}
-                Err(EngineError::NotFound(_)) => return Ok(None),
+                Ok(c) => last = Some(c),
+                Err(EngineError::NotFound(n)) => {
+                    // Removed (`--rm`): its last record, while its files are being removed,
+                    // or the one seen running, now exited with an exit code nobody kept.
+                    let mut c = self
+                        .load_discarded(id)
+                        .or(last)
+                        .ok_or(EngineError::NotFound(n))?;
+                    if c.is_live() {
+                        c.status = Status::Exited;
+                        c.pid = 0;
+                    }
+                    return Ok(Some(c));
+                }
                 Err(e) => return Err(e),
             }
             if Instant::now() >= deadline {
@@ -992,23 +1035,41 @@ impl Engine {
 
     /// Deletes everything of a stopped container: runtime state, mount, directory.
     pub(crate) fn purge(&self, id: &str) -> Result<(), EngineError> {
+        match self.discard(id)? {
+            Some(trash) => remove_tree(&trash),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes container `id` out of the store at once: its runtime state goes, its root is
+    /// unmounted, and its directory is renamed to a hidden name (`.removed-<id>`) that no
+    /// listing sees. Returns that path; removing the files under it is the slow part, which
+    /// a `--rm` monitor does after it has told its starter the exit code.
+    pub(crate) fn discard(&self, id: &str) -> Result<Option<PathBuf>, EngineError> {
         let dir = self.container_dir(id)?;
         match crate::delete(&self.runtime, id, true) {
             Ok(()) | Err(RuntimeError::Container { .. }) => {}
             Err(e) => return Err(e.into()),
         }
         monitor::unmount(&dir)?;
-        let mut removed = std::fs::remove_dir_all(&dir);
-        if matches!(&removed, Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied)
-            && !running_as_root()
-        {
-            make_removable(&dir);
-            removed = std::fs::remove_dir_all(&dir);
+        let trash = self.dir.join(format!("{DISCARDED}{id}"));
+        match std::fs::rename(&dir, &trash) {
+            Ok(()) => Ok(Some(trash)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&dir, "rename")(e)),
         }
-        match removed {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err(&dir, "remove")(e)),
+    }
+
+    /// Removes what a monitor that died while removing a `--rm` container left behind
+    /// (`container prune`).
+    pub(crate) fn sweep_discarded(&self) {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in rd.take(MAX_CONTAINERS).flatten() {
+            if e.file_name().to_string_lossy().starts_with(DISCARDED) {
+                let _ = remove_tree(&e.path());
+            }
         }
     }
 

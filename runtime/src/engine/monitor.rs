@@ -10,7 +10,7 @@
 //! `exit <code>` lines on the status pipe its starter reads.
 
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -62,15 +62,25 @@ fn mount_root(c: &Container, dir: &Path) -> Result<std::path::PathBuf, EngineErr
     }
     // Inside a user namespace overlay keeps its whiteouts and opaque marks in `user.overlay.`
     // xattrs (`userxattr`), which is what the cache's rootless unpack writes.
+    // A `--rm` container's upper dir is thrown away when it exits, so its overlay is
+    // `volatile` (as Podman mounts them): no sync of the whole host filesystem at unmount,
+    // which costs milliseconds on an idle disk and far more on a busy one. Overlay refuses a
+    // second mount over the marker a volatile mount leaves; this container's data needs no
+    // such protection, so a marker from an earlier start goes.
+    let volatile = c.config.auto_remove;
+    if volatile {
+        let _ = std::fs::remove_dir_all(dir.join("work/work/incompat"));
+    }
     let data = format!(
-        "lowerdir={lower},upperdir={},workdir={}{}",
+        "lowerdir={lower},upperdir={},workdir={}{}{}",
         dir.join("upper").display(),
         dir.join("work").display(),
         if super::in_user_namespace() {
             ",userxattr"
         } else {
             ""
-        }
+        },
+        if volatile { ",volatile" } else { "" }
     );
     if data.len() > MAX_MOUNT_DATA {
         return Err(EngineError::Invalid(format!(
@@ -113,51 +123,6 @@ fn enter_user_namespace() -> Result<(), String> {
         std::fs::write(&p, text).map_err(|e| format!("rootless: write {p}: {e}"))?;
     }
     Ok(())
-}
-
-/// Brings `lo` up in the network namespace of `pid`, from a thread of our own (setns of a
-/// network namespace affects only the calling thread), with SIOCSIFFLAGS: images have no `ip`.
-fn loopback_up(pid: i32) -> Result<(), String> {
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
-        .map_err(|e| format!("open /proc/{pid}/ns/net: {e}"))?;
-    std::thread::spawn(move || -> Result<(), String> {
-        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| format!("setns into the container's network: {e}"))?;
-        // SAFETY: socket takes plain integers and returns a new descriptor or -1.
-        let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if s < 0 {
-            return Err(format!("socket: {}", std::io::Error::last_os_error()));
-        }
-        // SAFETY: the kernel just returned this descriptor; nothing else owns it.
-        let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(s) };
-        // SAFETY: ifreq is plain old data; all zeroes is a valid value.
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
-            *d = *s as libc::c_char;
-        }
-        // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `req`, which
-        // lives for the call.
-        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
-            return Err(format!(
-                "SIOCGIFFLAGS lo: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        // SAFETY: the union's flags member is the one SIOCGIFFLAGS filled.
-        unsafe {
-            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        }
-        // SAFETY: as above; SIOCSIFFLAGS reads `req`.
-        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
-            return Err(format!(
-                "SIOCSIFFLAGS lo: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        Ok(())
-    })
-    .join()
-    .map_err(|_| "the loopback thread panicked".to_string())?
 }
 
 /// Appends JSON log lines; a partial line is held until its newline, EOF or 16 KiB.
@@ -405,12 +370,6 @@ fn launch(
     let created = created?;
     let pid = created.pid().unwrap_or(0);
     let started = (|| {
-        if c.config.network != NetworkMode::Host {
-            loopback_up(pid).map_err(|m| EngineError::Start {
-                code: 125,
-                message: format!("container {}: loopback: {m}", c.id),
-            })?;
-        }
         let forwarder = bound.forward(pid)?;
         crate::start(rt, &c.id)?;
         Ok(forwarder)
@@ -616,15 +575,30 @@ pub fn run_with(
     };
     c.status = Status::Exited;
     c.pid = 0;
-    let saved = engine.save(&c);
     if c.config.auto_remove {
-        let _ = engine.purge(id);
+        // `--rm`: the container leaves the store in one rename, the starter hears the exit
+        // code and returns, and only then are the upper dir's files removed (the slow part),
+        // so a foreground `run --rm` does not wait for them.
+        // The final record first: `wait` and `stop` read the exit code from it (under its
+        // hidden name, see `Engine::wait_exit`) until the files are gone.
+        let _ = engine.save(&c);
+        let trash = engine.discard(id).ok().flatten();
         engine.remove_anonymous_volumes(&c);
+        if let Some(f) = failed {
+            report(&mut status, &f);
+        }
+        report(&mut status, &format!("exit {code}\n"));
+        drop(status);
+        if let Some(t) = trash {
+            let _ = super::remove_tree(&t);
+        }
+        return 0;
     }
+    let saved = engine.save(&c);
     if let Some(f) = failed {
         report(&mut status, &f);
     }
-    if saved.is_ok() || c.config.auto_remove {
+    if saved.is_ok() {
         report(&mut status, &format!("exit {code}\n"));
     }
     // The pipe closes when this process exits, not before: the starter waits for that end

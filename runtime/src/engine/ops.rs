@@ -531,6 +531,7 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         }
+        self.sweep_discarded();
         Ok(out)
     }
 }
