@@ -359,7 +359,7 @@ pub fn strip(
         .iter()
         .any(|r| !r.keep && r.source.starts_with("profile identity"))
     {
-        notes.push("ssh host keys removed: run `ssh-keygen -A` before sshd starts (decant-init does not yet); machine-id removed: systemd-machine-id-setup or dbus-uuidgen --ensure regenerates it".into());
+        notes.push("ssh host keys and machine-id removed: regenerated at first boot by decant-init (host-like runs); runs without the init must run `ssh-keygen -A` and systemd-machine-id-setup themselves".into());
     }
     let pkg_groups = match &db {
         Some(d) if !opts.packages.is_empty() => {
