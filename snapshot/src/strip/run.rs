@@ -66,6 +66,8 @@ pub struct Trial {
 pub struct Bytes {
     pub removed: u64,
     pub remaining: u64,
+    /// Files of this package the file rules removed (recorded for dpkg, see plan.rs).
+    pub rule_files: u64,
 }
 
 /// The report.
@@ -514,6 +516,10 @@ pub fn strip(
             slot(per_package.entry(owner).or_default());
         }
     }
+    for (pkg, n) in &fin.rule_files {
+        per_package.entry(pkg.clone()).or_default().rule_files = *n;
+    }
+    notes.extend(fin.rule_files_note());
     let bytes_before = flat.total_bytes();
     Ok(StripReport {
         source: source.to_string(),
