@@ -552,5 +552,44 @@ fn file_rules_on_package_files_are_recorded_for_dpkg() {
         missing[0].starts_with("missing") && missing[0].ends_with("/usr/share/doc/app/README"),
         "{verify}"
     );
+    // A package installed later follows the filters (each line of a dpkg.cfg.d file is a long
+    // option): its documentation stays out, its copyright comes in.
+    let pkg = env.path().join("extra");
+    for (p, text) in [
+        ("DEBIAN/control", "Package: extra\nVersion: 1\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: extra\n"),
+        ("usr/share/doc/extra/README", "read me\n"),
+        ("usr/share/doc/extra/copyright", "licence\n"),
+        ("usr/bin/extra", "extra\n"),
+    ] {
+        let f = pkg.join(p);
+        std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+        std::fs::write(f, text).expect("write");
+    }
+    let deb = env.path().join("extra.deb");
+    tool(
+        "dpkg-deb",
+        &[
+            "--build",
+            pkg.to_str().expect("utf8"),
+            deb.to_str().expect("utf8"),
+        ],
+    );
+    let mut args = vec![
+        format!("--root={}", out.display()),
+        "--log=/dev/null".to_string(),
+        "--force-script-chrootless".to_string(),
+    ];
+    args.extend(lines.iter().map(|l| format!("--{l}")));
+    args.extend(["-i".to_string(), deb.display().to_string()]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    tool("dpkg", &argv);
+    assert!(out.join("usr/bin/extra").is_file());
+    assert!(out.join("usr/share/doc/extra/copyright").is_file());
+    assert!(!out.join("usr/share/doc/extra/README").exists());
+    let audit = tool("dpkg", &[&admin, "--audit"]);
+    assert!(
+        audit.trim().is_empty(),
+        "dpkg --audit after an install: {audit}"
+    );
     assert_containers_clean(&env, &[]);
 }
