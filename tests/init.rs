@@ -574,5 +574,63 @@ fn a_debian_vm_boots_its_own_services() {
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     assert!(descendant_comms(pid).is_empty());
     env.run(&["rm", "vm"]).ok();
-    common::assert_containers_clean(&env, &[id]);
+
+    // First boot: without host keys and machine-id (as strip's identity profile leaves the
+    // image), decant-init makes both before sshd starts, and the banner still answers.
+    let old_id = std::fs::read_to_string(work.join("rootfs/etc/machine-id")).unwrap_or_default();
+    env.run(&[
+        "run",
+        "--name",
+        "noid",
+        "deb",
+        "sh",
+        "-c",
+        "rm /etc/ssh/ssh_host_* /etc/machine-id",
+    ])
+    .ok();
+    env.run(&["commit", "noid", "deb:noid"]).ok();
+    env.run(&["rm", "noid"]).ok();
+    // The committed image's Cmd is the `rm` above, so the run names its own main command.
+    let id2 = run_with_init(
+        &env,
+        &static_init(),
+        &[
+            "run",
+            "-d",
+            "--init=host",
+            "--name",
+            "vm2",
+            "-p",
+            "22",
+            "deb:noid",
+            "sleep",
+            "600",
+        ],
+    )
+    .ok()
+    .stdout
+    .trim()
+    .to_string();
+    until_running(&env, "vm2", &["ssh.service"]);
+    let line = first_line(host_port(&env, "vm2", "22"), b"");
+    assert!(line.starts_with("SSH-2.0-OpenSSH"), "sshd said {line:?}");
+    let seen = env
+        .run(&[
+            "exec",
+            "vm2",
+            "sh",
+            "-c",
+            "ls /etc/ssh/ssh_host_ed25519_key /etc/ssh/ssh_host_rsa_key; cat /etc/machine-id",
+        ])
+        .ok()
+        .stdout;
+    let mut seen = seen.lines();
+    assert_eq!(seen.next(), Some("/etc/ssh/ssh_host_ed25519_key"));
+    assert_eq!(seen.next(), Some("/etc/ssh/ssh_host_rsa_key"));
+    let new_id = seen.next().unwrap_or_default();
+    assert_eq!(new_id.len(), 32, "{new_id:?}");
+    assert_ne!(new_id, old_id.trim());
+    env.run(&["stop", "vm2"]).ok();
+    env.run(&["rm", "vm2"]).ok();
+    common::assert_containers_clean(&env, &[id, id2]);
 }

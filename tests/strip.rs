@@ -305,7 +305,10 @@ fn dpkg_fixture(env: &Env) -> PathBuf {
     w("usr/share/app/data", &"app data\n".repeat(100));
     w("etc/app.conf", "setting=1\n");
     w("usr/bin/base-tool", "base\n");
+    w("usr/share/doc/app/README", "read me\n");
+    w("usr/share/doc/app/copyright", "licence\n");
     std::fs::create_dir_all(root.join("var/lib/dpkg/updates")).expect("mkdir");
+    std::fs::create_dir_all(root.join("etc/dpkg/dpkg.cfg.d")).expect("mkdir");
     let md5 = |p: &str| {
         let out = tool("md5sum", &[root.join(p).to_str().expect("utf8")]);
         out.split_whitespace()
@@ -328,7 +331,7 @@ Package: tool\nStatus: install ok installed\nPriority: optional\nMaintainer: t <
         ("libfoo1:amd64", "/.\n/usr\n/usr/lib\n/usr/lib/libfoo.so.1\n"),
         (
             "app",
-            "/.\n/etc\n/etc/app.conf\n/usr\n/usr/bin\n/usr/bin/app\n/usr/share\n/usr/share/app\n/usr/share/app/data\n",
+            "/.\n/etc\n/etc/app.conf\n/usr\n/usr/bin\n/usr/bin/app\n/usr/share\n/usr/share/app\n/usr/share/app/data\n/usr/share/doc\n/usr/share/doc/app\n/usr/share/doc/app/README\n/usr/share/doc/app/copyright\n",
         ),
         ("tool", "/.\n/usr\n/usr/bin\n/usr/bin/tool\n"),
     ];
@@ -486,5 +489,107 @@ fn remove_package_keeps_the_database_truthful() {
     assert!(!out.join("etc/app.conf").exists());
     assert!(out.join("usr/lib/libfoo.so.1").is_file());
     assert_no_candidates_left(&env);
+    assert_containers_clean(&env, &[]);
+}
+
+/// Issue 7, package-aware file rules: the docs profile removes a file of an installed package;
+/// the report counts it for the package, the image records the profile's globs as dpkg
+/// path filters (so apt-get does not bring the docs back), and `dpkg --audit` stays clean
+/// while `dpkg --verify` names exactly the file the rule removed.
+#[test]
+fn file_rules_on_package_files_are_recorded_for_dpkg() {
+    let Some(env) = container_env(&[]) else {
+        return;
+    };
+    dpkg_fixture(&env);
+    let rep = json(
+        &env,
+        &[
+            "strip",
+            "deb",
+            "--tag",
+            "deb:nodocs",
+            "--profile",
+            "docs",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(rep["per_package"]["app"]["rule_files"], 1, "{rep}");
+    assert!(
+        rep["notes"].as_array().expect("notes").iter().any(|n| n
+            .as_str()
+            .unwrap_or_default()
+            .contains("removed 1 file(s) of 1 installed package(s) (most: app 1")),
+        "{rep}"
+    );
+    let out = env.path().join("nodocs");
+    unpack_layer(&env, &rep, &out);
+    assert!(!out.join("usr/share/doc/app/README").exists());
+    assert!(out.join("usr/share/doc/app/copyright").is_file());
+    let cfg = std::fs::read_to_string(out.join("etc/dpkg/dpkg.cfg.d/decant-strip"))
+        .expect("the dpkg filter file");
+    let lines: Vec<&str> = cfg.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        lines,
+        [
+            "path-exclude=/usr/share/doc/*",
+            "path-include=/usr/share/doc/*/copyright"
+        ]
+    );
+    let admin = format!("--admindir={}", out.join("var/lib/dpkg").display());
+    let audit = tool("dpkg", &[&admin, "--audit"]);
+    assert!(audit.trim().is_empty(), "dpkg --audit: {audit}");
+    let r = std::process::Command::new("dpkg")
+        .arg(format!("--root={}", out.display()))
+        .arg("--verify")
+        .output()
+        .expect("dpkg");
+    let verify = String::from_utf8_lossy(&r.stdout);
+    let missing: Vec<&str> = verify.lines().collect();
+    assert_eq!(missing.len(), 1, "{verify}");
+    assert!(
+        missing[0].starts_with("missing") && missing[0].ends_with("/usr/share/doc/app/README"),
+        "{verify}"
+    );
+    // A package installed later follows the filters (each line of a dpkg.cfg.d file is a long
+    // option): its documentation stays out, its copyright comes in.
+    let pkg = env.path().join("extra");
+    for (p, text) in [
+        ("DEBIAN/control", "Package: extra\nVersion: 1\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: extra\n"),
+        ("usr/share/doc/extra/README", "read me\n"),
+        ("usr/share/doc/extra/copyright", "licence\n"),
+        ("usr/bin/extra", "extra\n"),
+    ] {
+        let f = pkg.join(p);
+        std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+        std::fs::write(f, text).expect("write");
+    }
+    let deb = env.path().join("extra.deb");
+    tool(
+        "dpkg-deb",
+        &[
+            "--build",
+            pkg.to_str().expect("utf8"),
+            deb.to_str().expect("utf8"),
+        ],
+    );
+    let mut args = vec![
+        format!("--root={}", out.display()),
+        "--log=/dev/null".to_string(),
+        "--force-script-chrootless".to_string(),
+    ];
+    args.extend(lines.iter().map(|l| format!("--{l}")));
+    args.extend(["-i".to_string(), deb.display().to_string()]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    tool("dpkg", &argv);
+    assert!(out.join("usr/bin/extra").is_file());
+    assert!(out.join("usr/share/doc/extra/copyright").is_file());
+    assert!(!out.join("usr/share/doc/extra/README").exists());
+    let audit = tool("dpkg", &[&admin, "--audit"]);
+    assert!(
+        audit.trim().is_empty(),
+        "dpkg --audit after an install: {audit}"
+    );
     assert_containers_clean(&env, &[]);
 }

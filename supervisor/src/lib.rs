@@ -7,6 +7,7 @@
 //! It depends on no other decant crate (only nix and libc) so the static binary stays small.
 
 pub mod control;
+pub mod firstboot;
 pub mod log;
 pub mod memory;
 pub mod pid1;
@@ -99,6 +100,8 @@ pub fn run(opts: Options) -> i32 {
     };
     let mut specs = Vec::new();
     if !tini {
+        // Identity first: my_init scripts and services may read the machine id or start sshd.
+        firstboot::run(&mut init);
         sources::my_init::import_env(&opts.root, &mut init.env);
         sources::my_init::run_startup(&mut init);
         specs = sources::load(&opts.root, &opts.policy, &mut init.pipes);

@@ -4,6 +4,12 @@
 //! past but not compared, because strip only removes packages: a dependency the remaining
 //! packages satisfied before is satisfied after unless its provider is removed.
 //!
+//! Also the other side of file rules on a dpkg image: [`path_filter_file`] records what the
+//! rules removed from installed packages as dpkg's own `path-exclude` filters in
+//! `/etc/dpkg/dpkg.cfg.d/decant-strip`, as Debian's slim images do, so a later `apt-get install`
+//! or upgrade inside the image does not bring the files back and `dpkg --verify` users can see
+//! why they are missing.
+//!
 //! Written here rather than taken from a crate: the Debian control crates parse for building
 //! packages (full version algebra, deb822 round trips) and we need a hostile-input reader with
 //! caps and one-line errors that keeps each paragraph's exact bytes for rewriting status.
@@ -20,6 +26,21 @@ pub const MAX_LIST_PATHS: usize = 1_000_000;
 pub const MAX_FIELD: usize = 1 << 20;
 
 pub const STATUS: &[u8] = b"var/lib/dpkg/status";
+/// Where strip records the path filters of its file rules (dpkg reads every file of the dir).
+pub const STRIP_CFG: &[u8] = b"etc/dpkg/dpkg.cfg.d/decant-strip";
+/// Most exact `path-include` lines one rule may need for package files bisection kept under
+/// it; a rule needing more is not recorded at all (dpkg then brings its files back on an
+/// upgrade rather than dropping a file the image kept).
+pub const MAX_KEPT_PER_RULE: usize = 1000;
+/// Most filter lines kept from an earlier strip's file.
+pub const MAX_CFG_LINES: usize = 100_000;
+/// The first lines of the file strip writes.
+pub const STRIP_CFG_HEADER: &str = "\
+# Written by decant strip: its file rules removed paths of installed packages from this image.
+# dpkg leaves these paths out when it installs or upgrades a package (dpkg(1), --path-exclude;
+# the last matching line decides), so apt-get does not bring them back; this is also why
+# `dpkg --verify` reports them missing. Delete this file to get them back on reinstall.
+";
 pub const INFO: &[u8] = b"var/lib/dpkg/info/";
 
 /// One installed (or otherwise recorded) package.
@@ -318,6 +339,100 @@ impl Dpkg {
     }
 }
 
+/// A strip glob (`/usr/share/doc`, `/var/log/**/*.log`) as a dpkg filter pattern. dpkg
+/// matches with fnmatch(3) without FNM_PATHNAME, so `*` and `?` also match `/`: the pattern
+/// matches at least what the glob does (`**/` becomes `*`, which may also match more in the
+/// last component; a dpkg filter that leaves out slightly more is the lesser harm than one
+/// that lets removed files back). `dir` adds `/*`: a directory's contents, since excluding a
+/// directory's own path makes dpkg fail to unpack its files. `None` for a pattern with control
+/// characters or a backslash (a line break would inject configuration).
+pub fn dpkg_pattern(glob: &str, dir: bool) -> Option<String> {
+    if glob.chars().any(|c| c.is_control() || c == '\\') {
+        return None;
+    }
+    let mut out = String::with_capacity(glob.len() + 2);
+    let parts: Vec<&str> = glob.split('/').filter(|p| !p.is_empty()).collect();
+    let mut glue = true;
+    for (i, p) in parts.iter().enumerate() {
+        if glue {
+            out.push('/');
+        }
+        if *p == "**" {
+            out.push('*');
+            // `a/**/b` → `a/*b`: zero or more directories between a and b.
+            glue = i + 1 == parts.len();
+            if glue {
+                break;
+            }
+        } else {
+            out.push_str(p);
+            glue = true;
+        }
+    }
+    if dir {
+        out.push_str("/*");
+    }
+    Some(out)
+}
+
+/// An exact path as a dpkg filter pattern (wildcards escaped); `None` for a name that is not
+/// UTF-8 or has control characters.
+pub fn dpkg_exact(path: &[u8]) -> Option<String> {
+    let p = std::str::from_utf8(path).ok()?;
+    if p.chars().any(char::is_control) {
+        return None;
+    }
+    let mut out = String::with_capacity(p.len() + 1);
+    out.push('/');
+    for c in p.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    Some(out)
+}
+
+/// The content of [`STRIP_CFG`]: the filter lines of an earlier strip (`previous`) merged with
+/// the new ones, excludes first and includes after (the last matching line decides, and a
+/// `keep` wins over every `remove` whatever the order), each line once. `None` when there is
+/// nothing new to record.
+pub fn path_filter_file(
+    previous: Option<&[u8]>,
+    exclude: &[String],
+    include: &[String],
+) -> Option<Vec<u8>> {
+    let mut old_ex: Vec<String> = Vec::new();
+    let mut old_in: Vec<String> = Vec::new();
+    if let Some(prev) = previous {
+        for line in String::from_utf8_lossy(prev).lines().take(MAX_CFG_LINES) {
+            if let Some(p) = line.strip_prefix("path-exclude=") {
+                old_ex.push(p.to_string());
+            } else if let Some(p) = line.strip_prefix("path-include=") {
+                old_in.push(p.to_string());
+            }
+        }
+    }
+    let new_ex: Vec<&String> = exclude.iter().filter(|p| !old_ex.contains(p)).collect();
+    let new_in: Vec<&String> = include.iter().filter(|p| !old_in.contains(p)).collect();
+    if new_ex.is_empty() && (new_in.is_empty() || previous.is_none()) {
+        return None;
+    }
+    let mut out = String::from(STRIP_CFG_HEADER);
+    let mut seen = BTreeSet::new();
+    for p in old_ex.iter().chain(new_ex) {
+        if seen.insert(("x", p.as_str())) {
+            out.push_str(&format!("path-exclude={p}\n"));
+        }
+    }
+    for p in old_in.iter().chain(new_in) {
+        if seen.insert(("i", p.as_str())) {
+            out.push_str(&format!("path-include={p}\n"));
+        }
+    }
+    Some(out.into_bytes())
+}
+
 /// Fields of one paragraph, names lowercased; continuation lines joined with `\n`.
 fn parse_paragraph(para: &[u8], line0: usize) -> Result<HashMap<String, String>, StripError> {
     let text = std::str::from_utf8(para).map_err(|e| {
@@ -476,6 +591,64 @@ mod tests {
         f.insert(STATUS.to_vec(), vec![0xff, 0xfe, b'\n']);
         assert!(Dpkg::read(&f).is_err());
         assert!(Dpkg::read(&HashMap::new()).unwrap().is_none());
+    }
+
+    #[test]
+    fn dpkg_patterns() {
+        let p = |g: &str, d: bool| dpkg_pattern(g, d).unwrap();
+        assert_eq!(p("/usr/share/doc", true), "/usr/share/doc/*");
+        assert_eq!(
+            p("/usr/share/doc/*/copyright", false),
+            "/usr/share/doc/*/copyright"
+        );
+        assert_eq!(p("/var/log/**/*.log", false), "/var/log/**.log");
+        assert_eq!(p("/**/__pycache__", true), "/*__pycache__/*");
+        assert_eq!(p("/usr/**", false), "/usr/*");
+        assert_eq!(p("/lib/modules/[0-9]*", true), "/lib/modules/[0-9]*/*");
+        assert_eq!(dpkg_pattern("/a\npath-exclude=/*", false), None);
+        assert_eq!(dpkg_pattern("/a\\b", false), None);
+        assert_eq!(
+            dpkg_exact(b"usr/share/doc/a*b[1]/x?").unwrap(),
+            "/usr/share/doc/a\\*b\\[1\\]/x\\?"
+        );
+        assert_eq!(dpkg_exact(b"a\nb"), None);
+        assert_eq!(dpkg_exact(&[b'a', 0xff]), None);
+    }
+
+    #[test]
+    fn filter_file_merges_with_an_earlier_strip() {
+        let ex = vec!["/usr/share/doc/*".to_string()];
+        let inc = vec!["/usr/share/doc/*/copyright".to_string()];
+        assert_eq!(path_filter_file(None, &[], &inc), None);
+        let first = path_filter_file(None, &ex, &inc).unwrap();
+        let text = String::from_utf8(first.clone()).unwrap();
+        assert!(text.starts_with(STRIP_CFG_HEADER));
+        assert!(text
+            .ends_with("path-exclude=/usr/share/doc/*\npath-include=/usr/share/doc/*/copyright\n"));
+        // The same rules again: nothing new, the file stays as it is.
+        assert_eq!(path_filter_file(Some(&first), &ex, &inc), None);
+        // More rules: old and new excludes first, then every include.
+        let ex2 = vec!["/usr/share/man/*".to_string()];
+        let second = path_filter_file(Some(&first), &ex2, &[]).unwrap();
+        let lines: Vec<String> = String::from_utf8(second)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "path-exclude=/usr/share/doc/*",
+                "path-exclude=/usr/share/man/*",
+                "path-include=/usr/share/doc/*/copyright"
+            ]
+        );
+        // A hostile earlier file: only its filter lines survive, bounded.
+        let junk = b"force-all\npath-exclude=/x\n\xff\xfe\n".repeat(3);
+        let merged = String::from_utf8(path_filter_file(Some(&junk), &ex, &[]).unwrap()).unwrap();
+        assert!(!merged.contains("force-all"));
+        assert_eq!(merged.matches("path-exclude=/x\n").count(), 1);
     }
 
     #[test]

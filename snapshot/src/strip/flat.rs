@@ -54,9 +54,11 @@ fn key(path: &[u8]) -> Vec<u8> {
         .collect()
 }
 
-/// Whether strip needs the content of this path in memory (the package database).
+/// Whether strip needs the content of this path in memory (the package database, and the
+/// path filters an earlier strip recorded, which a new one extends).
 pub fn capture(path: &[u8]) -> bool {
     path == b"var/lib/dpkg/status"
+        || path == super::dpkg::STRIP_CFG
         || path == b"var/lib/dpkg/diversions"
         || (path.starts_with(b"var/lib/dpkg/info/")
             && (path.ends_with(b".list") || path.ends_with(b".conffiles")))
@@ -262,8 +264,10 @@ impl Flat {
     }
 
     /// Writes the visible entries except those with `removed[i]`, with `replace` giving new
-    /// content for some paths, as ONE layer into the store. Reproducible: same inputs, same
-    /// bytes (the writer's chunked gzip does not depend on the thread count).
+    /// content for some paths, as ONE layer into the store. A `replace` path the image does not
+    /// have is added as a new root-owned 0644 file (the caller makes sure its directory stays),
+    /// with the time of the entry written before it. Reproducible: same inputs, same bytes (the
+    /// writer's chunked gzip does not depend on the thread count).
     pub fn write_candidate(
         &self,
         store: &Store,
@@ -285,6 +289,22 @@ impl Flat {
             ..LayerOptions::default()
         };
         let mut w = LayerWriter::new(blob, opts);
+        let werr = |e: crate::layer::LayerError| StripError::Write(e.to_string());
+        // New files, in path order, each written just before the first entry that sorts after.
+        let mut added: Vec<(Vec<u8>, &Vec<u8>, &Vec<u8>)> = replace
+            .iter()
+            .filter(|(p, _)| self.find(p).is_none())
+            .map(|(p, d)| (key(p), p, d))
+            .collect();
+        added.sort();
+        let mut added = added.into_iter().peekable();
+        let mut mtime = crate::layer::entry::Timestamp::default();
+        let add = |w: &mut LayerWriter<_>, path: &[u8], data: &[u8], mtime| {
+            let mut e = Entry::new(path.to_vec(), EntryKind::File, 0o644);
+            e.size = data.len() as u64;
+            e.mtime = mtime;
+            w.append(&e, &mut io::Cursor::new(data)).map_err(werr)
+        };
         let mut pos = 0usize;
         loop {
             // The head with the smallest key; ties go to the lowest layer first, and only the
@@ -299,6 +319,9 @@ impl Flat {
                 }
             }
             let Some((li, k)) = best else { break };
+            while let Some((_, p, d)) = added.next_if(|(ak, _, _)| *ak < k) {
+                add(&mut w, p, d, mtime)?;
+            }
             let Some(entry) = heads.get_mut(li).and_then(Option::take) else {
                 break;
             };
@@ -314,7 +337,7 @@ impl Flat {
                 .get_mut(li)
                 .ok_or_else(|| StripError::Internal("layer reader index out of range".into()))?;
             if visible && !removed.get(pos).copied().unwrap_or(false) {
-                let werr = |e: crate::layer::LayerError| StripError::Write(e.to_string());
+                mtime = entry.mtime;
                 match replace.get(&entry.path) {
                     Some(bytes) => {
                         let mut e2 = entry.clone();
@@ -329,6 +352,9 @@ impl Flat {
             if let Some(h) = heads.get_mut(li) {
                 *h = next_head;
             }
+        }
+        for (_, p, d) in added {
+            add(&mut w, p, d, mtime)?;
         }
         let (blob, summary) = w.finish().map_err(|e| StripError::Write(e.to_string()))?;
         blob.commit(Some(&summary.digest))?;

@@ -66,6 +66,8 @@ pub struct Trial {
 pub struct Bytes {
     pub removed: u64,
     pub remaining: u64,
+    /// Files of this package the file rules removed (recorded for dpkg, see plan.rs).
+    pub rule_files: u64,
 }
 
 /// The report.
@@ -359,7 +361,7 @@ pub fn strip(
         .iter()
         .any(|r| !r.keep && r.source.starts_with("profile identity"))
     {
-        notes.push("ssh host keys removed: run `ssh-keygen -A` before sshd starts (decant-init does not yet); machine-id removed: systemd-machine-id-setup or dbus-uuidgen --ensure regenerates it".into());
+        notes.push("ssh host keys and machine-id removed: regenerated at first boot by decant-init (host-like runs); runs without the init must run `ssh-keygen -A` and systemd-machine-id-setup themselves".into());
     }
     let pkg_groups = match &db {
         Some(d) if !opts.packages.is_empty() => {
@@ -514,6 +516,10 @@ pub fn strip(
             slot(per_package.entry(owner).or_default());
         }
     }
+    for (pkg, n) in &fin.rule_files {
+        per_package.entry(pkg.clone()).or_default().rule_files = *n;
+    }
+    notes.extend(fin.rule_files_note());
     let bytes_before = flat.total_bytes();
     Ok(StripReport {
         source: source.to_string(),

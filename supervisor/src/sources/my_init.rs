@@ -83,7 +83,13 @@ pub fn run_dir_scripts(init: &mut Init, dir: &Path) {
 /// Runs one script to its end (or [`SCRIPT_TIMEOUT`]), reaping everything meanwhile.
 pub fn run_script(init: &mut Init, path: &Path) -> Option<Exit> {
     log::info(&format!("running {}", path.display()));
-    let mut cmd = Command::new(path);
+    run_command(init, Command::new(path), &path.display().to_string())
+}
+
+/// Runs `cmd` (in the init's environment, signals unblocked) to its end or [`SCRIPT_TIMEOUT`],
+/// reaping everything meanwhile; `label` names it in messages. The first-boot `ssh-keygen -A`
+/// goes through here too.
+pub fn run_command(init: &mut Init, mut cmd: Command, label: &str) -> Option<Exit> {
     cmd.env_clear()
         .envs(init.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     // SAFETY: the closure only calls sigemptyset/sigprocmask (async-signal-safe) in the child.
@@ -97,7 +103,7 @@ pub fn run_script(init: &mut Init, path: &Path) -> Option<Exit> {
     let pid = match child {
         Ok(c) => c.id() as i32,
         Err(e) => {
-            log::warn(&format!("{}: cannot run: {e}", path.display()));
+            log::warn(&format!("{label}: cannot run: {e}"));
             return None;
         }
     };
@@ -118,15 +124,14 @@ pub fn run_script(init: &mut Init, path: &Path) -> Option<Exit> {
         init.dispatch_exits(others, Instant::now());
         if let Some(e) = mine {
             if e != Exit::Code(0) {
-                log::warn(&format!("{} failed ({})", path.display(), e.describe()));
+                log::warn(&format!("{label} failed ({})", e.describe()));
             }
             return Some(e);
         }
         let now = Instant::now();
         if now >= until && !killed {
             log::warn(&format!(
-                "{}: still running after {SCRIPT_TIMEOUT:?}; killed",
-                path.display()
+                "{label}: still running after {SCRIPT_TIMEOUT:?}; killed"
             ));
             signal_proc(pid, Signal::SIGKILL, false);
             killed = true;
