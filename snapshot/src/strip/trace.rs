@@ -18,6 +18,20 @@ use super::dpkg::Dpkg;
 use super::flat::Flat;
 use crate::layer::entry::EntryKind;
 
+/// What a traced probe run saw, as the prober reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Traced {
+    /// Image paths (relative, no leading `/`) the workload opened, read, executed or wrote.
+    pub touched: BTreeSet<Vec<u8>>,
+    /// Events read (host-wide) and those on a file of the image.
+    pub events: u64,
+    pub matched: u64,
+    /// Paths found in the probe containers' upper dirs.
+    pub upper: u64,
+    /// Why the trace may have missed files (queue overflow, a cap, an unreadable upper dir).
+    pub incomplete: Vec<String>,
+}
+
 /// Where whole directories are proposed (relative to the image root).
 pub const DIR_ROOTS: &[&str] = &[
     "usr/share",
