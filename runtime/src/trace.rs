@@ -14,6 +14,7 @@
 //!   cannot tell the container's opens from the host's;
 //! - `fstat` of the event fd gives the real file's device and inode (overlay passes them through
 //!   for non-directories when all its layers are on one filesystem, as the layer cache is).
+//!
 //! So the tracer indexes the candidate's lower dirs by (device, inode) before it starts, and an
 //! event counts only when its inode is one of the image's files: exact, whatever the mount
 //! namespace, and immune to the host's own activity on the same filesystem (other builds, other
