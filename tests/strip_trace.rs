@@ -3,12 +3,17 @@
 //! it, and the trace's proposals verified by that probe: the untouched package and
 //! directories go, and a directory the probe reads only under a condition the traced run did
 //! not meet (the `tool` package gone) is proposed, fails verification and is bisected back.
+//! A second image runs a runit service under decant-init (`--probe-service`, `--probe-http`):
+//! tracing is on before the host-like container starts, so what the service reads is seen
+//! and kept, and the untouched rest goes without a failing trial.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_containers_clean, container_env, example, tool, Env};
+use common::{
+    assert_containers_clean, container_env, example, run_with_init, static_init, tool, Env,
+};
 use serde_json::Value;
 
 /// The probe: runs the app (which reads its data), reads the library, and reads the web page
@@ -235,4 +240,114 @@ fn trace_needs_a_probe_and_says_so() {
     assert!(r.stderr.contains("--trace needs a probe"), "{}", r.stderr);
     assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
     assert_eq!(env.store_state(), state);
+}
+
+/// A busybox root whose runit service `web` serves /srv/www with httpd on 8080, plus
+/// directories nothing reads, imported as `svc`.
+fn services_env() -> Option<Env> {
+    if !common::require_root("tracing and containers need root") {
+        return None;
+    }
+    let env = Env::new();
+    let r = env.path().join("svcroot");
+    for d in [
+        "bin",
+        "etc/service/web",
+        "srv/www",
+        "usr/share/doc/junk",
+        "opt/unused",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+    ] {
+        std::fs::create_dir_all(r.join(d)).expect("mkdir");
+    }
+    std::fs::copy("/bin/busybox", r.join("bin/busybox"))
+        .expect("/bin/busybox (busybox-static) is needed; .ci/run installs it");
+    for a in ["sh", "sleep", "httpd", "cat"] {
+        std::os::unix::fs::symlink("busybox", r.join("bin").join(a)).expect("symlink");
+    }
+    let w = |p: &str, s: &str| std::fs::write(r.join(p), s).expect("write");
+    w("etc/passwd", "root:x:0:0:root:/:/bin/sh\n");
+    w("etc/group", "root:x:0:\n");
+    w("srv/www/index.html", "served by runit\n");
+    w("usr/share/doc/junk/README", &"x".repeat(50_000));
+    w("opt/unused/blob", &"y".repeat(50_000));
+    w(
+        "etc/service/web/run",
+        "#!/bin/sh\nexec /bin/httpd -f -p 8080 -h /srv/www\n",
+    );
+    tool(
+        "chmod",
+        &["755", r.join("etc/service/web/run").to_str().expect("utf8")],
+    );
+    let tar = env.path().join("services.tar");
+    tool(
+        "tar",
+        &[
+            "-C",
+            r.to_str().expect("utf8"),
+            "-cf",
+            tar.to_str().expect("utf8"),
+            ".",
+        ],
+    );
+    env.run(&["import", "-q", "-t", "svc", tar.to_str().expect("utf8")])
+        .ok();
+    Some(env)
+}
+
+#[test]
+fn trace_sees_the_services_the_init_starts() {
+    let Some(env) = services_env() else {
+        return;
+    };
+    let r = run_with_init(
+        &env,
+        &static_init(),
+        &[
+            "strip",
+            "svc",
+            "--tag",
+            "svc:slim",
+            "--trace",
+            "--probe-service",
+            "web",
+            "--probe-http",
+            "8080/index.html",
+            "--probe-timeout",
+            "20",
+            "--format",
+            "json",
+        ],
+    )
+    .ok();
+    let rep: Value = serde_json::from_str(&r.stdout).expect("json");
+    let t = &rep["trace"];
+    // No package database: directories only, said so.
+    assert_eq!(t["proposed_packages"], serde_json::json!([]), "{t}");
+    assert!(
+        strs(&rep["notes"])
+            .iter()
+            .any(|n| n.contains("no package database")),
+        "{rep}"
+    );
+    let dirs = strs(&t["proposed_dirs"]);
+    assert_eq!(dirs, vec!["/opt", "/usr/share"], "{t}");
+    // What the service read was seen (the page is only read by httpd, inside the init's
+    // container), so nothing needed was proposed: one passing trial, nothing kept.
+    assert_eq!(rep["kept"], serde_json::json!([]), "{rep}");
+    let trials = rep["trials"].as_array().expect("trials");
+    assert_eq!(trials.len(), 1, "{rep}");
+    assert_eq!(trials[0]["passed"], true);
+    assert_eq!(strs(&t["removed_dirs"]), dirs);
+    let out = env.path().join("slim");
+    unpack_layer(&env, &rep, &out);
+    assert!(out.join("srv/www/index.html").is_file());
+    assert!(out.join("etc/service/web/run").is_file());
+    assert!(!out.join("usr/share").exists());
+    assert!(!out.join("opt").exists());
+    assert_containers_clean(&env, &[]);
 }
