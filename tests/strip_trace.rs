@@ -351,3 +351,34 @@ fn trace_sees_the_services_the_init_starts() {
     assert!(!out.join("opt").exists());
     assert_containers_clean(&env, &[]);
 }
+
+#[test]
+fn trace_is_refused_without_root_in_one_line() {
+    if !common::require_root("setpriv to nobody needs root") {
+        return;
+    }
+    let dir = tempfile::TempDir::new().expect("tempdir");
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .args(["env", "-i"])
+        .arg(format!(
+            "DECANT_ROOT={}",
+            dir.path().join("store").display()
+        ))
+        .arg(env!("CARGO_BIN_EXE_decant"))
+        .args([
+            "strip", "ex", "--tag", "ex:slim", "--trace", "--probe", "true",
+        ])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("setpriv could not run ({e}); util-linux provides it"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.trim(),
+        "decant: --trace needs root (fanotify filesystem marks need CAP_SYS_ADMIN)"
+    );
+    // Refused before the store is opened: nothing was made.
+    assert!(!dir.path().join("store").exists());
+}
