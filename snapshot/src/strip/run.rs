@@ -386,7 +386,11 @@ pub fn strip(
     let db = Dpkg::from_flat(&flat)?;
     let mut notes = Vec::new();
     if db.is_none() {
-        notes.push("no package database (/var/lib/dpkg/status): file rules only".to_string());
+        notes.push(if opts.trace {
+            "no package database (/var/lib/dpkg/status): file rules and --trace directories only, no package proposals".to_string()
+        } else {
+            "no package database (/var/lib/dpkg/status): file rules only".to_string()
+        });
         if !opts.packages.is_empty() {
             return Err(StripError::Refused(format!(
                 "image {source} has no dpkg database (/var/lib/dpkg/status); --remove-package cannot work, use file rules (--remove, --profile)"
