@@ -13,6 +13,7 @@ mod rootfs;
 pub mod security;
 pub mod spec;
 mod state;
+pub mod trace;
 
 pub use container::{
     create, delete, exec, kill, list, run, start, state, validate_id, ContainerProcess,

@@ -6,7 +6,12 @@
 //! `127.0.0.1:0`), started once per trial and removed after it. The service probes ask the init's
 //! control socket (as `decant svc` does); the HTTP probe is a minimal HTTP/1.0 GET over std::net,
 //! which is all a status line needs (no HTTP client crate for this).
+//!
+//! `--trace` runs the baseline under `runtime::trace::Tracer` (fanotify, set up before the
+//! first probe container starts); each probe container's upper dir is walked before the
+//! container is removed, adding what the workload wrote.
 
+use std::cell::RefCell;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -21,6 +26,7 @@ use snapshot::store::{Reference, Store};
 use snapshot::strip::rules::Rules;
 use snapshot::strip::run::{strip, ProbeOutcome, Prober, StripOptions, StripReport};
 use snapshot::strip::size::size;
+use snapshot::strip::trace::Traced;
 use snapshot::strip::StripError;
 
 use super::Context;
@@ -71,6 +77,10 @@ pub struct StripArgs {
     /// `json` for scripts.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
+    /// Trace the files the probes' workload uses (fanotify; root only) and propose, package by
+    /// package and directory by directory, what it never touched; the probes verify each.
+    #[arg(long)]
+    pub trace: bool,
     pub image: String,
 }
 
@@ -134,14 +144,30 @@ struct EngineProber {
     /// decant-init, found once up front when a host-like probe is given.
     init: Option<PathBuf>,
     timeout: Duration,
+    /// While tracing: what the probe containers' upper dirs held, and why a walk failed.
+    upper: RefCell<Option<runtime::trace::Seen>>,
+    upper_errors: RefCell<Vec<String>>,
 }
 
-/// Removes the probe container however the probe ends.
-struct Remove<'a>(&'a Engine, String);
+/// Most upper-dir walk errors kept for the report.
+const MAX_TRACE_ERRORS: usize = 5;
+
+/// Removes the probe container however the probe ends; while tracing, first records what
+/// the workload wrote into its upper dir.
+struct Remove<'a>(&'a EngineProber, String);
 
 impl Drop for Remove<'_> {
     fn drop(&mut self) {
-        let _ = self.0.remove(&self.1, true);
+        if let Some(seen) = self.0.upper.borrow_mut().as_mut() {
+            let upper = self.0.engine.containers_dir().join(&self.1).join("upper");
+            if let Err(e) = runtime::trace::walk_upper(&upper, seen) {
+                let mut errs = self.0.upper_errors.borrow_mut();
+                if errs.len() < MAX_TRACE_ERRORS {
+                    errs.push(e.to_string());
+                }
+            }
+        }
+        let _ = self.0.engine.remove(&self.1, true);
     }
 }
 
@@ -199,7 +225,7 @@ impl EngineProber {
         cfg.cmd = vec!["/bin/sh".into(), "-c".into(), probe.to_string()];
         let perr = |e: runtime::engine::EngineError| StripError::Probe(format!("{probe}: {e}"));
         let c = self.engine.create(cfg).map_err(perr)?;
-        let _guard = Remove(&self.engine, c.id.clone());
+        let _guard = Remove(self, c.id.clone());
         let done = |passed: bool, detail: String| outcome(probe, t0, passed, detail);
         if let Err(e) = self.engine.start(&c.id, &self.exe) {
             return Ok(done(false, format!("could not start: {e}")));
@@ -266,7 +292,7 @@ impl EngineProber {
         cfg.init_host = true;
         cfg.ports = ports;
         let c = self.engine.create(cfg).map_err(perr)?;
-        let _guard = Remove(&self.engine, c.id.clone());
+        let _guard = Remove(self, c.id.clone());
         if let Err(e) = self.engine.start(&c.id, &self.exe) {
             out.push(outcome(
                 &first,
@@ -440,6 +466,53 @@ impl Prober for EngineProber {
     }
 
     fn run(&mut self, store: &Store, image_id: &str) -> Result<Vec<ProbeOutcome>, StripError> {
+        let base = self.base(store, image_id)?;
+        self.probe_all(&base)
+    }
+
+    fn run_traced(
+        &mut self,
+        store: &Store,
+        image_id: &str,
+    ) -> Result<(Vec<ProbeOutcome>, Traced), StripError> {
+        let base = self.base(store, image_id)?;
+        let terr = |e: runtime::trace::TraceError| StripError::Probe(format!("--trace: {e}"));
+        let index = runtime::trace::Index::of_layers(&base.lower_dirs).map_err(terr)?;
+        let tracer = runtime::trace::Tracer::start(index, &base.lower_dirs).map_err(terr)?;
+        *self.upper.borrow_mut() = Some(runtime::trace::Seen::default());
+        self.upper_errors.borrow_mut().clear();
+        let out = self.probe_all(&base);
+        let upper = self.upper.borrow_mut().take().unwrap_or_default();
+        let mut seen = tracer.finish().map_err(terr)?;
+        let out = out?;
+        let mut incomplete: Vec<String> = self.upper_errors.borrow_mut().drain(..).collect();
+        if seen.overflow {
+            incomplete.push("the fanotify queue overflowed: events were lost".into());
+        }
+        if seen.capped || upper.capped {
+            incomplete.push(format!(
+                "a cap was reached ({} indexed files, {} touched paths)",
+                runtime::trace::MAX_INDEXED,
+                runtime::trace::MAX_TOUCHED
+            ));
+        }
+        seen.touched.extend(upper.touched);
+        Ok((
+            out,
+            Traced {
+                touched: seen.touched,
+                events: seen.events,
+                matched: seen.matched,
+                upper: upper.upper,
+                incomplete,
+            },
+        ))
+    }
+}
+
+impl EngineProber {
+    /// The container config every probe of `image_id` starts from (its layers unpacked).
+    fn base(&self, store: &Store, image_id: &str) -> Result<ContainerConfig, StripError> {
         let rec = store.resolve(image_id)?;
         let (config, _) = store.config(&rec)?;
         let (manifest, _) = store.manifest(&rec)?;
@@ -464,9 +537,14 @@ impl Prober for EngineProber {
             network: NetworkMode::Private,
             ..ContainerConfig::default()
         };
+        Ok(base)
+    }
+
+    /// Every probe against `base`, stopping at the first failure.
+    fn probe_all(&self, base: &ContainerConfig) -> Result<Vec<ProbeOutcome>, StripError> {
         let mut out = Vec::new();
         for p in &self.probes {
-            let o = self.one(&base, p)?;
+            let o = self.one(base, p)?;
             let failed = !o.passed;
             out.push(o);
             if failed {
@@ -474,7 +552,7 @@ impl Prober for EngineProber {
             }
         }
         if let Some(init) = &self.init {
-            self.host_like(&base, init, &mut out)?;
+            self.host_like(base, init, &mut out)?;
         }
         Ok(out)
     }
@@ -497,10 +575,14 @@ pub fn run_strip(ctx: &Context, a: StripArgs) -> Result<()> {
         rules.keep(g)?;
     }
     anyhow::ensure!(
-        rules.rules.iter().any(|r| !r.keep) || !a.remove_package.is_empty(),
-        "nothing to remove: give --remove, --profile or --remove-package"
+        rules.rules.iter().any(|r| !r.keep) || !a.remove_package.is_empty() || a.trace,
+        "nothing to remove: give --remove, --profile, --remove-package or --trace"
     );
     anyhow::ensure!(a.probe_timeout > 0, "--probe-timeout must be at least 1 s");
+    anyhow::ensure!(
+        !a.trace || runtime::engine::running_as_root(),
+        "--trace needs root (fanotify filesystem marks need CAP_SYS_ADMIN)"
+    );
     let http = a
         .probe_http
         .iter()
@@ -528,6 +610,8 @@ pub fn run_strip(ctx: &Context, a: StripArgs) -> Result<()> {
         services: a.probe_service.clone(),
         init,
         timeout: Duration::from_secs(a.probe_timeout),
+        upper: RefCell::new(None),
+        upper_errors: RefCell::new(Vec::new()),
     };
     let opts = StripOptions {
         rules,
@@ -536,6 +620,7 @@ pub fn run_strip(ctx: &Context, a: StripArgs) -> Result<()> {
         force: a.force,
         purge: a.purge,
         tag: Some(tag),
+        trace: a.trace,
     };
     let t0 = Instant::now();
     let mut log = |l: &str| eprintln!("{l}");
@@ -587,6 +672,19 @@ fn print_report(r: &StripReport, took: Duration) {
     }
     if !r.removed_packages.is_empty() {
         println!("removed packages: {}", r.removed_packages.join(", "));
+    }
+    if let Some(t) = &r.trace {
+        println!(
+            "trace: {} event(s), {} on the image, {} path(s) touched ({} written), {} package(s) touched",
+            t.events, t.matched_events, t.paths_touched, t.upper_paths, t.packages_touched
+        );
+        println!(
+            "trace proposed {} package group(s), {} director(ies); removed packages: {}; removed directories: {}",
+            t.proposed_packages.len(),
+            t.proposed_dirs.len(),
+            if t.removed_packages.is_empty() { "-".to_string() } else { t.removed_packages.join(", ") },
+            if t.removed_dirs.is_empty() { "-".to_string() } else { t.removed_dirs.join(", ") },
+        );
     }
     for (g, why) in &r.kept {
         println!("kept {g}: {why}");

@@ -169,6 +169,17 @@ impl Flat {
         })
     }
 
+    /// A flat tree of `entries` (already in path order) with nothing captured, for tests of
+    /// the code that plans on a tree.
+    #[cfg(test)]
+    pub(crate) fn from_entries(entries: Vec<FlatEntry>) -> Flat {
+        Flat {
+            entries,
+            captured: HashMap::new(),
+            layers: Vec::new(),
+        }
+    }
+
     /// Index of `path` in `entries`.
     pub fn find(&self, path: &[u8]) -> Option<usize> {
         let k = key(path);

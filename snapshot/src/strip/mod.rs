@@ -6,7 +6,8 @@
 //! profiles), `flat` (the image's flattened tree and the one-layer candidate writer), `dpkg`
 //! (the package database: reading it and removing packages truthfully), `plan` (what a set of
 //! removal groups means for the tree and the database), `run` (the rounds, bisection and the
-//! report), `size` (where an image's bytes are).
+//! report), `size` (where an image's bytes are), `trace` (what `--trace` proposes from the
+//! paths a traced workload touched).
 
 pub mod dpkg;
 pub mod flat;
@@ -15,6 +16,7 @@ pub mod plan;
 pub mod rules;
 pub mod run;
 pub mod size;
+pub mod trace;
 
 use crate::store::StoreError;
 

@@ -58,6 +58,12 @@ impl Rules {
         self.push(pattern, false, format!("--remove {pattern}"))
     }
 
+    /// A remove rule from elsewhere than the command line (`--trace` proposals), named by
+    /// `source` in the report.
+    pub fn remove_from(&mut self, pattern: &str, source: &str) -> Result<(), StripError> {
+        self.push(pattern, false, source.to_string())
+    }
+
     pub fn keep(&mut self, pattern: &str) -> Result<(), StripError> {
         self.push(pattern, true, format!("--keep {pattern}"))
     }

@@ -4,6 +4,11 @@
 //! to the `Prober`; a failing round is bisected (split in halves, directories into their
 //! children) until every group is accepted or shown to be needed. The result is written once
 //! more as the final image; the source image is never changed.
+//!
+//! With `--trace` the baseline run is traced (`Prober::run_traced`, on the SOURCE image, so
+//! the workload's view is complete), and after the explicit rounds two more rounds feed the
+//! proposals of `trace` (untouched packages, then untouched directories) into the same loop:
+//! nothing is removed that the probes did not pass without.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,6 +18,7 @@ use super::dpkg::Dpkg;
 use super::flat::Flat;
 use super::plan::{Candidate, Group, Planner};
 use super::rules::Rules;
+use super::trace::{self, Traced};
 use super::StripError;
 use crate::image::{write_image, HistoryEntry, ImageMeta, LayerRef};
 use crate::layer::cache::LayerCache;
@@ -38,6 +44,17 @@ pub trait Prober {
     fn probes(&self) -> Vec<String>;
     /// Runs the probes against image `image_id` (`sha256:..`), stopping at the first failure.
     fn run(&mut self, store: &Store, image_id: &str) -> Result<Vec<ProbeOutcome>, StripError>;
+    /// As `run`, with file-access tracing on from before the first container starts: also
+    /// what the workload touched.
+    fn run_traced(
+        &mut self,
+        _store: &Store,
+        _image_id: &str,
+    ) -> Result<(Vec<ProbeOutcome>, Traced), StripError> {
+        Err(StripError::Refused(
+            "--trace: this prober cannot trace file access".into(),
+        ))
+    }
 }
 
 /// What to strip.
@@ -49,6 +66,8 @@ pub struct StripOptions {
     pub force: bool,
     pub purge: bool,
     pub tag: Option<Reference>,
+    /// Trace the baseline and propose what it never touched.
+    pub trace: bool,
 }
 
 /// One tested candidate.
@@ -89,8 +108,35 @@ pub struct StripReport {
     pub kept: Vec<(String, String)>,
     pub per_package: BTreeMap<String, Bytes>,
     pub per_directory: BTreeMap<String, Bytes>,
+    /// What `--trace` saw, proposed and removed (None without `--trace`).
+    pub trace: Option<TraceReport>,
     /// Things the user should know (no package database, rpm not handled, keys to regenerate).
     pub notes: Vec<String>,
+}
+
+/// The `--trace` part of the report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TraceReport {
+    /// fanotify events read (host-wide) and those on files of the image.
+    pub events: u64,
+    pub matched_events: u64,
+    /// Distinct image paths touched (opened, executed, written; symlinks to them included).
+    pub paths_touched: usize,
+    /// Paths the probe containers created, changed or deleted (upper dirs).
+    pub upper_paths: u64,
+    /// Installed packages with a touched file.
+    pub packages_touched: usize,
+    /// Why the trace may be incomplete (then the probes alone decide).
+    pub incomplete: Vec<String>,
+    /// Proposals: package groups (a package with its dependents among the proposals) and
+    /// directories (`/usr/share/X`).
+    pub proposed_packages: Vec<Vec<String>>,
+    pub proposed_dirs: Vec<String>,
+    /// Untouched directories not proposed (a name a glob cannot spell, or over the cap).
+    pub dirs_not_proposed: usize,
+    /// What of the proposals the final image lacks.
+    pub removed_packages: Vec<String>,
+    pub removed_dirs: Vec<String>,
 }
 
 struct Ctx<'a> {
@@ -342,7 +388,11 @@ pub fn strip(
     let db = Dpkg::from_flat(&flat)?;
     let mut notes = Vec::new();
     if db.is_none() {
-        notes.push("no package database (/var/lib/dpkg/status): file rules only".to_string());
+        notes.push(if opts.trace {
+            "no package database (/var/lib/dpkg/status): file rules and --trace directories only, no package proposals".to_string()
+        } else {
+            "no package database (/var/lib/dpkg/status): file rules only".to_string()
+        });
         if !opts.packages.is_empty() {
             return Err(StripError::Refused(format!(
                 "image {source} has no dpkg database (/var/lib/dpkg/status); --remove-package cannot work, use file rules (--remove, --profile)"
@@ -380,6 +430,12 @@ pub fn strip(
     }
     let planner = Planner::new(&flat, db.as_ref(), &opts.rules, opts.purge);
     let rule_groups = planner.rule_groups();
+    let probes = prober.probes();
+    if opts.trace && probes.is_empty() {
+        return Err(StripError::Refused(
+            "--trace needs a probe (--probe, --probe-http, --probe-service): tracing watches the probes' workload".into(),
+        ));
+    }
 
     // Refuse a rule set that would leave no file at all.
     {
@@ -414,6 +470,97 @@ pub fn strip(
     let mut meta = crate::commit::meta_from_config(&config_raw)
         .map_err(|why| StripError::Refused(format!("{source}: image config: {why}")))?;
     meta.history.clear();
+    let mut traced = None;
+    let baseline = if probes.is_empty() {
+        notes.push("no probes given: nothing was verified, every removal was accepted".into());
+        Vec::new()
+    } else {
+        let b = if opts.trace {
+            log("tracing the probes on the source image");
+            let (b, t) = prober.run_traced(store, rec.id.digest())?;
+            traced = Some(t);
+            b
+        } else {
+            prober.run(store, rec.id.digest())?
+        };
+        if let Some(f) = b.iter().find(|o| !o.passed) {
+            return Err(StripError::Probe(format!(
+                "{} fails on the source image already ({}); nothing to verify against",
+                f.probe, f.detail
+            )));
+        }
+        b
+    };
+
+    // The trace's proposals: package groups, and directories as remove rules after the
+    // user's (so a user rule still names what it removes, and --keep wins over them).
+    let mut rules = opts.rules.clone();
+    let explicit = rules.rules.len();
+    let mut trace_report = None;
+    let mut trace_pkgs: Vec<Vec<String>> = Vec::new();
+    if let Some(t) = &traced {
+        let touched = trace::with_symlinks(&flat, &t.touched);
+        if let Some(d) = &db {
+            trace_pkgs = trace::propose_packages(d, &flat, &touched);
+        }
+        let (dirs, not_proposed) = trace::propose_dirs(&flat, &touched);
+        for d in &dirs {
+            rules.remove_from(
+                &format!("/{}", String::from_utf8_lossy(d)),
+                "--trace: untouched",
+            )?;
+        }
+        let packages_touched = db.as_ref().map_or(0, |d| {
+            d.packages
+                .values()
+                .filter(|p| {
+                    p.installed()
+                        && p.files
+                            .iter()
+                            .any(|f| touched.contains(f) || touched.contains(&flat.resolve_top(f)))
+                })
+                .count()
+        });
+        log(&format!(
+            "trace: {} event(s), {} on the image, {} path(s) touched, {} package(s) touched; proposing {} package group(s), {} director(ies)",
+            t.events,
+            t.matched,
+            touched.len(),
+            packages_touched,
+            trace_pkgs.len(),
+            dirs.len()
+        ));
+        for why in &t.incomplete {
+            notes.push(format!(
+                "the trace is incomplete ({why}): the probes alone decided what it missed"
+            ));
+        }
+        trace_report = Some(TraceReport {
+            events: t.events,
+            matched_events: t.matched,
+            paths_touched: touched.len(),
+            upper_paths: t.upper,
+            packages_touched,
+            incomplete: t.incomplete.clone(),
+            proposed_packages: trace_pkgs.clone(),
+            proposed_dirs: dirs
+                .iter()
+                .map(|d| format!("/{}", String::from_utf8_lossy(d)))
+                .collect(),
+            dirs_not_proposed: not_proposed,
+            ..TraceReport::default()
+        });
+    }
+    let planner = if traced.is_some() {
+        Planner::new(&flat, db.as_ref(), &rules, opts.purge)
+    } else {
+        planner
+    };
+    let (rule_groups, trace_dirs): (Vec<Group>, Vec<Group>) = planner
+        .rule_groups()
+        .into_iter()
+        .partition(|g| matches!(g, Group::Files { rule, .. } if *rule < explicit));
+
     let mut ctx = Ctx {
         store,
         flat: &flat,
@@ -422,20 +569,6 @@ pub fn strip(
         prober,
         trials: Vec::new(),
         log,
-    };
-    let probes = ctx.prober.probes();
-    let baseline = if probes.is_empty() {
-        notes.push("no probes given: nothing was verified, every removal was accepted".into());
-        Vec::new()
-    } else {
-        let b = ctx.prober.run(store, rec.id.digest())?;
-        if let Some(f) = b.iter().find(|o| !o.passed) {
-            return Err(StripError::Probe(format!(
-                "{} fails on the source image already ({}); nothing to verify against",
-                f.probe, f.detail
-            )));
-        }
-        b
     };
 
     let mut accepted: Vec<Group> = Vec::new();
@@ -465,6 +598,49 @@ pub fn strip(
         let name = format!("round {} (file rules)", rounds.len() + 1);
         ctx.solve(&name, &mut accepted, rule_groups, &mut kept)?;
         rounds.push(name);
+    }
+    if traced.is_some() {
+        // Only what the rounds so far have not removed already.
+        let done = planner.candidate(&accepted.iter().collect::<Vec<_>>());
+        let pkgs: Vec<Group> = trace_pkgs
+            .into_iter()
+            .filter(|g| g.iter().any(|p| !done.packages.contains(p)))
+            .map(Group::Packages)
+            .collect();
+        if !pkgs.is_empty() {
+            (ctx.log)(&format!(
+                "round {}: {} untouched package group(s) from the trace",
+                rounds.len() + 1,
+                pkgs.len()
+            ));
+            let name = format!("round {} (trace: packages)", rounds.len() + 1);
+            ctx.solve(&name, &mut accepted, pkgs, &mut kept)?;
+            rounds.push(name);
+        }
+        let done = planner.candidate(&accepted.iter().collect::<Vec<_>>());
+        let dirs: Vec<Group> = trace_dirs
+            .into_iter()
+            .filter(|g| match g {
+                Group::Files { root, .. } => {
+                    let end = planner.ends.get(*root).copied().unwrap_or(*root + 1);
+                    (*root..end).any(|j| {
+                        planner.planned.get(j).copied().flatten().is_some()
+                            && !done.removed.get(j).copied().unwrap_or(true)
+                    })
+                }
+                Group::Packages(_) => false,
+            })
+            .collect();
+        if !dirs.is_empty() {
+            (ctx.log)(&format!(
+                "round {}: {} untouched director(ies) from the trace",
+                rounds.len() + 1,
+                dirs.len()
+            ));
+            let name = format!("round {} (trace: directories)", rounds.len() + 1);
+            ctx.solve(&name, &mut accepted, dirs, &mut kept)?;
+            rounds.push(name);
+        }
     }
 
     let refs: Vec<&Group> = accepted.iter().collect();
@@ -520,6 +696,29 @@ pub fn strip(
         per_package.entry(pkg.clone()).or_default().rule_files = *n;
     }
     notes.extend(fin.rule_files_note());
+    if let Some(tr) = trace_report.as_mut() {
+        tr.removed_packages = tr
+            .proposed_packages
+            .iter()
+            .flatten()
+            .filter(|p| fin.packages.contains(*p))
+            .cloned()
+            .collect::<BTreeSet<String>>()
+            .into_iter()
+            .collect();
+        tr.removed_dirs = tr
+            .proposed_dirs
+            .iter()
+            .filter(|d| {
+                flat.find(d.trim_start_matches('/').as_bytes())
+                    .is_some_and(|i| fin.removed.get(i).copied().unwrap_or(false))
+            })
+            .cloned()
+            .collect();
+        if !tr.removed_dirs.is_empty() && db.is_some() {
+            notes.push("--trace removed whole directories: files of packages that stay may be among them (dpkg --verify lists them), as with --remove".into());
+        }
+    }
     let bytes_before = flat.total_bytes();
     Ok(StripReport {
         source: source.to_string(),
@@ -536,10 +735,11 @@ pub fn strip(
         removed_packages: fin.packages.into_iter().collect(),
         kept: kept
             .iter()
-            .map(|(g, why)| (planner.describe(g, &opts.rules), why.clone()))
+            .map(|(g, why)| (planner.describe(g, &rules), why.clone()))
             .collect(),
         per_package,
         per_directory,
+        trace: trace_report,
         notes,
     })
 }
