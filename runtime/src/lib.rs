@@ -12,6 +12,7 @@ mod rootfs;
 pub mod security;
 pub mod spec;
 mod state;
+pub mod userns;
 
 pub use container::{
     create, delete, exec, kill, list, run, start, state, validate_id, ContainerProcess,

@@ -205,8 +205,36 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
     }
     let cache = LayerCache::open(&store)?;
     let mut lower_dirs = Vec::new();
-    for l in manifest.layers() {
-        lower_dirs.push(cache.ensure(&store, l.digest().as_ref(), rootless)?);
+    // A rootless user with subordinate ids: the layers are unpacked inside its namespace, with
+    // their owners, as the monitor will map them (see runtime::userns).
+    let map = rootless.then(runtime::userns::IdMap::current);
+    match map.as_ref().and_then(|m| m.tag().map(|t| (m, t))) {
+        Some((map, tag)) => {
+            let digests: Vec<String> = manifest
+                .layers()
+                .iter()
+                .map(|l| l.digest().to_string())
+                .collect();
+            for d in &digests {
+                lower_dirs.push(cache.path_mapped(d, &tag)?);
+            }
+            if lower_dirs.iter().any(|p| !p.is_dir()) {
+                map.run_inside(|| {
+                    for d in &digests {
+                        cache
+                            .ensure_mapped(&store, d, &tag)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                })
+                .map_err(anyhow::Error::msg)?;
+            }
+        }
+        None => {
+            for l in manifest.layers() {
+                lower_dirs.push(cache.ensure(&store, l.digest().as_ref(), rootless)?);
+            }
+        }
     }
     let ic = config.config().clone().unwrap_or_default();
     let (entrypoint, cmd) = match &a.entrypoint {

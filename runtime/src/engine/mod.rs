@@ -1005,6 +1005,18 @@ impl Engine {
             make_removable(&dir);
             removed = std::fs::remove_dir_all(&dir);
         }
+        if matches!(&removed, Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied)
+            && !running_as_root()
+        {
+            // Files the container gave to its subordinate ids: only the namespace's root may
+            // remove them.
+            let map = crate::userns::IdMap::current();
+            if map.sub.is_some() {
+                removed = map
+                    .run_inside(|| std::fs::remove_dir_all(&dir).map_err(|e| e.to_string()))
+                    .map_err(std::io::Error::other);
+            }
+        }
         match removed {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

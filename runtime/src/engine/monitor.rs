@@ -92,27 +92,11 @@ fn mount_root(c: &Container, dir: &Path) -> Result<std::path::PathBuf, EngineErr
 
 /// Rootless: moves this monitor into a user namespace of its own, where the user is root,
 /// and a mount namespace owned by it, so that it can mount the container's overlay (which the
-/// host refuses to a plain user) and make the container's namespaces. Only the user's own uid
-/// and gid are mapped (the kernel's rule without newuidmap); setgroups must be denied first.
+/// host refuses to a plain user) and make the container's namespaces. The ids mapped are the
+/// user's own, plus its /etc/subuid and /etc/subgid ranges when it has them (see `userns`).
 /// The mounts made here vanish with the namespace: nothing is left on the host.
 fn enter_user_namespace() -> Result<(), String> {
-    let uid = nix::unistd::geteuid().as_raw();
-    let gid = nix::unistd::getegid().as_raw();
-    nix::sched::unshare(
-        nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNS,
-    )
-    .map_err(|e| {
-        format!("rootless: the kernel refused a user and mount namespace to uid {uid}: {e}")
-    })?;
-    for (file, text) in [
-        ("setgroups", "deny".to_string()),
-        ("uid_map", format!("0 {uid} 1\n")),
-        ("gid_map", format!("0 {gid} 1\n")),
-    ] {
-        let p = format!("/proc/self/{file}");
-        std::fs::write(&p, text).map_err(|e| format!("rootless: write {p}: {e}"))?;
-    }
-    Ok(())
+    crate::userns::IdMap::current().enter(nix::sched::CloneFlags::CLONE_NEWNS)
 }
 
 /// Brings `lo` up in the network namespace of `pid`, from a thread of our own (setns of a
