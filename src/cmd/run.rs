@@ -123,6 +123,10 @@ pub struct CreateArgs {
     /// Give the process a pseudo-terminal.
     #[arg(short, long)]
     pub tty: bool,
+    /// Keep the container's standard input open: `run -i` gives it this command's, `start
+    /// -a -i` the starter's; a start without them gives a pipe nobody writes (never EOF).
+    #[arg(short, long)]
+    pub interactive: bool,
     /// Print help (-h is --hostname, as docker).
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,
@@ -136,9 +140,6 @@ pub struct RunArgs {
     /// Run in the background and print the container id.
     #[arg(short, long)]
     pub detach: bool,
-    /// Give the container's process this command's standard input (ignored with -d).
-    #[arg(short, long)]
-    pub interactive: bool,
     #[command(flatten)]
     pub create: CreateArgs,
 }
@@ -324,6 +325,7 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
         init_host,
         volumes: Vec::new(),
         tty: a.tty,
+        open_stdin: a.interactive,
         healthcheck,
     };
     Ok(Engine::new(&ctx.store_root()).create_with_volumes(cfg, &volumes, &image_volumes)?)
@@ -468,33 +470,7 @@ pub fn run(ctx: &Context, a: RunArgs) -> Result<i32> {
             }
         }
     } else {
-        use std::os::fd::AsFd;
-        let mut opts = StartOptions::default();
-        if a.interactive {
-            opts.stdin = Some(
-                std::io::stdin()
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .context("duplicating standard input")?,
-            );
-        }
-        // Raw mode only on a real terminal, and only while the container runs.
-        let mut _raw = None;
-        if c.config.tty {
-            opts.console_size = tty::terminal_size(std::io::stdout().as_fd())
-                .or_else(|| tty::terminal_size(std::io::stdin().as_fd()));
-            if a.interactive {
-                _raw = tty::RawMode::enable(std::io::stdin().as_fd());
-            }
-            let term = [std::io::stdout().as_fd(), std::io::stdin().as_fd()]
-                .into_iter()
-                .find(|fd| tty::terminal_size(*fd).is_some())
-                .and_then(|fd| fd.try_clone_to_owned().ok());
-            if let Some(term) = term {
-                tty::follow_size(Engine::new(&ctx.store_root()), c.id.clone(), term);
-            }
-        }
-        match engine.run_attached_with(&c.id, &exe, opts, print_line) {
+        match attach(ctx, &engine, &c, &exe, c.config.open_stdin) {
             Ok(code) => Ok(code),
             Err(e) => {
                 forget_on_port_error(&engine, &c.id, &e);
@@ -502,4 +478,44 @@ pub fn run(ctx: &Context, a: RunArgs) -> Result<i32> {
             }
         }
     }
+}
+
+/// Starts `c` in the foreground (`run` without -d, `start -a`): streams its output and returns
+/// its exit code; with `interactive` the container reads this command's standard input
+/// (through the pty with -t, in raw mode while it runs on a real terminal).
+pub fn attach(
+    ctx: &Context,
+    engine: &Engine,
+    c: &runtime::engine::Container,
+    exe: &std::path::Path,
+    interactive: bool,
+) -> Result<i32, runtime::engine::EngineError> {
+    use std::os::fd::AsFd;
+    let mut opts = StartOptions::default();
+    if interactive {
+        opts.stdin = Some(std::io::stdin().as_fd().try_clone_to_owned().map_err(|e| {
+            runtime::engine::EngineError::Io {
+                path: "standard input".into(),
+                op: "duplicate",
+                source: e,
+            }
+        })?);
+    }
+    // Raw mode only on a real terminal, and only while the container runs.
+    let mut _raw = None;
+    if c.config.tty {
+        opts.console_size = tty::terminal_size(std::io::stdout().as_fd())
+            .or_else(|| tty::terminal_size(std::io::stdin().as_fd()));
+        if interactive {
+            _raw = tty::RawMode::enable(std::io::stdin().as_fd());
+        }
+        let term = [std::io::stdout().as_fd(), std::io::stdin().as_fd()]
+            .into_iter()
+            .find(|fd| tty::terminal_size(*fd).is_some())
+            .and_then(|fd| fd.try_clone_to_owned().ok());
+        if let Some(term) = term {
+            tty::follow_size(Engine::new(&ctx.store_root()), c.id.clone(), term);
+        }
+    }
+    engine.run_attached_with(&c.id, exe, opts, print_line)
 }

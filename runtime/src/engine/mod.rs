@@ -200,6 +200,10 @@ pub struct ContainerConfig {
     /// `-t`: the process gets a pseudo-terminal (see `tty`).
     #[serde(default)]
     pub tty: bool,
+    /// `-i`: the standard input stays open (Docker's `OpenStdin`): a start without input of
+    /// its own gives the process a pipe that reaches end of file only when it exits.
+    #[serde(default)]
+    pub open_stdin: bool,
     /// The image's HEALTHCHECK or `--health-*`; `None` when there is none or it is disabled
     /// (`--no-healthcheck`, `NONE`). The monitor runs it (see `health`).
     #[serde(default)]

@@ -303,6 +303,8 @@ struct Launched {
     /// `-t -i`: the thread feeding the user's input to the pty, and the pipe end whose
     /// closing stops it.
     relay: Option<(OwnedFd, std::thread::JoinHandle<()>)>,
+    /// `-i` started without input: the writer of the process's stdin pipe, held open.
+    held_stdin: Option<OwnedFd>,
 }
 
 /// Creates and starts the OCI container; returns its init pid, its output and the port
@@ -341,8 +343,16 @@ fn launch(
     };
     // With a pty the runtime puts its slave on 0, 1 and 2; the user's input goes through
     // the master instead.
+    let mut held_stdin = None;
     let (container_stdin, input) = match (c.config.tty, stdin) {
         (false, Some(fd)) => (fd, None),
+        // `-i` without input of its own: a pipe whose writer this monitor holds until the
+        // process exits, so its reads block as on an idle terminal instead of ending.
+        (false, None) if c.config.open_stdin => {
+            let (r, w) = pipe()?;
+            held_stdin = Some(w);
+            (r, None)
+        }
         (_, input) => (null()?, input),
     };
     let console = if c.config.tty {
@@ -408,6 +418,7 @@ fn launch(
                     err: err_r,
                     forwarder,
                     relay: None,
+                    held_stdin,
                 });
             };
             // Nothing is written to the pipes under a pty: only the master carries output.
@@ -433,6 +444,7 @@ fn launch(
                 err: done,
                 forwarder,
                 relay,
+                held_stdin,
             })
         }
         Err(e) => {
@@ -521,6 +533,7 @@ pub fn run_with(
                     err,
                     forwarder,
                     relay,
+                    held_stdin,
                 }) => {
                     c.status = Status::Running;
                     c.pid = pid;
@@ -542,6 +555,7 @@ pub fn run_with(
                     c.oom_killed = false;
                     pump(out, err, &mut log);
                     let code = wait_init(pid);
+                    drop(held_stdin);
                     if let Some(checker) = checker {
                         checker.stop();
                     }
