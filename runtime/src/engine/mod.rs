@@ -5,6 +5,7 @@
 //! `ContainerConfig` (lower directories, command, environment).
 
 pub mod commit;
+pub mod copyroot;
 pub mod health;
 pub mod monitor;
 pub mod names;
@@ -734,7 +735,15 @@ impl Engine {
         drop(w);
         let mut status = std::io::BufReader::new(std::fs::File::from(r));
         let mut line = String::new();
-        let _ = (&mut status).take(4096).read_line(&mut line);
+        // Notes for the user (the rootless copy fallback) come before the outcome; a few.
+        for _ in 0..8 {
+            line.clear();
+            let _ = (&mut status).take(4096).read_line(&mut line);
+            match line.strip_prefix("note ") {
+                Some(note) => eprintln!("decant: {}", note.trim_end()),
+                None => break,
+            }
+        }
         let line = line.trim_end();
         if let Some(pid) = line.strip_prefix("started ") {
             return Ok(Started {

@@ -42,8 +42,16 @@ pub fn unmount(dir: &Path) -> Result<(), EngineError> {
 }
 
 /// Mounts the overlay of the lower dirs (bottom first in the config) with the container's
-/// upper and work dirs at `<dir>/merged`.
-fn mount_root(c: &Container, dir: &Path) -> Result<std::path::PathBuf, EngineError> {
+/// upper and work dirs at `<dir>/merged`. Rootless, where overlay is refused, the root is a
+/// copy of the layers instead (see `copyroot`), kept for later starts; the note saying so
+/// comes back beside the root's path on the start that made it.
+fn mount_root(
+    c: &Container,
+    dir: &Path,
+) -> Result<(std::path::PathBuf, Option<String>), EngineError> {
+    if let Some(copy) = super::copyroot::existing(dir) {
+        return Ok((copy, None));
+    }
     let merged = dir.join("merged");
     unmount(dir)?;
     let mut lower = String::new();
@@ -79,15 +87,38 @@ fn mount_root(c: &Container, dir: &Path) -> Result<std::path::PathBuf, EngineErr
             c.config.lower_dirs.len()
         )));
     }
-    nix::mount::mount(
-        Some("overlay"),
-        &merged,
-        Some("overlay"),
-        nix::mount::MsFlags::empty(),
-        Some(data.as_str()),
-    )
-    .map_err(|e| io_err(&merged, "mount overlay")(std::io::Error::from(e)))?;
-    Ok(merged)
+    let rootless = super::in_user_namespace();
+    let mounted = if rootless && super::copyroot::overlay_disabled() {
+        Err(Errno::EPERM)
+    } else {
+        nix::mount::mount(
+            Some("overlay"),
+            &merged,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(data.as_str()),
+        )
+    };
+    match mounted {
+        Ok(()) => Ok((merged, None)),
+        Err(e) if rootless => {
+            let copy = super::copyroot::make(dir, &c.config.lower_dirs)?;
+            let why = if super::copyroot::overlay_disabled() {
+                "DECANT_NO_OVERLAY=1".to_string()
+            } else {
+                e.to_string()
+            };
+            Ok((
+                copy.clone(),
+                Some(format!(
+                    "rootless: overlay refused ({why}); container {} runs on a copy of its layers in {}",
+                    c.name,
+                    copy.display()
+                )),
+            ))
+        }
+        Err(e) => Err(io_err(&merged, "mount overlay")(std::io::Error::from(e))),
+    }
 }
 
 /// Rootless: moves this monitor into a user namespace of its own, where the user is root,
@@ -305,6 +336,8 @@ struct Launched {
     relay: Option<(OwnedFd, std::thread::JoinHandle<()>)>,
     /// `-i` started without input: the writer of the process's stdin pipe, held open.
     held_stdin: Option<OwnedFd>,
+    /// What the starter should tell the user (the copy fallback).
+    note: Option<String>,
 }
 
 /// Creates and starts the OCI container; returns its init pid, its output and the port
@@ -322,7 +355,7 @@ fn launch(
     } else {
         super::ports::Bound::default()
     };
-    let merged = mount_root(c, dir)?;
+    let (merged, note) = mount_root(c, dir)?;
     super::volumes::populate(&merged, &c.config.volumes)?;
     let mut spec = super::build_spec(&c.config, dir, &merged)?;
     if let (true, Some((rows, cols)), Some(p)) =
@@ -419,6 +452,7 @@ fn launch(
                     forwarder,
                     relay: None,
                     held_stdin,
+                    note,
                 });
             };
             // Nothing is written to the pipes under a pty: only the master carries output.
@@ -445,6 +479,7 @@ fn launch(
                 forwarder,
                 relay,
                 held_stdin,
+                note,
             })
         }
         Err(e) => {
@@ -534,7 +569,11 @@ pub fn run_with(
                     forwarder,
                     relay,
                     held_stdin,
+                    note,
                 }) => {
+                    if let Some(n) = note {
+                        report(&mut status, &format!("note {}\n", n.replace('\n', " ")));
+                    }
                     c.status = Status::Running;
                     c.pid = pid;
                     c.ports = forwarder.mappings().to_vec();
