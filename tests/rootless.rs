@@ -443,6 +443,17 @@ fn rootless_copy_fallback_when_overlay_is_refused() {
     assert!(!r.stderr.contains("copy of its layers"), "{}", r.stderr);
     let r = n.run(&["exec", "cp", "cat", "/data.txt"]).ok();
     assert_eq!(r.stdout, "kept\n");
+    // No upper dir holds its changes apart: diff says so rather than show nothing.
+    let r = n.run(&["diff", "cp"]);
+    assert_ne!(r.status, 0, "diff of a copied root: {}", r.stdout);
+    assert!(
+        r.stderr.contains("runs on a copy of its layers"),
+        "{}",
+        r.stderr
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&n.run(&["inspect", "cp"]).ok().stdout).expect("inspect json");
+    assert_eq!(v[0]["Driver"], "vfs");
     // rm removes the copy with the container (mode 0 directory included).
     n.run(&["rm", "-f", "cp"]).ok();
     assert!(!dir.exists(), "the container's directory is left");

@@ -66,7 +66,7 @@ pub fn parse_subid(text: &str, name: Option<&str>, uid: u32) -> Option<SubRange>
 }
 
 /// `path`, at most `MAX_SUBID_BYTES` of it, invalid UTF-8 replaced; `None` when unreadable.
-fn read_bounded(path: &Path) -> Option<String> {
+pub(crate) fn read_bounded(path: &Path) -> Option<String> {
     let f = std::fs::File::open(path).ok()?;
     let mut bytes = Vec::new();
     f.take(MAX_SUBID_BYTES).read_to_end(&mut bytes).ok()?;
@@ -74,7 +74,7 @@ fn read_bounded(path: &Path) -> Option<String> {
 }
 
 /// The login name of `uid` in /etc/passwd.
-fn user_name(uid: u32) -> Option<String> {
+pub(crate) fn user_name(uid: u32) -> Option<String> {
     let text = read_bounded(Path::new("/etc/passwd"))?;
     let uid = uid.to_string();
     text.lines().find_map(|l| {
@@ -85,7 +85,7 @@ fn user_name(uid: u32) -> Option<String> {
     })
 }
 
-fn find_tool(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
     ["/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin"]
         .iter()
         .map(|d| Path::new(d).join(name))

@@ -200,43 +200,17 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
     let rec = store.resolve(&a.image)?;
     let (config, raw_config) = store.config(&rec)?;
     let (manifest, _) = store.manifest(&rec)?;
-    let rootless = !runtime::engine::running_as_root();
     if let Some(notice) = runtime::engine::cgroups_notice() {
         eprintln!("decant: {notice}");
     }
-    let cache = LayerCache::open(&store)?;
-    let mut lower_dirs = Vec::new();
-    // A rootless user with subordinate ids: the layers are unpacked inside its namespace, with
-    // their owners, as the monitor will map them (see runtime::userns).
-    let map = rootless.then(runtime::userns::IdMap::current);
-    match map.as_ref().and_then(|m| m.tag().map(|t| (m, t))) {
-        Some((map, tag)) => {
-            let digests: Vec<String> = manifest
-                .layers()
-                .iter()
-                .map(|l| l.digest().to_string())
-                .collect();
-            for d in &digests {
-                lower_dirs.push(cache.path_mapped(d, &tag)?);
-            }
-            if lower_dirs.iter().any(|p| !p.is_dir()) {
-                map.run_inside(|| {
-                    for d in &digests {
-                        cache
-                            .ensure_mapped(&store, d, &tag)
-                            .map_err(|e| e.to_string())?;
-                    }
-                    Ok(())
-                })
-                .map_err(anyhow::Error::msg)?;
-            }
-        }
-        None => {
-            for l in manifest.layers() {
-                lower_dirs.push(cache.ensure(&store, l.digest().as_ref(), rootless)?);
-            }
-        }
-    }
+    let lower_dirs = layer_dirs(
+        &store,
+        &manifest
+            .layers()
+            .iter()
+            .map(|l| l.digest().to_string())
+            .collect::<Vec<_>>(),
+    )?;
     let ic = config.config().clone().unwrap_or_default();
     let (entrypoint, cmd) = match &a.entrypoint {
         // Host mode runs the image's services; its default Cmd (an imported VM's shell) and an
@@ -443,6 +417,43 @@ pub fn print_line(l: &LogLine) {
         let _ = out.write_all(l.log.as_bytes());
         let _ = out.flush();
     }
+}
+
+/// The unpacked cache directories of layers `digests` (an image's, bottom first), unpacked
+/// now where missing: as root, rootless, or (a rootless user with subordinate ids) inside the
+/// user's namespace with the layers' owners, as the monitor will map them (runtime::userns).
+pub fn layer_dirs(
+    store: &snapshot::store::Store,
+    digests: &[String],
+) -> Result<Vec<std::path::PathBuf>> {
+    let rootless = !runtime::engine::running_as_root();
+    let cache = LayerCache::open(store)?;
+    let mut lower_dirs = Vec::new();
+    let map = rootless.then(runtime::userns::IdMap::current);
+    match map.as_ref().and_then(|m| m.tag().map(|t| (m, t))) {
+        Some((map, tag)) => {
+            for d in digests {
+                lower_dirs.push(cache.path_mapped(d, &tag)?);
+            }
+            if lower_dirs.iter().any(|p| !p.is_dir()) {
+                map.run_inside(|| {
+                    for d in digests {
+                        cache
+                            .ensure_mapped(store, d, &tag)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                })
+                .map_err(anyhow::Error::msg)?;
+            }
+        }
+        None => {
+            for d in digests {
+                lower_dirs.push(cache.ensure(store, d, rootless)?);
+            }
+        }
+    }
+    Ok(lower_dirs)
 }
 
 /// `create`: prints the new id.

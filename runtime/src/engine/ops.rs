@@ -463,7 +463,7 @@ impl Engine {
             "Name": format!("/{}", c.name),
             "RestartCount": c.restart_count,
             "Mounts": mounts_json(c),
-            "Driver": "overlay",
+            "Driver": if super::copyroot::existing(&dir).is_some() { "vfs" } else { "overlay" },
             "HostConfig": {
                 "Binds": c.config.binds.iter().map(|b| format!(
                     "{}:{}{}",
