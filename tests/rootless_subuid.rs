@@ -133,6 +133,14 @@ impl SubUser {
                 rootfs.join("srv/www").to_str().expect("utf8"),
             ],
         );
+        // And one file of an id past the range, which the namespace cannot give it.
+        common::tool(
+            "chown",
+            &[
+                "70000:70000",
+                rootfs.join("var/log/syslog").to_str().expect("utf8"),
+            ],
+        );
         let img = u.path().join("root.ext4");
         common::tool(
             "mkfs.ext4",
@@ -210,7 +218,7 @@ fn subuid_range_keeps_image_owners_and_chown_works() {
         "-c",
         "id -u; busybox stat -c %u /srv/www/index.html; \
          busybox chown 1000 /srv/www/index.html && busybox stat -c %u /srv/www/index.html; \
-         cat /proc/self/uid_map",
+         busybox stat -c %u /var/log/syslog; cat /proc/self/uid_map",
     ]);
     assert_eq!(
         r.status, 0,
@@ -219,14 +227,15 @@ fn subuid_range_keeps_image_owners_and_chown_works() {
     );
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(
-        lines.get(..3),
-        Some(&["0", "33", "1000"][..]),
+        lines.get(..4),
+        // uid 70000 is past the range: the unpack kept it as the namespace's root.
+        Some(&["0", "33", "1000", "0"][..]),
         "{}",
         r.stdout
     );
     // The container's namespace has every id of the range, not only 0.
     let sizes: u64 = lines
-        .get(3..)
+        .get(4..)
         .unwrap_or_default()
         .iter()
         .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
@@ -243,6 +252,16 @@ fn subuid_range_keeps_image_owners_and_chown_works() {
     assert_eq!(mapped.len(), 1, "no mapped unpack in {}", layers.display());
     let meta = std::fs::metadata(mapped[0].join("srv/www/index.html")).expect("index.html");
     assert_eq!(meta.uid(), u.start + 32, "host owner of a uid 33 file");
+    let name = mapped[0]
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("utf8");
+    let skipped = std::fs::read_to_string(layers.join(format!("{name}.skipped")))
+        .expect("the unpack's report of what it kept");
+    assert!(
+        skipped.contains("ownership: 1 entries belong to other users"),
+        "{skipped}"
+    );
     // inspect says which ids the container gets.
     let r = u.run(&["run", "-d", "--name", "bg", "ex", "sh", "-c",
         "busybox chown -R 33:33 /home && mkdir /locked && busybox chown 7:7 /locked && chmod 0 /locked && exec sleep 1000"]);
