@@ -127,7 +127,9 @@ impl LayerCache {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !ok {
-            return Err(io_err("name", Path::new(tag))(io::Error::new(
+            // Escaped: the message stays one line whatever the tag holds.
+            let shown = PathBuf::from(tag.escape_debug().to_string());
+            return Err(io_err("name", &shown)(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "not a mapping tag (a-z, 0-9, '-', at most 64)",
             )));
@@ -386,5 +388,28 @@ impl LayerCache {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(io_err("read", &p)(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping_tags_name_their_own_directory_and_hostile_tags_are_refused() {
+        let d = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(
+            LayerCache::mapped_name(&d, "subid-100000-65536-100000-65536").unwrap(),
+            format!("{}.subid-100000-65536-100000-65536", "ab".repeat(32))
+        );
+        let long = "a".repeat(65);
+        for bad in ["", "../x", "a/b", "A", "x.y", long.as_str(), "rootless\n"] {
+            let e = LayerCache::mapped_name(&d, bad).unwrap_err().to_string();
+            assert!(
+                e.contains("not a mapping tag") && !e.contains('\n'),
+                "{bad:?}: {e}"
+            );
+        }
+        assert!(LayerCache::mapped_name("sha256:zz", "subid-1-2-3-4").is_err());
     }
 }
