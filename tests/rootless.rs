@@ -65,6 +65,11 @@ impl Nobody {
 
     /// As `run`, with or without XDG_RUNTIME_DIR (without it the state goes under the store).
     fn run_in(&self, args: &[&str], runtime_dir: bool) -> Run {
+        self.run_env(args, runtime_dir, &[])
+    }
+
+    /// As `run_in`, with the variables `env` added.
+    fn run_env(&self, args: &[&str], runtime_dir: bool, env: &[(&str, &str)]) -> Run {
         let home = self.path().join("home");
         let mut cmd = Command::new("setpriv");
         // First: env_clear also drops what was set on the command before it.
@@ -72,6 +77,7 @@ impl Nobody {
         if runtime_dir {
             cmd.env("XDG_RUNTIME_DIR", self.path().join("run"));
         }
+        cmd.envs(env.iter().copied());
         let o = cmd
             .args([
                 &format!("--reuid={NOBODY}"),
@@ -380,5 +386,83 @@ fn rootless_published_port_reaches_httpd_inside() {
         std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
         "port {port} still held after rm -f"
     );
+    n.assert_clean(&[]);
+}
+
+#[test]
+fn rootless_copy_fallback_when_overlay_is_refused() {
+    let Some(n) = Nobody::new() else {
+        return;
+    };
+    n.import();
+    // DECANT_NO_OVERLAY=1 makes the monitor take the overlay as refused, as a storage
+    // filesystem without overlay support in a user namespace would.
+    let no_overlay = [("DECANT_NO_OVERLAY", "1")];
+    let r = n.run_env(
+        &[
+            "run",
+            "-d",
+            "--name",
+            "cp",
+            "ex",
+            "sh",
+            "-c",
+            "echo kept > /data.txt; mkdir /locked; chmod 0 /locked; exec sleep 1000",
+        ],
+        true,
+        &no_overlay,
+    );
+    assert_eq!(r.status, 0, "copy fallback failed:\n{}", r.stderr);
+    let id = r.stdout.trim().to_string();
+    let notes: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("copy of its layers"))
+        .collect();
+    assert_eq!(notes.len(), 1, "not one line about the copy: {}", r.stderr);
+    assert!(
+        notes[0].contains("overlay refused (DECANT_NO_OVERLAY=1)"),
+        "{}",
+        notes[0]
+    );
+    let dir = n.store().join(".decant/containers").join(&id);
+    assert!(
+        dir.join("rootfs/etc/os-release").is_file(),
+        "no copied root"
+    );
+    let r = n
+        .run(&["exec", "cp", "cat", "/etc/os-release", "/data.txt"])
+        .ok();
+    assert!(
+        r.stdout.contains("decant-example") && r.stdout.ends_with("kept\n"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.join("upper")).expect("upper").count(),
+        0,
+        "the copy's changes went to the upper dir"
+    );
+    // Stop and start keep the copy (and its changes), without the note again; even with
+    // overlay allowed now.
+    n.run(&["stop", "-t", "1", "cp"]).ok();
+    let r = n.run(&["start", "cp"]).ok();
+    assert!(!r.stderr.contains("copy of its layers"), "{}", r.stderr);
+    let r = n.run(&["exec", "cp", "cat", "/data.txt"]).ok();
+    assert_eq!(r.stdout, "kept\n");
+    // No upper dir holds its changes apart: diff says so rather than show nothing.
+    let r = n.run(&["diff", "cp"]);
+    assert_ne!(r.status, 0, "diff of a copied root: {}", r.stdout);
+    assert!(
+        r.stderr.contains("runs on a copy of its layers"),
+        "{}",
+        r.stderr
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&n.run(&["inspect", "cp"]).ok().stdout).expect("inspect json");
+    assert_eq!(v[0]["Driver"], "vfs");
+    // rm removes the copy with the container (mode 0 directory included).
+    n.run(&["rm", "-f", "cp"]).ok();
+    assert!(!dir.exists(), "the container's directory is left");
     n.assert_clean(&[]);
 }

@@ -14,6 +14,7 @@ pub mod security;
 pub mod spec;
 mod state;
 pub mod trace;
+pub mod userns;
 
 pub use container::{
     create, delete, exec, kill, list, run, start, state, validate_id, ContainerProcess,

@@ -189,32 +189,19 @@ fn map_text(maps: &[LinuxIdMapping]) -> String {
         .collect()
 }
 
-/// The ranges /etc/subuid (or subgid) grants `user` or `uid`, if any.
+/// Whether /etc/subuid (or subgid) grants `user` or `uid` a range (read bounded, see
+/// `userns`).
 fn sub_ranges(file: &str, user: Option<&str>, uid: u32) -> bool {
-    let Ok(text) = std::fs::read_to_string(file) else {
-        return false;
-    };
-    text.lines().take(100_000).any(|line| {
-        let owner = line.split(':').next().unwrap_or("");
-        owner == uid.to_string() || Some(owner) == user
-    })
+    crate::userns::read_bounded(Path::new(file))
+        .is_some_and(|text| crate::userns::parse_subid(&text, user, uid).is_some())
 }
 
 fn user_name(uid: u32) -> Option<String> {
-    let text = std::fs::read_to_string("/etc/passwd").ok()?;
-    text.lines().take(100_000).find_map(|l| {
-        let mut f = l.split(':');
-        let name = f.next()?;
-        let _pw = f.next()?;
-        (f.next()? == uid.to_string()).then(|| name.to_string())
-    })
+    crate::userns::user_name(uid)
 }
 
 fn find_tool(name: &str) -> Option<PathBuf> {
-    ["/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin"]
-        .iter()
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.exists())
+    crate::userns::find_tool(name)
 }
 
 /// Writes the uid and gid maps of the new user namespace of `pid`. Root writes them directly;

@@ -11,7 +11,6 @@ use clap::Args as ClapArgs;
 use runtime::engine::commit::{SavedRun, RUN_CONFIG_LABEL, SNAPSHOT_OF_LABEL};
 use runtime::engine::{Container, Engine};
 use snapshot::commit::{CommitOptions, Source};
-use snapshot::layer::cache::LayerCache;
 use snapshot::store::{ImageId, Reference, Store};
 
 use super::Context;
@@ -304,12 +303,15 @@ pub fn restore(ctx: &Context, a: RestoreArgs) -> Result<i32> {
         Err(e) => return Err(e.into()),
     };
     let (manifest, _) = store.manifest(&rec)?;
-    let cache = LayerCache::open(&store)?;
-    let rootless = !runtime::engine::running_as_root();
-    let mut lower_dirs = Vec::new();
-    for l in manifest.layers() {
-        lower_dirs.push(cache.ensure(&store, l.digest().as_ref(), rootless)?);
-    }
+    // As `create` unpacks them, so a restored container is the same as a new one.
+    let lower_dirs = super::run::layer_dirs(
+        &store,
+        &manifest
+            .layers()
+            .iter()
+            .map(|l| l.digest().to_string())
+            .collect::<Vec<_>>(),
+    )?;
     let exe = std::env::current_exe().context("finding the decant binary")?;
     let init = if saved.init {
         Some(runtime::engine::find_init(&exe)?)

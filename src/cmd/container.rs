@@ -14,6 +14,10 @@ pub struct StartArgs {
     /// Attach: stream the output and leave with the container's exit code.
     #[arg(short, long)]
     pub attach: bool,
+    /// Give the container this command's standard input (with -a; the container must have
+    /// been created with -i).
+    #[arg(short, long)]
+    pub interactive: bool,
     #[arg(required = true)]
     pub containers: Vec<String>,
 }
@@ -121,10 +125,15 @@ fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> 
 pub fn start(ctx: &Context, a: StartArgs) -> Result<i32> {
     let e = engine(ctx);
     let exe = std::env::current_exe().context("finding the decant binary")?;
-    if a.attach {
-        anyhow::ensure!(a.containers.len() == 1, "start -a takes one container");
+    if a.attach || a.interactive {
+        anyhow::ensure!(
+            a.containers.len() == 1,
+            "start -a and -i take one container"
+        );
         let c = e.find(&a.containers[0])?;
-        return Ok(e.run_attached(&c.id, &exe, super::run::print_line)?);
+        // As Docker: input goes only to a container made to take it (`create -i`).
+        let stdin = a.interactive && c.config.open_stdin;
+        return Ok(super::run::attach(ctx, &e, &c, &exe, stdin)?);
     }
     each(&a.containers, |n| {
         let c = e.find(n)?;

@@ -123,6 +123,10 @@ pub struct CreateArgs {
     /// Give the process a pseudo-terminal.
     #[arg(short, long)]
     pub tty: bool,
+    /// Keep the container's standard input open: `run -i` gives it this command's, `start
+    /// -a -i` the starter's; a start without them gives a pipe nobody writes (never EOF).
+    #[arg(short, long)]
+    pub interactive: bool,
     /// Print help (-h is --hostname, as docker).
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,
@@ -136,9 +140,6 @@ pub struct RunArgs {
     /// Run in the background and print the container id.
     #[arg(short, long)]
     pub detach: bool,
-    /// Give the container's process this command's standard input (ignored with -d).
-    #[arg(short, long)]
-    pub interactive: bool,
     #[command(flatten)]
     pub create: CreateArgs,
 }
@@ -199,15 +200,17 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
     let rec = store.resolve(&a.image)?;
     let (config, raw_config) = store.config(&rec)?;
     let (manifest, _) = store.manifest(&rec)?;
-    let rootless = !runtime::engine::running_as_root();
     if let Some(notice) = runtime::engine::cgroups_notice() {
         eprintln!("decant: {notice}");
     }
-    let cache = LayerCache::open(&store)?;
-    let mut lower_dirs = Vec::new();
-    for l in manifest.layers() {
-        lower_dirs.push(cache.ensure(&store, l.digest().as_ref(), rootless)?);
-    }
+    let lower_dirs = layer_dirs(
+        &store,
+        &manifest
+            .layers()
+            .iter()
+            .map(|l| l.digest().to_string())
+            .collect::<Vec<_>>(),
+    )?;
     let ic = config.config().clone().unwrap_or_default();
     let (entrypoint, cmd) = match &a.entrypoint {
         // Host mode runs the image's services; its default Cmd (an imported VM's shell) and an
@@ -296,6 +299,7 @@ pub fn create(ctx: &Context, a: CreateArgs) -> Result<runtime::engine::Container
         init_host,
         volumes: Vec::new(),
         tty: a.tty,
+        open_stdin: a.interactive,
         healthcheck,
     };
     Ok(Engine::new(&ctx.store_root()).create_with_volumes(cfg, &volumes, &image_volumes)?)
@@ -415,6 +419,43 @@ pub fn print_line(l: &LogLine) {
     }
 }
 
+/// The unpacked cache directories of layers `digests` (an image's, bottom first), unpacked
+/// now where missing: as root, rootless, or (a rootless user with subordinate ids) inside the
+/// user's namespace with the layers' owners, as the monitor will map them (runtime::userns).
+pub fn layer_dirs(
+    store: &snapshot::store::Store,
+    digests: &[String],
+) -> Result<Vec<std::path::PathBuf>> {
+    let rootless = !runtime::engine::running_as_root();
+    let cache = LayerCache::open(store)?;
+    let mut lower_dirs = Vec::new();
+    let map = rootless.then(runtime::userns::IdMap::current);
+    match map.as_ref().and_then(|m| m.tag().map(|t| (m, t))) {
+        Some((map, tag)) => {
+            for d in digests {
+                lower_dirs.push(cache.path_mapped(d, &tag)?);
+            }
+            if lower_dirs.iter().any(|p| !p.is_dir()) {
+                map.run_inside(|| {
+                    for d in digests {
+                        cache
+                            .ensure_mapped(store, d, &tag)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                })
+                .map_err(anyhow::Error::msg)?;
+            }
+        }
+        None => {
+            for d in digests {
+                lower_dirs.push(cache.ensure(store, d, rootless)?);
+            }
+        }
+    }
+    Ok(lower_dirs)
+}
+
 /// `create`: prints the new id.
 pub fn run_create(ctx: &Context, a: CreateArgs) -> Result<i32> {
     let c = create(ctx, a)?;
@@ -440,33 +481,7 @@ pub fn run(ctx: &Context, a: RunArgs) -> Result<i32> {
             }
         }
     } else {
-        use std::os::fd::AsFd;
-        let mut opts = StartOptions::default();
-        if a.interactive {
-            opts.stdin = Some(
-                std::io::stdin()
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .context("duplicating standard input")?,
-            );
-        }
-        // Raw mode only on a real terminal, and only while the container runs.
-        let mut _raw = None;
-        if c.config.tty {
-            opts.console_size = tty::terminal_size(std::io::stdout().as_fd())
-                .or_else(|| tty::terminal_size(std::io::stdin().as_fd()));
-            if a.interactive {
-                _raw = tty::RawMode::enable(std::io::stdin().as_fd());
-            }
-            let term = [std::io::stdout().as_fd(), std::io::stdin().as_fd()]
-                .into_iter()
-                .find(|fd| tty::terminal_size(*fd).is_some())
-                .and_then(|fd| fd.try_clone_to_owned().ok());
-            if let Some(term) = term {
-                tty::follow_size(Engine::new(&ctx.store_root()), c.id.clone(), term);
-            }
-        }
-        match engine.run_attached_with(&c.id, &exe, opts, print_line) {
+        match attach(ctx, &engine, &c, &exe, c.config.open_stdin) {
             Ok(code) => Ok(code),
             Err(e) => {
                 forget_on_port_error(&engine, &c.id, &e);
@@ -474,4 +489,44 @@ pub fn run(ctx: &Context, a: RunArgs) -> Result<i32> {
             }
         }
     }
+}
+
+/// Starts `c` in the foreground (`run` without -d, `start -a`): streams its output and returns
+/// its exit code; with `interactive` the container reads this command's standard input
+/// (through the pty with -t, in raw mode while it runs on a real terminal).
+pub fn attach(
+    ctx: &Context,
+    engine: &Engine,
+    c: &runtime::engine::Container,
+    exe: &std::path::Path,
+    interactive: bool,
+) -> Result<i32, runtime::engine::EngineError> {
+    use std::os::fd::AsFd;
+    let mut opts = StartOptions::default();
+    if interactive {
+        opts.stdin = Some(std::io::stdin().as_fd().try_clone_to_owned().map_err(|e| {
+            runtime::engine::EngineError::Io {
+                path: "standard input".into(),
+                op: "duplicate",
+                source: e,
+            }
+        })?);
+    }
+    // Raw mode only on a real terminal, and only while the container runs.
+    let mut _raw = None;
+    if c.config.tty {
+        opts.console_size = tty::terminal_size(std::io::stdout().as_fd())
+            .or_else(|| tty::terminal_size(std::io::stdin().as_fd()));
+        if interactive {
+            _raw = tty::RawMode::enable(std::io::stdin().as_fd());
+        }
+        let term = [std::io::stdout().as_fd(), std::io::stdin().as_fd()]
+            .into_iter()
+            .find(|fd| tty::terminal_size(*fd).is_some())
+            .and_then(|fd| fd.try_clone_to_owned().ok());
+        if let Some(term) = term {
+            tty::follow_size(Engine::new(&ctx.store_root()), c.id.clone(), term);
+        }
+    }
+    engine.run_attached_with(&c.id, exe, opts, print_line)
 }

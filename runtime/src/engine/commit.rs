@@ -108,6 +108,13 @@ impl Engine {
     pub fn commit_source(&self, key: &str) -> Result<CommitSource, EngineError> {
         let c = self.find(key)?;
         let dir = self.container_dir(&c.id)?;
+        if super::copyroot::existing(&dir).is_some() {
+            // Its changes are mixed into the copy: no upper dir holds them apart.
+            return Err(EngineError::Invalid(format!(
+                "container {}: runs on a copy of its layers (rootless, overlay refused); commit, diff, export and snapshot need its overlay upper dir",
+                c.name
+            )));
+        }
         let mut exclude: Vec<String> = ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"]
             .iter()
             .map(|s| s.to_string())

@@ -5,6 +5,7 @@
 //! `ContainerConfig` (lower directories, command, environment).
 
 pub mod commit;
+pub mod copyroot;
 pub mod health;
 pub mod monitor;
 pub mod names;
@@ -200,6 +201,10 @@ pub struct ContainerConfig {
     /// `-t`: the process gets a pseudo-terminal (see `tty`).
     #[serde(default)]
     pub tty: bool,
+    /// `-i`: the standard input stays open (Docker's `OpenStdin`): a start without input of
+    /// its own gives the process a pipe that reaches end of file only when it exits.
+    #[serde(default)]
+    pub open_stdin: bool,
     /// The image's HEALTHCHECK or `--health-*`; `None` when there is none or it is disabled
     /// (`--no-healthcheck`, `NONE`). The monitor runs it (see `health`).
     #[serde(default)]
@@ -392,6 +397,18 @@ fn remove_tree(dir: &Path) -> Result<(), EngineError> {
     {
         make_removable(dir);
         removed = std::fs::remove_dir_all(dir);
+    }
+    if matches!(&removed, Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied)
+        && !running_as_root()
+    {
+        // Files the container gave to its subordinate ids: only the namespace's root may
+        // remove them.
+        let map = crate::userns::IdMap::current();
+        if map.sub.is_some() {
+            removed = map
+                .run_inside(|| std::fs::remove_dir_all(dir).map_err(|e| e.to_string()))
+                .map_err(std::io::Error::other);
+        }
     }
     match removed {
         Ok(()) => Ok(()),
@@ -760,7 +777,15 @@ impl Engine {
         drop(w);
         let mut status = std::io::BufReader::new(std::fs::File::from(r));
         let mut line = String::new();
-        let _ = (&mut status).take(4096).read_line(&mut line);
+        // Notes for the user (the rootless copy fallback) come before the outcome; a few.
+        for _ in 0..8 {
+            line.clear();
+            let _ = (&mut status).take(4096).read_line(&mut line);
+            match line.strip_prefix("note ") {
+                Some(note) => eprintln!("decant: {}", note.trim_end()),
+                None => break,
+            }
+        }
         let line = line.trim_end();
         if let Some(pid) = line.strip_prefix("started ") {
             return Ok(Started {

@@ -42,8 +42,16 @@ pub fn unmount(dir: &Path) -> Result<(), EngineError> {
 }
 
 /// Mounts the overlay of the lower dirs (bottom first in the config) with the container's
-/// upper and work dirs at `<dir>/merged`.
-fn mount_root(c: &Container, dir: &Path) -> Result<std::path::PathBuf, EngineError> {
+/// upper and work dirs at `<dir>/merged`. Rootless, where overlay is refused, the root is a
+/// copy of the layers instead (see `copyroot`), kept for later starts; the note saying so
+/// comes back beside the root's path on the start that made it.
+fn mount_root(
+    c: &Container,
+    dir: &Path,
+) -> Result<(std::path::PathBuf, Option<String>), EngineError> {
+    if let Some(copy) = super::copyroot::existing(dir) {
+        return Ok((copy, None));
+    }
     let merged = dir.join("merged");
     unmount(dir)?;
     let mut lower = String::new();
@@ -60,8 +68,6 @@ fn mount_root(c: &Container, dir: &Path) -> Result<std::path::PathBuf, EngineErr
         }
         lower.push_str(s);
     }
-    // Inside a user namespace overlay keeps its whiteouts and opaque marks in `user.overlay.`
-    // xattrs (`userxattr`), which is what the cache's rootless unpack writes.
     // A `--rm` container's upper dir is thrown away when it exits, so its overlay is
     // `volatile` (as Podman mounts them): no sync of the whole host filesystem at unmount,
     // which costs milliseconds on an idle disk and far more on a busy one. Overlay refuses a
@@ -71,6 +77,8 @@ fn mount_root(c: &Container, dir: &Path) -> Result<std::path::PathBuf, EngineErr
     if volatile {
         let _ = std::fs::remove_dir_all(dir.join("work/work/incompat"));
     }
+    // Inside a user namespace overlay keeps its whiteouts and opaque marks in `user.overlay.`
+    // xattrs (`userxattr`), which is what the cache's rootless unpack writes.
     let data = format!(
         "lowerdir={lower},upperdir={},workdir={}{}{}",
         dir.join("upper").display(),
@@ -89,40 +97,47 @@ fn mount_root(c: &Container, dir: &Path) -> Result<std::path::PathBuf, EngineErr
             c.config.lower_dirs.len()
         )));
     }
-    nix::mount::mount(
-        Some("overlay"),
-        &merged,
-        Some("overlay"),
-        nix::mount::MsFlags::empty(),
-        Some(data.as_str()),
-    )
-    .map_err(|e| io_err(&merged, "mount overlay")(std::io::Error::from(e)))?;
-    Ok(merged)
+    let rootless = super::in_user_namespace();
+    let mounted = if rootless && super::copyroot::overlay_disabled() {
+        Err(Errno::EPERM)
+    } else {
+        nix::mount::mount(
+            Some("overlay"),
+            &merged,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(data.as_str()),
+        )
+    };
+    match mounted {
+        Ok(()) => Ok((merged, None)),
+        Err(e) if rootless => {
+            let copy = super::copyroot::make(dir, &c.config.lower_dirs)?;
+            let why = if super::copyroot::overlay_disabled() {
+                "DECANT_NO_OVERLAY=1".to_string()
+            } else {
+                e.to_string()
+            };
+            Ok((
+                copy.clone(),
+                Some(format!(
+                    "rootless: overlay refused ({why}); container {} runs on a copy of its layers in {}",
+                    c.name,
+                    copy.display()
+                )),
+            ))
+        }
+        Err(e) => Err(io_err(&merged, "mount overlay")(std::io::Error::from(e))),
+    }
 }
 
 /// Rootless: moves this monitor into a user namespace of its own, where the user is root,
 /// and a mount namespace owned by it, so that it can mount the container's overlay (which the
-/// host refuses to a plain user) and make the container's namespaces. Only the user's own uid
-/// and gid are mapped (the kernel's rule without newuidmap); setgroups must be denied first.
+/// host refuses to a plain user) and make the container's namespaces. The ids mapped are the
+/// user's own, plus its /etc/subuid and /etc/subgid ranges when it has them (see `userns`).
 /// The mounts made here vanish with the namespace: nothing is left on the host.
 fn enter_user_namespace() -> Result<(), String> {
-    let uid = nix::unistd::geteuid().as_raw();
-    let gid = nix::unistd::getegid().as_raw();
-    nix::sched::unshare(
-        nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNS,
-    )
-    .map_err(|e| {
-        format!("rootless: the kernel refused a user and mount namespace to uid {uid}: {e}")
-    })?;
-    for (file, text) in [
-        ("setgroups", "deny".to_string()),
-        ("uid_map", format!("0 {uid} 1\n")),
-        ("gid_map", format!("0 {gid} 1\n")),
-    ] {
-        let p = format!("/proc/self/{file}");
-        std::fs::write(&p, text).map_err(|e| format!("rootless: write {p}: {e}"))?;
-    }
-    Ok(())
+    crate::userns::IdMap::current().enter(nix::sched::CloneFlags::CLONE_NEWNS)
 }
 
 /// Appends JSON log lines; a partial line is held until its newline, EOF or 16 KiB.
@@ -284,6 +299,10 @@ struct Launched {
     /// `-t -i`: the thread feeding the user's input to the pty, and the pipe end whose
     /// closing stops it.
     relay: Option<(OwnedFd, std::thread::JoinHandle<()>)>,
+    /// `-i` started without input: the writer of the process's stdin pipe, held open.
+    held_stdin: Option<OwnedFd>,
+    /// What the starter should tell the user (the copy fallback).
+    note: Option<String>,
 }
 
 /// Creates and starts the OCI container; returns its init pid, its output and the port
@@ -301,7 +320,7 @@ fn launch(
     } else {
         super::ports::Bound::default()
     };
-    let merged = mount_root(c, dir)?;
+    let (merged, note) = mount_root(c, dir)?;
     super::volumes::populate(&merged, &c.config.volumes)?;
     let mut spec = super::build_spec(&c.config, dir, &merged)?;
     if let (true, Some((rows, cols)), Some(p)) =
@@ -322,8 +341,16 @@ fn launch(
     };
     // With a pty the runtime puts its slave on 0, 1 and 2; the user's input goes through
     // the master instead.
+    let mut held_stdin = None;
     let (container_stdin, input) = match (c.config.tty, stdin) {
         (false, Some(fd)) => (fd, None),
+        // `-i` without input of its own: a pipe whose writer this monitor holds until the
+        // process exits, so its reads block as on an idle terminal instead of ending.
+        (false, None) if c.config.open_stdin => {
+            let (r, w) = pipe()?;
+            held_stdin = Some(w);
+            (r, None)
+        }
         (_, input) => (null()?, input),
     };
     let console = if c.config.tty {
@@ -383,6 +410,8 @@ fn launch(
                     err: err_r,
                     forwarder,
                     relay: None,
+                    held_stdin,
+                    note,
                 });
             };
             // Nothing is written to the pipes under a pty: only the master carries output.
@@ -408,6 +437,8 @@ fn launch(
                 err: done,
                 forwarder,
                 relay,
+                held_stdin,
+                note,
             })
         }
         Err(e) => {
@@ -496,7 +527,12 @@ pub fn run_with(
                     err,
                     forwarder,
                     relay,
+                    held_stdin,
+                    note,
                 }) => {
+                    if let Some(n) = note {
+                        report(&mut status, &format!("note {}\n", n.replace('\n', " ")));
+                    }
                     c.status = Status::Running;
                     c.pid = pid;
                     c.ports = forwarder.mappings().to_vec();
@@ -517,6 +553,7 @@ pub fn run_with(
                     c.oom_killed = false;
                     pump(out, err, &mut log);
                     let code = wait_init(pid);
+                    drop(held_stdin);
                     if let Some(checker) = checker {
                         checker.stop();
                     }

@@ -430,6 +430,12 @@ impl Engine {
         let hostname = std::fs::read_to_string(dir.join("hostname"))
             .map(|h| h.trim().to_string())
             .unwrap_or_default();
+        // Rootless: which ids its namespace has (Podman's `IDMappings`), and in a line why.
+        let id_mappings = super::rootless().then(|| {
+            let m = crate::userns::IdMap::current();
+            let (uids, gids) = m.lines();
+            json!({"UidMap": uids, "GidMap": gids, "Note": m.describe()})
+        });
         Ok(json!({
             "Id": c.id,
             "Created": time::rfc3339(c.created),
@@ -457,7 +463,7 @@ impl Engine {
             "Name": format!("/{}", c.name),
             "RestartCount": c.restart_count,
             "Mounts": mounts_json(c),
-            "Driver": "overlay",
+            "Driver": if super::copyroot::existing(&dir).is_some() { "vfs" } else { "overlay" },
             "HostConfig": {
                 "Binds": c.config.binds.iter().map(|b| format!(
                     "{}:{}{}",
@@ -480,6 +486,7 @@ impl Engine {
                 "Memory": c.config.memory.unwrap_or(0),
                 "NanoCpus": c.config.cpus.map_or(0, |n| (n * 1e9).round() as i64),
                 "PidsLimit": c.config.pids_limit,
+                "IDMappings": id_mappings,
             },
             "GraphDriver": {
                 "Name": "overlay",

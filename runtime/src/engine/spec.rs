@@ -215,6 +215,22 @@ fn mount(dest: &str, typ: &str, source: &Path, options: &[&str]) -> Mount {
     m
 }
 
+/// The identity maps of the ids in our namespace's map file `path` (see `userns`).
+fn identity(path: &str) -> Vec<oci_spec::runtime::LinuxIdMapping> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    crate::userns::identity_maps(&text)
+        .into_iter()
+        .filter_map(|(id, count)| {
+            oci_spec::runtime::LinuxIdMappingBuilder::default()
+                .container_id(id)
+                .host_id(id)
+                .size(count)
+                .build()
+                .ok()
+        })
+        .collect()
+}
+
 /// The spec for container `c` whose directory is `dir` and whose root is mounted at `rootfs`.
 pub fn build_spec(c: &ContainerConfig, dir: &Path, rootfs: &Path) -> Result<Spec, EngineError> {
     // The rootless monitor is uid 0 in its own user namespace: the container still gets a
@@ -235,6 +251,14 @@ pub fn build_spec(c: &ContainerConfig, dir: &Path, rootfs: &Path) -> Result<Spec
         None => c.args(),
     };
     let mut spec = crate::spec::default_spec(rootfs, args, rootless);
+    if rootless && super::in_user_namespace() {
+        // Inside the monitor's namespace: every id it has (one, or 0 plus the subordinate
+        // range) as itself, so the image's owners show through.
+        if let Some(linux) = spec.linux_mut() {
+            linux.set_uid_mappings(Some(identity("/proc/self/uid_map")));
+            linux.set_gid_mappings(Some(identity("/proc/self/gid_map")));
+        }
+    }
     if let Some(root) = spec.root_mut() {
         root.set_readonly(Some(c.read_only));
     }

@@ -4,7 +4,9 @@
 //!
 //! A root unpack and a rootless one differ (owners, device nodes, `trusted.` against `user.`
 //! overlay xattrs, which only the matching kind of overlay mount reads), so a rootless unpack
-//! lives beside it as `<digest-hex>.rootless/`.
+//! lives beside it as `<digest-hex>.rootless/`; one made inside a rootless user's namespace
+//! with subordinate id ranges (owners set within those ranges) as `<digest-hex>.<tag>/`, the
+//! tag naming the ranges.
 //!
 //! Concurrency and crashes: a layer is unpacked into `.tmp-<name>/` under an exclusive flock on
 //! `<name>.lock`, the blob's digest is checked on the bytes actually unpacked, and the finished
@@ -115,9 +117,34 @@ impl LayerCache {
         })
     }
 
+    /// The name of a mapped rootless unpack: `<hex>.<tag>`, the tag made by the caller from
+    /// the namespace's id ranges (letters, digits and `-`, at most 64).
+    fn mapped_name(layer_digest: &str, tag: &str) -> Result<String, CacheError> {
+        let hex = digest_hex(layer_digest)?;
+        let ok = !tag.is_empty()
+            && tag.len() <= 64
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            // Escaped: the message stays one line whatever the tag holds.
+            let shown = PathBuf::from(tag.escape_debug().to_string());
+            return Err(io_err("name", &shown)(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a mapping tag (a-z, 0-9, '-', at most 64)",
+            )));
+        }
+        Ok(format!("{hex}.{tag}"))
+    }
+
     /// Where layer `layer_digest` is (or would be) unpacked.
     pub fn path(&self, layer_digest: &str, rootless: bool) -> Result<PathBuf, CacheError> {
         Ok(self.dir.join(Self::name(layer_digest, rootless)?))
+    }
+
+    /// Where layer `layer_digest` is (or would be) unpacked by `ensure_mapped` with `tag`.
+    pub fn path_mapped(&self, layer_digest: &str, tag: &str) -> Result<PathBuf, CacheError> {
+        Ok(self.dir.join(Self::mapped_name(layer_digest, tag)?))
     }
 
     /// The unpacked directory of layer `layer_digest` (a blob of `store`), unpacking it first
@@ -129,6 +156,32 @@ impl LayerCache {
         rootless: bool,
     ) -> Result<PathBuf, CacheError> {
         let name = Self::name(layer_digest, rootless)?;
+        self.ensure_named(store, layer_digest, &name, rootless)
+    }
+
+    /// `ensure` for a rootless user with subordinate id ranges, called from inside its user
+    /// namespace as that namespace's root (see runtime's `userns`): the unpack sets each
+    /// file's owner within the namespace's ranges, so a file of uid 33 in the layer is uid 33
+    /// in a container run under the same mapping. `tag` names the mapping: another mapping
+    /// (ranges changed) unpacks anew rather than read owners meant for different ids.
+    pub fn ensure_mapped(
+        &self,
+        store: &Store,
+        layer_digest: &str,
+        tag: &str,
+    ) -> Result<PathBuf, CacheError> {
+        let name = Self::mapped_name(layer_digest, tag)?;
+        self.ensure_named(store, layer_digest, &name, true)
+    }
+
+    fn ensure_named(
+        &self,
+        store: &Store,
+        layer_digest: &str,
+        name: &str,
+        rootless: bool,
+    ) -> Result<PathBuf, CacheError> {
+        let name = name.to_string();
         let done = self.dir.join(&name);
         if done.is_dir() {
             return Ok(done);
@@ -289,7 +342,8 @@ impl LayerCache {
             let Some(name) = n.strip_suffix(".lock") else {
                 continue;
             };
-            let hexpart = name.strip_suffix(".rootless").unwrap_or(name);
+            // `<hex>`, `<hex>.rootless` or `<hex>.<mapping tag>`.
+            let hexpart = name.split_once('.').map_or(name, |(h, _)| h);
             if hexpart.len() != 64 || !hexpart.bytes().all(|b| b.is_ascii_hexdigit()) {
                 continue;
             }
@@ -334,5 +388,28 @@ impl LayerCache {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(io_err("read", &p)(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping_tags_name_their_own_directory_and_hostile_tags_are_refused() {
+        let d = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(
+            LayerCache::mapped_name(&d, "subid-100000-65536-100000-65536").unwrap(),
+            format!("{}.subid-100000-65536-100000-65536", "ab".repeat(32))
+        );
+        let long = "a".repeat(65);
+        for bad in ["", "../x", "a/b", "A", "x.y", long.as_str(), "rootless\n"] {
+            let e = LayerCache::mapped_name(&d, bad).unwrap_err().to_string();
+            assert!(
+                e.contains("not a mapping tag") && !e.contains('\n'),
+                "{bad:?}: {e}"
+            );
+        }
+        assert!(LayerCache::mapped_name("sha256:zz", "subid-1-2-3-4").is_err());
     }
 }

@@ -273,6 +273,9 @@ struct Unpacker<'a> {
     /// First name of each multiply-named file from a filesystem source.
     links: HashMap<(u64, u64), Vec<u8>>,
     ids: (u32, u32),
+    /// Rootless, but as root of a user namespace that maps a range of ids (subuid): owners
+    /// are set, and only those the namespace does not map are kept as ours and reported.
+    chown_mapped: bool,
     foreign_owner: u64,
     skipped_xattrs: u64,
     extra_lines: u64,
@@ -310,6 +313,7 @@ impl<'a> Unpacker<'a> {
             unpacked: HashSet::new(),
             links: HashMap::new(),
             ids: sys::euid_egid(),
+            chown_mapped: opts.rootless && sys::euid_egid() == (0, 0) && sys::in_user_namespace(),
             foreign_owner: 0,
             skipped_xattrs: 0,
             extra_lines: 0,
@@ -660,16 +664,23 @@ impl<'a> Unpacker<'a> {
 
     /// Owner, then mode (when `chmod`), then xattrs.
     fn meta(&mut self, e: &Entry, t: Target<'_>, chmod: bool) -> Result<(), UnpackError> {
-        if self.opts.rootless {
+        if self.opts.rootless && !self.chown_mapped {
             if (e.uid, e.gid) != self.ids {
                 self.foreign_owner += 1;
             }
         } else {
-            match t {
+            match match t {
                 Target::Fd(fd) => sys::fchown(fd, e.uid, e.gid),
                 Target::At(dir, name) => sys::lchownat(dir, name, e.uid, e.gid),
+            } {
+                Ok(()) => {}
+                // An id outside the namespace's ranges: kept as ours, as a plain rootless
+                // unpack would.
+                Err(s) if self.chown_mapped && errno(&s) == libc::EINVAL => {
+                    self.foreign_owner += 1;
+                }
+                Err(s) => return Err(self.io(e, format!("chown to {}:{}", e.uid, e.gid), s)),
             }
-            .map_err(|s| self.io(e, format!("chown to {}:{}", e.uid, e.gid), s))?;
         }
         if chmod {
             let mode = e.mode & 0o7777;
@@ -1184,6 +1195,13 @@ mod sys {
     pub fn euid_egid() -> (u32, u32) {
         // SAFETY: geteuid and getegid cannot fail and touch no memory.
         unsafe { (libc::geteuid(), libc::getegid()) }
+    }
+
+    /// Whether this process lives in a user namespace other than the initial one, whose map
+    /// is the whole range `0 0 4294967295`.
+    pub fn in_user_namespace() -> bool {
+        std::fs::read_to_string("/proc/self/uid_map")
+            .is_ok_and(|t| t.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
     }
 
     /// The names in directory `dir` (without `.` and `..`), failing past `cap` names.
