@@ -79,6 +79,12 @@ pub struct Rpm {
     /// Where it is in the image (no leading `/`).
     pub path: Vec<u8>,
     pub packages: BTreeMap<String, RpmPackage>,
+    tables: Tables,
+}
+
+/// Every b-tree of the file with what the writer needs to rebuild it without some packages.
+#[derive(Debug, Clone)]
+struct Tables {
     page_size: usize,
     header: [u8; 100],
     trees: Vec<TreeData>,
@@ -132,56 +138,16 @@ impl Rpm {
             )));
         }
         let db = Db::open(&file, data).map_err(|e| err(e.what))?;
-        let schema = db.schema().map_err(|e| err(e.what))?;
-        let mut trees = Vec::new();
-        let mut unwritable = None;
-        let mut packages_root = None;
-        // Tables first, so an index can be checked against its table's rows.
-        for row in schema.iter().filter(|r| r.rootpage != 0) {
-            let cells = db.walk(row.rootpage).map_err(|e| err(e.what))?;
-            let name = row.name.as_str();
-            let mut out = Vec::with_capacity(cells.len());
-            for c in cells {
-                let owner = match (row.kind.as_str(), name) {
-                    ("table", "Packages") => c.rowid,
-                    ("table", n) if n.starts_with("sqlite_") => None,
-                    ("table", _) => {
-                        let v = decode_record(&c.payload).map_err(|w| {
-                            err(format!("table {name} row {}: {w}", c.rowid.unwrap_or(0)))
-                        })?;
-                        let h = v.get(1).and_then(sqlite::Value::as_int);
-                        if h.is_none() && unwritable.is_none() {
-                            unwritable =
-                                Some(format!("table {name} has no package number (hnum) column"));
-                        }
-                        h
-                    }
-                    ("index", _) => {
-                        let v = decode_record(&c.payload)
-                            .map_err(|w| err(format!("index {name}: {w}")))?;
-                        // An index record ends with the rowid of its table's row.
-                        v.last().and_then(sqlite::Value::as_int)
-                    }
-                    _ => None,
-                };
-                out.push((c, owner));
-            }
-            if row.kind == "table" && name == "Packages" {
-                packages_root = Some(trees.len());
-            }
-            trees.push(TreeData {
-                schema: row.clone(),
-                cells: out,
-            });
-        }
-        let Some(pi) = packages_root else {
+        let tables = Tables::read(&db).map_err(err)?;
+        let Some(pk) = tables
+            .trees
+            .iter()
+            .find(|t| t.schema.kind == "table" && t.schema.name == "Packages")
+            .map(|t| t.cells.as_slice())
+        else {
             return Err(err("sqlite_schema: no Packages table".into()));
         };
         let mut packages = BTreeMap::new();
-        let pk = trees
-            .get(pi)
-            .map(|t| t.cells.as_slice())
-            .unwrap_or_default();
         if pk.len() > MAX_PACKAGES {
             return Err(err(format!("more than {MAX_PACKAGES} packages")));
         }
@@ -212,11 +178,7 @@ impl Rpm {
         Ok(Some(Rpm {
             path,
             packages,
-            page_size: db.page_size,
-            header: db.header,
-            trees,
-            rowless: schema.iter().filter(|r| r.rootpage == 0).cloned().collect(),
-            unwritable,
+            tables,
         }))
     }
 
@@ -275,7 +237,7 @@ impl Rpm {
 
     /// Whether `without` can rewrite this database: Err names the table it does not understand.
     pub fn writable(&self) -> Result<(), String> {
-        match &self.unwritable {
+        match &self.tables.unwritable {
             Some(why) => Err(why.clone()),
             None => Ok(()),
         }
@@ -288,6 +250,63 @@ impl Rpm {
             .iter()
             .filter_map(|k| self.packages.get(k).map(|p| p.hnum))
             .collect();
+        self.tables.without(&hnums)
+    }
+}
+
+impl Tables {
+    /// Reads every b-tree of `db`, noting per cell the package row it belongs to: the rowid
+    /// in Packages, column 1 (hnum) in rpm's index tables, the table rowid that ends an index
+    /// record.
+    fn read(db: &Db) -> Result<Tables, String> {
+        let schema = db.schema().map_err(|e| e.what)?;
+        let mut trees = Vec::new();
+        let mut unwritable = None;
+        for row in schema.iter().filter(|r| r.rootpage != 0) {
+            let cells = db.walk(row.rootpage).map_err(|e| e.what)?;
+            let name = row.name.as_str();
+            let mut out = Vec::with_capacity(cells.len());
+            for c in cells {
+                let owner = match (row.kind.as_str(), name) {
+                    ("table", "Packages") => c.rowid,
+                    ("table", n) if n.starts_with("sqlite_") => None,
+                    ("table", _) => {
+                        let v = decode_record(&c.payload).map_err(|w| {
+                            format!("table {name} row {}: {w}", c.rowid.unwrap_or(0))
+                        })?;
+                        let h = v.get(1).and_then(sqlite::Value::as_int);
+                        if h.is_none() && unwritable.is_none() {
+                            unwritable =
+                                Some(format!("table {name} has no package number (hnum) column"));
+                        }
+                        h
+                    }
+                    ("index", _) => {
+                        let v =
+                            decode_record(&c.payload).map_err(|w| format!("index {name}: {w}"))?;
+                        // An index record ends with the rowid of its table's row.
+                        v.last().and_then(sqlite::Value::as_int)
+                    }
+                    _ => None,
+                };
+                out.push((c, owner));
+            }
+            trees.push(TreeData {
+                schema: row.clone(),
+                cells: out,
+            });
+        }
+        Ok(Tables {
+            page_size: db.page_size,
+            header: db.header,
+            trees,
+            rowless: schema.iter().filter(|r| r.rootpage == 0).cloned().collect(),
+            unwritable,
+        })
+    }
+
+    /// The file without the rows of packages `hnums`, every table and index rebuilt.
+    fn without(&self, hnums: &HashSet<i64>) -> Vec<u8> {
         // Rows dropped per table, so each index drops exactly its table's rows.
         let mut dropped: HashMap<&str, HashSet<i64>> = HashMap::new();
         for t in self.trees.iter().filter(|t| t.schema.kind == "table") {
@@ -587,6 +606,66 @@ pub(crate) mod tests {
         );
         let after = read(std::fs::read(&file).unwrap()).unwrap().unwrap();
         assert_eq!(after.packages.keys().collect::<Vec<_>>(), vec!["beta"]);
+    }
+
+    #[test]
+    fn writer_builds_deep_trees_with_overflow_that_sqlite_accepts() {
+        // Small pages, big blobs and long keys: several b-tree levels and overflow chains in
+        // tables and indexes, more than a small rpm database reaches.
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.sqlite");
+        let s = src.to_str().unwrap();
+        run(
+            "sqlite3",
+            &[
+                s,
+                "PRAGMA page_size=1024; PRAGMA journal_mode=WAL;
+                 CREATE TABLE 'Packages' (hnum INTEGER PRIMARY KEY AUTOINCREMENT, blob BLOB NOT NULL);
+                 CREATE TABLE 'Name' (key 'TEXT' NOT NULL, hnum INTEGER NOT NULL, idx INTEGER NOT NULL);
+                 CREATE INDEX 'Name_key_idx' ON 'Name'(key ASC);
+                 CREATE INDEX 'Name_hnum_idx' ON 'Name'(hnum ASC);
+                 CREATE VIEW v AS SELECT key FROM Name;
+                 WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<900)
+                   INSERT INTO Packages(blob) SELECT randomblob(x * 7 % 6000 + 1) FROM c;
+                 WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<6000)
+                   INSERT INTO Name SELECT printf('%s-%d', substr(hex(randomblob(800)), 1, x * 13 % 1500), x), x % 900 + 1, x FROM c;",
+            ],
+        );
+        let data = std::fs::read(&src).unwrap();
+        let db = Db::open("src", &data).unwrap();
+        let t = Tables::read(&db).unwrap();
+        assert!(t.unwritable.is_none());
+        let gone: HashSet<i64> = (1..=900).filter(|h| h % 3 == 0).collect();
+        let out = dir.path().join("out.sqlite");
+        std::fs::write(&out, t.without(&gone)).unwrap();
+        let o = out.to_str().unwrap();
+        assert_eq!(run("sqlite3", &[o, "PRAGMA integrity_check"]).trim(), "ok");
+        // The source filtered by hand must equal the rewrite unfiltered.
+        let q = "SELECT count(*), sum(length(blob)) FROM Packages WHERE hnum % 3 != 0;
+                 SELECT count(*), sum(length(key)) FROM Name WHERE hnum % 3 != 0;
+                 SELECT count(*) FROM Name WHERE key > '8' AND hnum % 3 != 0;
+                 SELECT seq FROM sqlite_sequence;";
+        let want = run("sqlite3", &[s, q]);
+        let got = run(
+            "sqlite3",
+            &[
+                o,
+                &q.replace(" WHERE hnum % 3 != 0", "").replace(
+                    "FROM Name WHERE key > '8' AND hnum % 3 != 0",
+                    "FROM v WHERE key > '8'",
+                ),
+            ],
+        );
+        assert_eq!(got, want);
+        // Through the indexes: the key index and the hnum index agree with the table.
+        assert_eq!(
+            run("sqlite3", &[o, "SELECT count(*) FROM Name INDEXED BY Name_hnum_idx WHERE hnum = 3; SELECT count(*) FROM Name INDEXED BY Name_hnum_idx WHERE hnum = 4;"]).trim(),
+            format!("0\n{}", (1..=6000).filter(|x| x % 900 + 1 == 4).count())
+        );
+        // And it reads back with our reader.
+        let back = std::fs::read(&out).unwrap();
+        let t2 = Tables::read(&Db::open("out", &back).unwrap()).unwrap();
+        assert_eq!(t2.trees.len(), t.trees.len());
     }
 
     #[test]
