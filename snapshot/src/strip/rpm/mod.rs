@@ -201,7 +201,7 @@ impl Rpm {
         let p = self.packages.get(key)?;
         PROTECTED
             .contains(&p.name.as_str())
-            .then_some("protected (rpm, glibc, bash, filesystem and setup are)")
+            .then_some("a base package of rpm systems (rpm, glibc, bash, filesystem, setup)")
     }
 
     /// Packages that need something only the packages in `gone` give (by name, Provides or
@@ -454,7 +454,7 @@ pub(crate) mod tests {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
-    const SPECS: [(&str, &str, &str); 3] = [
+    const SPECS: [(&str, &str, &str); 4] = [
         (
             "alpha",
             "Version: 1.0\nRelease: 1\nProvides: alpha-cap\nRequires: beta\n",
@@ -470,6 +470,7 @@ pub(crate) mod tests {
             "Version: 0.1\nRelease: 1\nRequires: /usr/bin/beta\n",
             "mkdir -p %{buildroot}/usr/share/gamma\nhead -c 5000 /dev/zero > %{buildroot}/usr/share/gamma/big\n%files\n/usr/share/gamma\n",
         ),
+        ("filesystem", "Version: 3\nRelease: 1\n", "%files\n"),
     ];
 
     /// Builds the three packages and installs them into a root; the root is made once.
@@ -542,7 +543,7 @@ pub(crate) mod tests {
         let db = read(db_bytes()).unwrap().unwrap();
         assert_eq!(
             db.packages.keys().collect::<Vec<_>>(),
-            vec!["alpha", "beta", "gamma"]
+            vec!["alpha", "beta", "filesystem", "gamma"]
         );
         let a = &db.packages["alpha"];
         assert_eq!(a.evr, "1.0-1");
@@ -564,6 +565,42 @@ pub(crate) mod tests {
         );
         assert!(db.broken_by(&["alpha".to_string()].into()).is_empty());
         assert!(db.protection("alpha").is_none());
+        assert!(db.protection("filesystem").is_some());
+        assert!(db.packages["filesystem"].files.is_empty());
+    }
+
+    #[test]
+    fn package_groups_refuse_cascade_and_protect() {
+        use super::super::pkgdb::PackageDb;
+        use super::super::run::package_groups;
+        let db = PackageDb::Rpm(read(db_bytes()).unwrap().unwrap());
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let e = package_groups(&db, &names(&["beta"]), false, false)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "package beta is needed by: alpha (needs beta), gamma (needs /usr/bin/beta); use --cascade to remove them too"
+        );
+        assert_eq!(
+            package_groups(&db, &names(&["beta"]), true, false).unwrap(),
+            vec![names(&["beta", "alpha", "gamma"])]
+        );
+        let e = package_groups(&db, &names(&["filesystem"]), false, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("filesystem is a base package") && e.contains("--force"),
+            "{e}"
+        );
+        assert!(package_groups(&db, &names(&["filesystem"]), false, true).is_ok());
+        let e = package_groups(&db, &names(&["zzz"]), false, false)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "unknown package zzz: /var/lib/rpm/rpmdb.sqlite has no such package"
+        );
     }
 
     #[test]
@@ -587,11 +624,11 @@ pub(crate) mod tests {
                 "sqlite3",
                 &[
                     f,
-                    "SELECT key FROM Name; SELECT count(*) FROM Basenames WHERE hnum != 1;"
+                    "SELECT key FROM Name ORDER BY key; SELECT count(*) FROM Basenames WHERE key != 'beta';"
                 ]
             )
             .trim(),
-            "beta\n0"
+            "beta\nfilesystem\n0"
         );
         let root = dir.path().to_str().unwrap();
         let q = |args: &[&str]| {
@@ -599,13 +636,16 @@ pub(crate) mod tests {
             a.extend_from_slice(args);
             run("rpm", &a)
         };
-        assert_eq!(q(&["-qa"]).trim(), "beta-2.0-3.noarch");
+        assert_eq!(q(&["-qa", "--qf", "%{NAME}\n"]).trim(), "beta\nfilesystem");
         assert_eq!(
             q(&["-q", "--whatprovides", "/usr/bin/beta"]).trim(),
             "beta-2.0-3.noarch"
         );
         let after = read(std::fs::read(&file).unwrap()).unwrap().unwrap();
-        assert_eq!(after.packages.keys().collect::<Vec<_>>(), vec!["beta"]);
+        assert_eq!(
+            after.packages.keys().collect::<Vec<_>>(),
+            vec!["beta", "filesystem"]
+        );
     }
 
     #[test]
