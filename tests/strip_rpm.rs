@@ -249,3 +249,75 @@ fn size_and_remove_package_keep_the_rpm_database_truthful() {
     assert!(out.join("bin/busybox").exists());
     assert_containers_clean(&env, &[]);
 }
+
+/// A tree with `files` (path, content), tarred and imported as `name`.
+fn import_tree(env: &Env, name: &str, files: &[(&str, Vec<u8>)]) {
+    let root = env.path().join(name);
+    for (p, data) in files {
+        let f = root.join(p);
+        std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
+        std::fs::write(f, data).expect("write");
+    }
+    let tar = env.path().join(format!("{name}.tar"));
+    tool(
+        "tar",
+        &[
+            "-C",
+            root.to_str().expect("utf8"),
+            "-cf",
+            tar.to_str().expect("utf8"),
+            ".",
+        ],
+    );
+    env.run(&["import", "-q", "-t", name, tar.to_str().expect("utf8")])
+        .ok();
+}
+
+#[test]
+fn berkeley_db_is_named_and_a_damaged_sqlite_db_is_one_line() {
+    let env = Env::new();
+    import_tree(
+        &env,
+        "bdb",
+        &[
+            ("var/lib/rpm/Packages", vec![0x61; 8192]),
+            ("usr/bin/x", b"x\n".to_vec()),
+        ],
+    );
+    let size = json(&env, &["size", "bdb", "--format", "json"]);
+    assert!(size["packages"].is_null(), "{size}");
+    assert!(
+        size["notes"]
+            .to_string()
+            .contains("BerkeleyDB rpm database"),
+        "{size}"
+    );
+    let state = env.store_state();
+    let r = env.run(&["strip", "bdb", "--tag", "bdb:s", "--remove-package", "x"]);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("BerkeleyDB"), "{}", r.stderr);
+    assert_eq!(env.store_state(), state);
+
+    // A real database cut short, and one with the schema root's page type flipped.
+    let dir = env.path().join("db");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    rpm_at(&dir, &["--initdb"]);
+    let good = std::fs::read(dir.join("var/lib/rpm/rpmdb.sqlite")).expect("db");
+    let mut flipped = good.clone();
+    flipped[100] ^= 0xff;
+    for (name, data) in [("cut", good[..5000].to_vec()), ("flipped", flipped)] {
+        import_tree(&env, name, &[("var/lib/rpm/rpmdb.sqlite", data)]);
+        for args in [
+            vec!["size", name],
+            vec!["strip", name, "--tag", "x:y", "--remove-package", "x"],
+        ] {
+            let r = env.run(&args);
+            assert_eq!(r.status, 1, "{args:?}: {}", r.stderr);
+            let line = r.stderr.trim();
+            assert!(
+                !line.contains('\n') && line.contains("/var/lib/rpm/rpmdb.sqlite: "),
+                "{args:?}: {line}"
+            );
+        }
+    }
+}

@@ -645,7 +645,12 @@ pub fn run_size(ctx: &Context, a: SizeArgs) -> Result<()> {
             }
             t.print();
         }
-        None => println!("no package database (/var/lib/dpkg/status): per-directory figures only"),
+        None => println!(
+            "no package database (/var/lib/dpkg/status, rpmdb.sqlite): per-directory figures only"
+        ),
+    }
+    for n in &r.notes {
+        println!("note: {n}");
     }
     let mut t = Table::new(&["CANDIDATE", "SAVES", "FILES"]);
     for d in &r.candidates {

@@ -37,6 +37,8 @@ pub struct SizeReport {
     pub packages: Option<Vec<Amount>>,
     pub directories: Vec<Amount>,
     pub candidates: Vec<Amount>,
+    /// Things the figures do not show (a BerkeleyDB rpm database that is not read).
+    pub notes: Vec<String>,
 }
 
 fn add(m: &mut BTreeMap<String, (u64, u64)>, k: String, bytes: u64) {
@@ -138,5 +140,6 @@ pub fn size(store: &Store, image: &str) -> Result<SizeReport, StripError> {
         packages,
         directories: sorted(dirs),
         candidates,
+        notes: super::rpm::unread_note(&flat).into_iter().collect(),
     })
 }

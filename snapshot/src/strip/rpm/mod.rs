@@ -185,6 +185,22 @@ impl Rpm {
     /// The database of the flattened image, with file paths resolved through top-level
     /// symlinks (merged /usr).
     pub fn from_flat(flat: &super::flat::Flat) -> Result<Option<Rpm>, StripError> {
+        for p in SQLITE_PATHS {
+            let big = flat
+                .find(p)
+                .and_then(|i| flat.entries.get(i))
+                .filter(|e| e.kind == crate::EntryKind::File && !flat.captured.contains_key(p));
+            if let Some(e) = big {
+                return Err(StripError::Rpm {
+                    file: format!("/{}", String::from_utf8_lossy(p)),
+                    why: format!(
+                        "{} bytes is more than the {} strip reads into memory",
+                        e.size,
+                        super::flat::MAX_CAPTURED_FILE
+                    ),
+                });
+            }
+        }
         let Some(mut db) = Rpm::read(&flat.captured)? else {
             return Ok(None);
         };
