@@ -14,7 +14,7 @@ use super::StripError;
 #[derive(Debug, Clone)]
 pub enum PackageDb {
     Dpkg(Dpkg),
-    Rpm(Rpm),
+    Rpm(Box<Rpm>),
 }
 
 impl PackageDb {
@@ -23,7 +23,7 @@ impl PackageDb {
         if let Some(d) = Dpkg::from_flat(flat)? {
             return Ok(Some(PackageDb::Dpkg(d)));
         }
-        Ok(Rpm::from_flat(flat)?.map(PackageDb::Rpm))
+        Ok(Rpm::from_flat(flat)?.map(|r| PackageDb::Rpm(Box::new(r))))
     }
 
     /// The database's file, for messages (`/var/lib/dpkg/status`).

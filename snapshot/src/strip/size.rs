@@ -116,10 +116,17 @@ pub fn size(store: &Store, image: &str) -> Result<SizeReport, StripError> {
     let packages = db.as_ref().map(|_| sorted(pkgs));
     if let (Some(d), Some(pk)) = (&db, &packages) {
         // Only leaves: a package others depend on could go only with --cascade.
+        let rpm_needed = match d {
+            PackageDb::Rpm(r) => Some(r.needed()),
+            PackageDb::Dpkg(_) => None,
+        };
         let leaf = |name: &str| {
             d.protection(name).is_none()
                 && d.state(name).0
-                && d.broken_by(&[name.to_string()].into()).is_empty()
+                && match &rpm_needed {
+                    Some(n) => !n.contains(name),
+                    None => d.broken_by(&[name.to_string()].into()).is_empty(),
+                }
         };
         for a in pk.iter().filter(|a| leaf(&a.name)).take(TOP) {
             candidates.push(Amount {

@@ -79,6 +79,8 @@ pub struct Rpm {
     /// Where it is in the image (no leading `/`).
     pub path: Vec<u8>,
     pub packages: BTreeMap<String, RpmPackage>,
+    /// For each name some package requires: the packages giving it (by name, Provides, file).
+    givers: HashMap<String, Vec<String>>,
     tables: Tables,
 }
 
@@ -175,9 +177,28 @@ impl Rpm {
             }
             packages.insert(key, p);
         }
+        let wanted: HashSet<&[u8]> = packages
+            .values()
+            .flat_map(|p| p.requires.iter().map(|r| r.as_bytes()))
+            .collect();
+        let mut givers: HashMap<String, Vec<String>> = HashMap::new();
+        for (key, p) in &packages {
+            let gives = std::iter::once(p.name.as_bytes())
+                .chain(p.provides.iter().map(|v| v.as_bytes()))
+                .chain(p.abs_files.iter().map(Vec::as_slice));
+            for g in gives.filter(|g| wanted.contains(g)) {
+                let list = givers
+                    .entry(String::from_utf8_lossy(g).into_owned())
+                    .or_default();
+                if list.last() != Some(key) {
+                    list.push(key.clone());
+                }
+            }
+        }
         Ok(Some(Rpm {
             path,
             packages,
+            givers,
             tables,
         }))
     }
@@ -223,28 +244,34 @@ impl Rpm {
     /// Packages that need something only the packages in `gone` give (by name, Provides or
     /// file), and are not in `gone` themselves: (dependent, what it loses).
     pub fn broken_by(&self, gone: &BTreeSet<String>) -> Vec<(String, String)> {
-        let mut givers: HashMap<&[u8], Vec<&str>> = HashMap::new();
-        for (key, p) in &self.packages {
-            givers.entry(p.name.as_bytes()).or_default().push(key);
-            for v in &p.provides {
-                givers.entry(v.as_bytes()).or_default().push(key);
-            }
-            for f in &p.abs_files {
-                givers.entry(f.as_slice()).or_default().push(key);
-            }
-        }
         let mut out = Vec::new();
         for (key, p) in &self.packages {
             if gone.contains(key) {
                 continue;
             }
             for r in &p.requires {
-                let Some(g) = givers.get(r.as_bytes()) else {
+                let Some(g) = self.givers.get(r) else {
                     continue;
                 };
-                if g.iter().all(|k| gone.contains(*k)) {
+                if g.iter().all(|k| gone.contains(k)) {
                     out.push((key.clone(), r.clone()));
                     break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Packages another package needs and nothing else gives: not removable alone. One pass,
+    /// for `decant size`'s candidate list (asking `broken_by` per package would be quadratic).
+    pub fn needed(&self) -> HashSet<String> {
+        let mut out = HashSet::new();
+        for (key, p) in &self.packages {
+            for r in &p.requires {
+                if let Some([only]) = self.givers.get(r).map(Vec::as_slice) {
+                    if only != key {
+                        out.insert(only.clone());
+                    }
                 }
             }
         }
@@ -580,6 +607,7 @@ pub(crate) mod tests {
             ]
         );
         assert!(db.broken_by(&["alpha".to_string()].into()).is_empty());
+        assert_eq!(db.needed(), ["beta".to_string()].into());
         assert!(db.protection("alpha").is_none());
         assert!(db.protection("filesystem").is_some());
         assert!(db.packages["filesystem"].files.is_empty());
@@ -589,7 +617,7 @@ pub(crate) mod tests {
     fn package_groups_refuse_cascade_and_protect() {
         use super::super::pkgdb::PackageDb;
         use super::super::run::package_groups;
-        let db = PackageDb::Rpm(read(db_bytes()).unwrap().unwrap());
+        let db = PackageDb::Rpm(Box::new(read(db_bytes()).unwrap().unwrap()));
         let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let e = package_groups(&db, &names(&["beta"]), false, false)
             .unwrap_err()
