@@ -42,7 +42,7 @@ pub struct StripArgs {
     /// vm = all) or a file of `remove GLOB` / `keep GLOB` lines.
     #[arg(long, value_name = "NAME|FILE")]
     pub profile: Vec<String>,
-    /// Remove a dpkg package: its files, its info files and its status paragraph.
+    /// Remove an installed package (dpkg or rpm): its files and its database entry.
     #[arg(long, value_name = "NAME")]
     pub remove_package: Vec<String>,
     /// Also remove the packages that depend on a removed one (the plan is printed).

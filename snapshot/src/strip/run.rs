@@ -231,7 +231,7 @@ fn forget(store: &Store, id: &str, layer: &str) {
 }
 
 /// The packages to remove for `names`, each with what `--cascade` adds, checked against
-/// Essential/required and reverse dependencies.
+/// protection (dpkg: Essential/required; rpm: the base packages) and reverse dependencies.
 pub fn package_groups(
     db: &PackageDb,
     names: &[String],

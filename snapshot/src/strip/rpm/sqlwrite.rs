@@ -7,13 +7,7 @@
 //! Written here for the same reason as the reader (no C SQLite in decant); it only builds
 //! b-trees from sorted input, so it needs no balancing, no free list and no locking.
 
-use super::sqlite::{encode_record, local_size, put_varint, Cell};
-
-/// A b-tree to write: a table (rows with rowids) or an index (records).
-pub struct Tree<'a> {
-    pub index: bool,
-    pub cells: Vec<&'a Cell>,
-}
+use super::sqlite::{encode_record, local_size, put_varint};
 
 /// The file being built; page 1 is reserved for the schema root.
 pub struct Builder {
