@@ -480,7 +480,6 @@ fn package(h: &Header, hnum: i64) -> Result<RpmPackage, String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::path::{Path, PathBuf};
     use std::process::Command;
     use std::sync::OnceLock;
 
@@ -516,15 +515,16 @@ pub(crate) mod tests {
         ("filesystem", "Version: 3\nRelease: 1\n", "%files\n"),
     ];
 
-    /// Builds the three packages and installs them into a root; the root is made once.
-    pub(crate) fn fixture() -> &'static Path {
-        static ROOT: OnceLock<PathBuf> = OnceLock::new();
-        ROOT.get_or_init(|| {
-            let dir = tempfile::Builder::new()
+    /// Builds the packages, installs them into a root and returns the database rpm wrote;
+    /// made once per test binary, in a temp dir removed afterwards.
+    fn db_bytes() -> Vec<u8> {
+        static DB: OnceLock<Vec<u8>> = OnceLock::new();
+        DB.get_or_init(|| {
+            let tmp = tempfile::Builder::new()
                 .prefix("decant-rpm")
                 .tempdir()
-                .expect("tempdir")
-                .keep();
+                .expect("tempdir");
+            let dir = tmp.path();
             let top = dir.join("top");
             let mut rpms = Vec::new();
             for (name, head, body) in SPECS {
@@ -556,8 +556,9 @@ pub(crate) mod tests {
             let names: Vec<String> = rpms.iter().map(|p| p.display().to_string()).collect();
             args.extend(names.iter().map(String::as_str));
             run("rpm", &args);
-            root
+            std::fs::read(root.join("var/lib/rpm/rpmdb.sqlite")).expect("rpmdb.sqlite")
         })
+        .clone()
     }
 
     fn evr_of(head: &str) -> String {
@@ -571,9 +572,6 @@ pub(crate) mod tests {
         format!("{}-{}", f("Version:"), f("Release:"))
     }
 
-    fn db_bytes() -> Vec<u8> {
-        std::fs::read(fixture().join("var/lib/rpm/rpmdb.sqlite")).unwrap()
-    }
 
     fn read(bytes: Vec<u8>) -> Result<Option<Rpm>, StripError> {
         let mut f = HashMap::new();
