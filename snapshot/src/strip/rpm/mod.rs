@@ -572,7 +572,6 @@ pub(crate) mod tests {
         format!("{}-{}", f("Version:"), f("Release:"))
     }
 
-
     fn read(bytes: Vec<u8>) -> Result<Option<Rpm>, StripError> {
         let mut f = HashMap::new();
         f.insert(SQLITE_PATHS[0].to_vec(), bytes);
