@@ -9,6 +9,7 @@ use snapshot::layer::{LayerOptions, LayerReader, LayerWriter};
 use snapshot::store::Store;
 use snapshot::strip::dpkg::Dpkg;
 use snapshot::strip::flat::Flat;
+use snapshot::strip::pkgdb::PackageDb;
 use snapshot::strip::plan::{Group, Planner};
 use snapshot::strip::rules::Rules;
 use snapshot::{Entry, EntryKind, FileTree};
@@ -215,7 +216,7 @@ fn package_plan_removes_owned_files_and_edits_status() {
         ],
     );
     let flat = Flat::read(&store, &[l]).unwrap();
-    let db = Dpkg::from_flat(&flat).unwrap().unwrap();
+    let db = PackageDb::Dpkg(Dpkg::from_flat(&flat).unwrap().unwrap());
     let p = Planner::new(&flat, Some(&db), &Rules::default(), false);
     let g = Group::Packages(vec!["b".into()]);
     let c = p.candidate(&[&g]);

@@ -10,6 +10,7 @@ use snapshot::layer::{LayerOptions, LayerReader, LayerWriter};
 use snapshot::store::Store;
 use snapshot::strip::dpkg::{Dpkg, STRIP_CFG_HEADER};
 use snapshot::strip::flat::Flat;
+use snapshot::strip::pkgdb::PackageDb;
 use snapshot::strip::plan::{Group, Planner};
 use snapshot::strip::rules::Rules;
 use snapshot::{Entry, EntryKind, FileTree};
@@ -111,7 +112,7 @@ fn docs_profile_records_its_globs_for_dpkg() {
     let t = tempfile::tempdir().unwrap();
     let store = Store::open(t.path()).unwrap();
     let flat = Flat::read(&store, &[image(&store, true, None)]).unwrap();
-    let db = Dpkg::from_flat(&flat).unwrap().unwrap();
+    let db = PackageDb::Dpkg(Dpkg::from_flat(&flat).unwrap().unwrap());
     let rules = docs();
     let p = Planner::new(&flat, Some(&db), &rules, false);
     let groups = p.rule_groups();
@@ -176,7 +177,7 @@ fn files_bisection_kept_are_reincluded() {
     let t = tempfile::tempdir().unwrap();
     let store = Store::open(t.path()).unwrap();
     let flat = Flat::read(&store, &[image(&store, true, None)]).unwrap();
-    let db = Dpkg::from_flat(&flat).unwrap().unwrap();
+    let db = PackageDb::Dpkg(Dpkg::from_flat(&flat).unwrap().unwrap());
     let p = Planner::new(&flat, Some(&db), &docs(), false);
     let groups = p.rule_groups();
     // Accept only the README; changelog.gz was "needed by a probe".
@@ -214,7 +215,7 @@ fn an_earlier_strips_file_is_extended() {
     let store = Store::open(t.path()).unwrap();
     let before = format!("{STRIP_CFG_HEADER}path-exclude=/usr/share/man/*\n");
     let flat = Flat::read(&store, &[image(&store, true, Some(&before))]).unwrap();
-    let db = Dpkg::from_flat(&flat).unwrap().unwrap();
+    let db = PackageDb::Dpkg(Dpkg::from_flat(&flat).unwrap().unwrap());
     let p = Planner::new(&flat, Some(&db), &docs(), false);
     let groups = p.rule_groups();
     let refs: Vec<&Group> = groups.iter().collect();
@@ -247,7 +248,7 @@ fn no_database_or_no_config_dir_writes_no_file() {
     assert!(c.replace.is_empty() && c.rule_files.is_empty());
 
     let flat = Flat::read(&store, &[image(&store, false, None)]).unwrap();
-    let db = Dpkg::from_flat(&flat).unwrap().unwrap();
+    let db = PackageDb::Dpkg(Dpkg::from_flat(&flat).unwrap().unwrap());
     let p = Planner::new(&flat, Some(&db), &docs(), false);
     let groups = p.rule_groups();
     let refs: Vec<&Group> = groups.iter().collect();
@@ -262,7 +263,7 @@ fn a_removal_rule_with_a_line_break_is_not_recorded() {
     let t = tempfile::tempdir().unwrap();
     let store = Store::open(t.path()).unwrap();
     let flat = Flat::read(&store, &[image(&store, true, None)]).unwrap();
-    let db = Dpkg::from_flat(&flat).unwrap().unwrap();
+    let db = PackageDb::Dpkg(Dpkg::from_flat(&flat).unwrap().unwrap());
     let mut rules = Rules::default();
     rules.remove("/usr/share/doc/app/READ[M\n]E").unwrap();
     let p = Planner::new(&flat, Some(&db), &rules, false);

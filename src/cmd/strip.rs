@@ -48,7 +48,7 @@ pub struct StripArgs {
     /// vm = all) or a file of `remove GLOB` / `keep GLOB` lines.
     #[arg(long, value_name = "NAME|FILE")]
     pub profile: Vec<String>,
-    /// Remove a dpkg package: its files, its info files and its status paragraph.
+    /// Remove an installed package (dpkg or rpm): its files and its database entry.
     #[arg(long, value_name = "NAME")]
     pub remove_package: Vec<String>,
     /// Also remove the packages that depend on a removed one (the plan is printed).
@@ -743,7 +743,12 @@ pub fn run_size(ctx: &Context, a: SizeArgs) -> Result<()> {
             }
             t.print();
         }
-        None => println!("no package database (/var/lib/dpkg/status): per-directory figures only"),
+        None => println!(
+            "no package database (/var/lib/dpkg/status, rpmdb.sqlite): per-directory figures only"
+        ),
+    }
+    for n in &r.notes {
+        println!("note: {n}");
     }
     let mut t = Table::new(&["CANDIDATE", "SAVES", "FILES"]);
     for d in &r.candidates {

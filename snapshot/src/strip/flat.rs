@@ -62,6 +62,7 @@ pub fn capture(path: &[u8]) -> bool {
         || path == b"var/lib/dpkg/diversions"
         || (path.starts_with(b"var/lib/dpkg/info/")
             && (path.ends_with(b".list") || path.ends_with(b".conffiles")))
+        || super::rpm::capture(path)
 }
 
 fn open_layer(store: &Store, digest: &str) -> Result<LayerReader<File>, StripError> {

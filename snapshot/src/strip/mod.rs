@@ -3,8 +3,9 @@
 //! it still works.
 //!
 //! One idea per file: `glob` (path patterns), `rules` (--remove/--keep and the shipped
-//! profiles), `flat` (the image's flattened tree and the one-layer candidate writer), `dpkg`
-//! (the package database: reading it and removing packages truthfully), `plan` (what a set of
+//! profiles), `flat` (the image's flattened tree and the one-layer candidate writer), `dpkg` and
+//! `rpm` (the package databases: reading them and removing packages truthfully), `pkgdb` (the
+//! one face plan, run and size see of either), `plan` (what a set of
 //! removal groups means for the tree and the database), `run` (the rounds, bisection and the
 //! report), `size` (where an image's bytes are), `trace` (what `--trace` proposes from the
 //! paths a traced workload touched).
@@ -12,7 +13,9 @@
 pub mod dpkg;
 pub mod flat;
 pub mod glob;
+pub mod pkgdb;
 pub mod plan;
+pub mod rpm;
 pub mod rules;
 pub mod run;
 pub mod size;
@@ -31,6 +34,8 @@ pub enum StripError {
     Write(String),
     #[error("{file}: {why}")]
     Dpkg { file: String, why: String },
+    #[error("{file}: {why}")]
+    Rpm { file: String, why: String },
     #[error("rules: {0}")]
     Rules(String),
     #[error("{0}")]

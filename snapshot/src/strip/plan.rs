@@ -10,8 +10,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use super::dpkg::{self, Dpkg, INFO, STATUS, STRIP_CFG};
+use super::dpkg::{self, STRIP_CFG};
 use super::flat::Flat;
+use super::pkgdb::PackageDb;
 use crate::layer::entry::EntryKind;
 
 /// One unit of removal.
@@ -28,7 +29,7 @@ pub enum Group {
 #[derive(Debug, Clone, Default)]
 pub struct Candidate {
     pub removed: Vec<bool>,
-    /// New content for some paths (the dpkg status).
+    /// New content for some paths (the dpkg status, the rpm database).
     pub replace: BTreeMap<Vec<u8>, Vec<u8>>,
     pub packages: BTreeSet<String>,
     /// Per installed package (not removed as a package): how many of its files the file rules
@@ -83,7 +84,7 @@ impl Candidate {
 /// The image, its database and the rules' verdict per entry.
 pub struct Planner<'a> {
     pub flat: &'a Flat,
-    pub dpkg: Option<&'a Dpkg>,
+    pub db: Option<&'a PackageDb>,
     pub parents: Vec<Option<usize>>,
     pub ends: Vec<usize>,
     /// Per entry: the remove rule that removes it.
@@ -102,7 +103,7 @@ pub struct Planner<'a> {
 impl<'a> Planner<'a> {
     pub fn new(
         flat: &'a Flat,
-        dpkg: Option<&'a Dpkg>,
+        db: Option<&'a PackageDb>,
         rules: &super::rules::Rules,
         purge: bool,
     ) -> Self {
@@ -111,11 +112,11 @@ impl<'a> Planner<'a> {
         let planned = rules.apply(flat, &parents);
         let mut owner = vec![None; flat.entries.len()];
         let mut names = Vec::new();
-        if let Some(db) = dpkg {
+        if let Some(db) = db {
             let mut by_path: std::collections::HashMap<&[u8], &'a str> =
                 std::collections::HashMap::new();
-            for (k, p) in db.packages.iter().filter(|(_, p)| p.installed()) {
-                for f in &p.files {
+            for k in db.keys().into_iter().filter(|k| db.state(k).0) {
+                for f in db.files(k) {
                     by_path.entry(f.as_slice()).or_insert(k.as_str());
                 }
             }
@@ -142,7 +143,7 @@ impl<'a> Planner<'a> {
         }
         Planner {
             flat,
-            dpkg,
+            db,
             parents,
             ends,
             planned,
@@ -328,9 +329,9 @@ impl<'a> Planner<'a> {
             }
         }
         let mut replace = BTreeMap::new();
-        if let (Some(db), false) = (self.dpkg, packages.is_empty()) {
+        if let (Some(db), false) = (self.db, packages.is_empty()) {
             self.remove_packages(db, &packages, &mut removed);
-            replace.insert(STATUS.to_vec(), db.status_without(&packages));
+            replace = db.rewritten(&packages);
         }
         // A hardlink name that stays needs the name carrying its data.
         for (i, e) in self.flat.entries.iter().enumerate() {
@@ -353,10 +354,11 @@ impl<'a> Planner<'a> {
             }
         }
         let mut rule_files = BTreeMap::new();
-        if self.dpkg.is_some() {
+        if let Some(db) = self.db {
             let (counts, file) = self.rule_removals(&removed, &packages);
             rule_files = counts;
-            if let Some(f) = file {
+            // dpkg's own record of excluded paths; rpm has no such file.
+            if let (PackageDb::Dpkg(_), Some(f)) = (db, file) {
                 replace.insert(STRIP_CFG.to_vec(), f);
             }
         }
@@ -369,21 +371,18 @@ impl<'a> Planner<'a> {
     }
 
     /// Marks the files of `gone` (not shared with a package that stays, conffiles only with
-    /// `purge`), their info/ files, and their directories that end up empty.
-    fn remove_packages(&self, db: &Dpkg, gone: &BTreeSet<String>, removed: &mut [bool]) {
+    /// `purge`), their database files (dpkg's info/), and their directories that end up empty.
+    fn remove_packages(&self, db: &PackageDb, gone: &BTreeSet<String>, removed: &mut [bool]) {
         let kept: HashSet<&[u8]> = db
-            .packages
-            .iter()
-            .filter(|(k, _)| !gone.contains(*k))
-            .flat_map(|(_, p)| p.files.iter().map(Vec::as_slice))
+            .keys()
+            .into_iter()
+            .filter(|k| !gone.contains(*k))
+            .flat_map(|k| db.files(k).iter().map(Vec::as_slice))
             .collect();
         let mut dirs = Vec::new();
         for key in gone {
-            let Some(p) = db.packages.get(key) else {
-                continue;
-            };
-            let conf: HashSet<&[u8]> = p.conffiles.iter().map(Vec::as_slice).collect();
-            for f in &p.files {
+            let conf: HashSet<&[u8]> = db.conffiles(key).iter().map(Vec::as_slice).collect();
+            for f in db.files(key) {
                 if kept.contains(f.as_slice()) || (!self.purge && conf.contains(f.as_slice())) {
                     continue;
                 }
@@ -400,16 +399,9 @@ impl<'a> Planner<'a> {
             }
         }
         for (i, e) in self.flat.entries.iter().enumerate() {
-            if let Some(name) = e.path.strip_prefix(INFO) {
-                if !name.contains(&b'/')
-                    && gone
-                        .iter()
-                        .filter_map(|k| db.packages.get(k))
-                        .any(|p| Dpkg::is_info_of(p, name))
-                {
-                    if let Some(r) = removed.get_mut(i) {
-                        *r = true;
-                    }
+            if db.goes_with(gone, &e.path) {
+                if let Some(r) = removed.get_mut(i) {
+                    *r = true;
                 }
             }
         }

@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::dpkg::Dpkg;
 use super::flat::Flat;
+use super::pkgdb::PackageDb;
 use super::plan::{Candidate, Group, Planner};
 use super::rules::Rules;
 use super::trace::{self, Traced};
@@ -279,46 +279,39 @@ fn forget(store: &Store, id: &str, layer: &str) {
 }
 
 /// The packages to remove for `names`, each with what `--cascade` adds, checked against
-/// Essential/required and reverse dependencies.
+/// protection (dpkg: Essential/required; rpm: the base packages) and reverse dependencies.
 pub fn package_groups(
-    db: &Dpkg,
+    db: &PackageDb,
     names: &[String],
     cascade: bool,
     force: bool,
 ) -> Result<Vec<Vec<String>>, StripError> {
+    db.removable()?;
     let mut out = Vec::new();
     for name in names {
-        let Some((key, p)) = db
-            .packages
-            .iter()
-            .find(|(k, p)| *k == name || p.name == *name)
-        else {
+        let Some(key) = db.find(name) else {
             return Err(StripError::Refused(format!(
-                "unknown package {name}: /var/lib/dpkg/status has no such package"
+                "unknown package {name}: {} has no such package",
+                db.file()
             )));
         };
-        if !p.installed() {
+        let (installed, status) = db.state(key);
+        if !installed {
             return Err(StripError::Refused(format!(
-                "package {name} is not installed (status: {})",
-                p.status
+                "package {name} is not installed (status: {status})"
             )));
         }
         let protect = |k: &str| -> Result<(), StripError> {
-            match db.packages.get(k) {
-                Some(p) if p.protected() && !force => Err(StripError::Refused(format!(
-                    "package {k} is {} and protected; use --force to remove it anyway",
-                    if p.essential {
-                        "Essential"
-                    } else {
-                        "Priority: required"
-                    }
+            match db.protection(k) {
+                Some(why) if !force => Err(StripError::Refused(format!(
+                    "package {k} is {why} and protected; use --force to remove it anyway"
                 ))),
                 _ => Ok(()),
             }
         };
         protect(key)?;
         let mut gone: BTreeSet<String> = [key.clone()].into();
-        for _ in 0..db.packages.len() {
+        for _ in 0..db.keys().len() {
             let broken = db.broken_by(&gone);
             if broken.is_empty() {
                 break;
@@ -352,11 +345,11 @@ pub fn top(path: &[u8]) -> String {
 }
 
 /// Owner package of each path (the first that lists it), for per-package figures.
-pub fn owners(db: Option<&Dpkg>) -> std::collections::HashMap<Vec<u8>, String> {
+pub fn owners(db: Option<&PackageDb>) -> std::collections::HashMap<Vec<u8>, String> {
     let mut m = std::collections::HashMap::new();
     if let Some(db) = db {
-        for (k, p) in &db.packages {
-            for f in &p.files {
+        for k in db.keys() {
+            for f in db.files(k) {
                 m.entry(f.clone()).or_insert_with(|| k.clone());
             }
         }
@@ -385,25 +378,23 @@ pub fn strip(
         .iter()
         .fold(0u64, |a, l| a.saturating_add(l.size()));
     let flat = Flat::read(store, &layers)?;
-    let db = Dpkg::from_flat(&flat)?;
+    let db = PackageDb::from_flat(&flat)?;
     let mut notes = Vec::new();
     if db.is_none() {
-        notes.push(if opts.trace {
-            "no package database (/var/lib/dpkg/status): file rules and --trace directories only, no package proposals".to_string()
-        } else {
-            "no package database (/var/lib/dpkg/status): file rules only".to_string()
-        });
+        let unread = super::rpm::unread_note(&flat);
+        notes.push(unread.clone().unwrap_or_else(|| {
+            if opts.trace {
+                "no package database (/var/lib/dpkg/status, rpmdb.sqlite): file rules and --trace directories only, no package proposals".to_string()
+            } else {
+                "no package database (/var/lib/dpkg/status, rpmdb.sqlite): file rules only".to_string()
+            }
+        }));
         if !opts.packages.is_empty() {
             return Err(StripError::Refused(format!(
-                "image {source} has no dpkg database (/var/lib/dpkg/status); --remove-package cannot work, use file rules (--remove, --profile)"
+                "image {source} has no {}; --remove-package cannot work, use file rules (--remove, --profile)",
+                unread.map_or("dpkg database (/var/lib/dpkg/status) or rpm database (rpmdb.sqlite)".into(), |_| "readable package database (its rpm database is BerkeleyDB, which is not read)".to_string())
             )));
         }
-    }
-    if flat.find(b"var/lib/rpm").is_some() || flat.find(b"usr/lib/sysimage/rpm").is_some() {
-        notes.push(
-            "an rpm database is present but not read: packages are not updated, file rules only"
-                .into(),
-        );
     }
     if opts
         .rules
@@ -511,11 +502,11 @@ pub fn strip(
             )?;
         }
         let packages_touched = db.as_ref().map_or(0, |d| {
-            d.packages
-                .values()
-                .filter(|p| {
-                    p.installed()
-                        && p.files
+            d.keys()
+                .into_iter()
+                .filter(|k| {
+                    d.state(k).0
+                        && d.files(k)
                             .iter()
                             .any(|f| touched.contains(f) || touched.contains(&flat.resolve_top(f)))
                 })

@@ -1,4 +1,4 @@
-//! `decant size`: where an image's bytes are, per package (dpkg) and per top-level directory,
+//! `decant size`: where an image's bytes are, per package (dpkg or rpm) and per top-level directory,
 //! and the largest candidates for removal: what each shipped profile would take away, and the
 //! biggest packages that are neither Essential nor required. Works on the flattened image, so
 //! a single-layer VM import is rated as well as a layered one.
@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::dpkg::Dpkg;
 use super::flat::Flat;
+use super::pkgdb::PackageDb;
 use super::plan::Planner;
 use super::rules::{Rules, PROFILES};
 use super::run::owners;
@@ -33,10 +33,12 @@ pub struct SizeReport {
     pub compressed: u64,
     pub bytes: u64,
     pub files: u64,
-    /// None when the image has no dpkg database.
+    /// None when the image has no package database (dpkg or rpm).
     pub packages: Option<Vec<Amount>>,
     pub directories: Vec<Amount>,
     pub candidates: Vec<Amount>,
+    /// Things the figures do not show (a BerkeleyDB rpm database that is not read).
+    pub notes: Vec<String>,
 }
 
 fn add(m: &mut BTreeMap<String, (u64, u64)>, k: String, bytes: u64) {
@@ -68,7 +70,7 @@ pub fn size(store: &Store, image: &str) -> Result<SizeReport, StripError> {
         .iter()
         .fold(0u64, |a, l| a.saturating_add(l.size()));
     let flat = Flat::read(store, &layers)?;
-    let db = Dpkg::from_flat(&flat)?;
+    let db = PackageDb::from_flat(&flat)?;
     let own = owners(db.as_ref());
     let mut dirs = BTreeMap::new();
     let mut pkgs = BTreeMap::new();
@@ -114,12 +116,17 @@ pub fn size(store: &Store, image: &str) -> Result<SizeReport, StripError> {
     let packages = db.as_ref().map(|_| sorted(pkgs));
     if let (Some(d), Some(pk)) = (&db, &packages) {
         // Only leaves: a package others depend on could go only with --cascade.
+        let rpm_needed = match d {
+            PackageDb::Rpm(r) => Some(r.needed()),
+            PackageDb::Dpkg(_) => None,
+        };
         let leaf = |name: &str| {
-            d.packages.get(name).is_some_and(|p| {
-                !p.protected()
-                    && p.installed()
-                    && d.broken_by(&[name.to_string()].into()).is_empty()
-            })
+            d.protection(name).is_none()
+                && d.state(name).0
+                && match &rpm_needed {
+                    Some(n) => !n.contains(name),
+                    None => d.broken_by(&[name.to_string()].into()).is_empty(),
+                }
         };
         for a in pk.iter().filter(|a| leaf(&a.name)).take(TOP) {
             candidates.push(Amount {
@@ -140,5 +147,6 @@ pub fn size(store: &Store, image: &str) -> Result<SizeReport, StripError> {
         packages,
         directories: sorted(dirs),
         candidates,
+        notes: super::rpm::unread_note(&flat).into_iter().collect(),
     })
 }

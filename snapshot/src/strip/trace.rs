@@ -16,6 +16,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::dpkg::Dpkg;
 use super::flat::Flat;
+use super::pkgdb::PackageDb;
 use crate::layer::entry::EntryKind;
 
 /// What a traced probe run saw, as the prober reports it.
@@ -122,7 +123,16 @@ fn package_touched(db: &Dpkg, flat: &Flat, key: &str, touched: &BTreeSet<Vec<u8>
 
 /// The package proposals: each a package with its dependents among the proposals, requested
 /// one first. `touched` should come from `with_symlinks`.
-pub fn propose_packages(db: &Dpkg, flat: &Flat, touched: &BTreeSet<Vec<u8>>) -> Vec<Vec<String>> {
+pub fn propose_packages(
+    pdb: &PackageDb,
+    flat: &Flat,
+    touched: &BTreeSet<Vec<u8>>,
+) -> Vec<Vec<String>> {
+    // rpm images get directory proposals only (their dependencies are read by name, not
+    // with the alternatives this walk needs).
+    let PackageDb::Dpkg(db) = pdb else {
+        return Vec::new();
+    };
     let mut givers: HashMap<&str, Vec<&str>> = HashMap::new();
     for (key, p) in &db.packages {
         if p.installed() {
@@ -155,7 +165,7 @@ pub fn propose_packages(db: &Dpkg, flat: &Flat, touched: &BTreeSet<Vec<u8>>) -> 
     }
     gone.iter()
         .filter_map(|k| {
-            super::run::package_groups(db, std::slice::from_ref(k), true, false)
+            super::run::package_groups(pdb, std::slice::from_ref(k), true, false)
                 .ok()
                 .and_then(|mut g| g.pop())
         })
@@ -343,7 +353,7 @@ mod tests {
         assert!(propose_dirs(&f, &all).0.is_empty());
     }
 
-    fn db() -> Dpkg {
+    fn db() -> PackageDb {
         let status = "Package: base\nStatus: install ok installed\nPriority: required\nEssential: yes\nVersion: 1\nArchitecture: amd64\nDepends: libfoo1\n\n\
 Package: libfoo1\nStatus: install ok installed\nPriority: optional\nVersion: 2\nArchitecture: amd64\nProvides: libfoo-abi\n\n\
 Package: app\nStatus: install ok installed\nPriority: optional\nVersion: 3\nArchitecture: all\nDepends: libbar | libbaz, helper\n\n\
@@ -367,7 +377,7 @@ Package: gone\nStatus: deinstall ok config-files\nPriority: optional\nVersion: 1
                 list.as_bytes().to_vec(),
             );
         }
-        Dpkg::read(&files).unwrap().unwrap()
+        PackageDb::Dpkg(Dpkg::read(&files).unwrap().unwrap())
     }
 
     #[test]
