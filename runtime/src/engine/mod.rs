@@ -7,6 +7,7 @@
 pub mod commit;
 pub mod copyroot;
 pub mod health;
+mod memory;
 pub mod monitor;
 pub mod names;
 pub mod ops;

@@ -205,10 +205,16 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), EngineError> {
         .map_err(|e| EngineError::Invalid(format!("pipe: {e}")))
 }
 
+/// How long the output must stay quiet before the monitor releases its code pages again.
+const QUIET_MS: u16 = 10_000;
+
 /// Copies the container's output into the log until both pipes close.
 fn pump(out: OwnedFd, err: OwnedFd, log: &mut LogWriter) {
     let mut open = [Some(out), Some(err)];
     let mut buf = vec![0u8; 64 << 10];
+    // Output brings code back into the resident set (log lines, JSON, timestamps); after a
+    // quiet spell the monitor lets go of it again.
+    let mut wrote = false;
     while open.iter().any(Option::is_some) {
         let ready: Vec<usize> = {
             let idx: Vec<usize> = (0..open.len())
@@ -219,7 +225,17 @@ fn pump(out: OwnedFd, err: OwnedFd, log: &mut LogWriter) {
                 .flatten()
                 .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN))
                 .collect();
-            match nix::poll::poll(&mut pfds, PollTimeout::NONE) {
+            let wait = if wrote {
+                PollTimeout::from(QUIET_MS)
+            } else {
+                PollTimeout::NONE
+            };
+            match nix::poll::poll(&mut pfds, wait) {
+                Ok(0) => {
+                    super::memory::release_code();
+                    wrote = false;
+                    continue;
+                }
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(_) => break,
             }
@@ -241,7 +257,10 @@ fn pump(out: OwnedFd, err: OwnedFd, log: &mut LogWriter) {
                         *slot = None;
                     }
                 }
-                Ok(n) => log.feed(i, buf.get(..n).unwrap_or_default()),
+                Ok(n) => {
+                    wrote = true;
+                    log.feed(i, buf.get(..n).unwrap_or_default());
+                }
                 Err(_) => {}
             }
         }
@@ -550,6 +569,8 @@ pub fn run_with(
                     } else {
                         report(&mut status, &format!("started {pid}\n"));
                     }
+                    // From here on the monitor only pumps output and waits.
+                    super::memory::release_code();
                     c.oom_killed = false;
                     pump(out, err, &mut log);
                     let code = wait_init(pid);
