@@ -2,7 +2,9 @@
 # Container start latency, side by side in one run: `decant run --rm IMAGE true` (layers
 # cached, overlay mount, state, monitor), `decant runtime run` on a bundle, `runc run` on the
 # same bundle, and `crun run`, all in one private mount namespace with /sys/fs/cgroup/unified
-# unmounted (crun 1.8 refuses this hybrid host otherwise). Prints medians and ratios. Root.
+# unmounted (crun 1.8 refuses this hybrid host otherwise). Prints medians and ratios, then the
+# resident set of a detached container's monitor (target 2 MB): idle 2 s after start, right after
+# 6000 lines of output, and after 10 s of quiet. Root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root" >&2; exit 1; }
@@ -34,3 +36,12 @@ print(f"decant runtime / crun = {r['decant runtime'] / r['crun']:.2f} (target <=
 print(f"decant run / crun     = {r['decant run'] / r['crun']:.2f} (target <= 1.5)")
 print(f"decant run / runc     = {r['decant run'] / r['runc']:.2f} (target <= 0.5)")
 PY
+
+# The monitor's resident set.
+rss() { grep VmRSS "/proc/$1/status" | awk '{printf "%.2f MB", $2 / 1024}'; }
+id=$("$BIN" run -d bench:true sh -c 'sleep 4; i=0; while [ $i -lt 3000 ]; do echo line $i; echo err $i >&2; i=$((i+1)); done; sleep 30')
+sleep 2
+mon=$(pgrep -x decant-monitor -n)
+idle=$(rss "$mon"); sleep 4; busy=$(rss "$mon"); sleep 11; quiet=$(rss "$mon")
+"$BIN" rm -f "$id" >/dev/null
+echo "monitor RSS: idle $idle, after 6000 log lines $busy, after 10 s quiet $quiet (target <= 2 MB)"

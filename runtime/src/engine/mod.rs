@@ -1078,9 +1078,16 @@ impl Engine {
             Err(e) => return Err(e.into()),
         }
         monitor::unmount(&dir)?;
-        let trash = self.dir.join(format!("{DISCARDED}{id}"));
-        match std::fs::rename(&dir, &trash) {
-            Ok(()) => Ok(Some(trash)),
+        self.hide(id)
+    }
+
+    /// The rename of `discard` alone: container `id`'s directory (with its root still
+    /// mounted, if it is) under its hidden name, out of every listing.
+    pub(crate) fn hide(&self, id: &str) -> Result<Option<PathBuf>, EngineError> {
+        let dir = self.container_dir(id)?;
+        let hidden = self.dir.join(format!("{DISCARDED}{id}"));
+        match std::fs::rename(&dir, &hidden) {
+            Ok(()) => Ok(Some(hidden)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err(&dir, "rename")(e)),
         }

@@ -205,6 +205,8 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), EngineError> {
         .map_err(|e| EngineError::Invalid(format!("pipe: {e}")))
 }
 
+/// How long after the start the monitor first releases its code pages.
+const FIRST_RELEASE_MS: u16 = 1_000;
 /// How long the output must stay quiet before the monitor releases its code pages again.
 const QUIET_MS: u16 = 10_000;
 
@@ -212,9 +214,12 @@ const QUIET_MS: u16 = 10_000;
 fn pump(out: OwnedFd, err: OwnedFd, log: &mut LogWriter) {
     let mut open = [Some(out), Some(err)];
     let mut buf = vec![0u8; 64 << 10];
-    // Output brings code back into the resident set (log lines, JSON, timestamps); after a
-    // quiet spell the monitor lets go of it again.
-    let mut wrote = false;
+    // From here on the monitor only pumps output and waits: one second in (a container that
+    // ends sooner never pays for it) it lets go of the code it ran to start the container, and
+    // again after every quiet spell that follows output (log lines, JSON and timestamps bring
+    // code back into the resident set).
+    let mut wrote = true;
+    let mut quiet = FIRST_RELEASE_MS;
     while open.iter().any(Option::is_some) {
         let ready: Vec<usize> = {
             let idx: Vec<usize> = (0..open.len())
@@ -226,7 +231,7 @@ fn pump(out: OwnedFd, err: OwnedFd, log: &mut LogWriter) {
                 .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN))
                 .collect();
             let wait = if wrote {
-                PollTimeout::from(QUIET_MS)
+                PollTimeout::from(quiet)
             } else {
                 PollTimeout::NONE
             };
@@ -234,6 +239,7 @@ fn pump(out: OwnedFd, err: OwnedFd, log: &mut LogWriter) {
                 Ok(0) => {
                     super::memory::release_code();
                     wrote = false;
+                    quiet = QUIET_MS;
                     continue;
                 }
                 Ok(_) | Err(Errno::EINTR) => {}
@@ -569,8 +575,6 @@ pub fn run_with(
                     } else {
                         report(&mut status, &format!("started {pid}\n"));
                     }
-                    // From here on the monitor only pumps output and waits.
-                    super::memory::release_code();
                     c.oom_killed = false;
                     pump(out, err, &mut log);
                     let code = wait_init(pid);
@@ -582,12 +586,18 @@ pub fn run_with(
                         drop(stop);
                         let _ = thread.join();
                     }
-                    // Read before `delete` removes the cgroup with its counter.
-                    c.oom_killed = oom_kills(id) > 0;
+                    // Read before `delete` removes the cgroup with its counter (a `--rm`
+                    // container's record goes: nobody would read it).
+                    if !c.config.auto_remove {
+                        c.oom_killed = oom_kills(id) > 0;
+                    }
                     // The host ports are free before the record says the container stopped.
                     forwarder.stop();
                     c.ports.clear();
-                    let _ = crate::delete(engine.runtime_root(), id, true);
+                    // A `--rm` container is deleted after its starter has the exit code.
+                    if !c.config.auto_remove {
+                        let _ = crate::delete(engine.runtime_root(), id, true);
+                    }
                     c.exit_code = Some(code);
                     (code, true)
                 }
@@ -600,7 +610,9 @@ pub fn run_with(
                     (code, false)
                 }
             };
-        let _ = unmount(&dir);
+        if !c.config.auto_remove {
+            let _ = unmount(&dir);
+        }
         c.pid = 0;
         c.finished_at = Some(time::now());
         // A first start that fails is the starter's error to show, never a restart loop.
@@ -635,21 +647,22 @@ pub fn run_with(
     c.pid = 0;
     if c.config.auto_remove {
         // `--rm`: the container leaves the store in one rename, the starter hears the exit
-        // code and returns, and only then are the upper dir's files removed (the slow part),
-        // so a foreground `run --rm` does not wait for them.
+        // code and returns, and only then go its runtime state, cgroups, mount and files
+        // (the slow part), so a foreground `run --rm` does not wait for them.
         // The final record first: `wait` and `stop` read the exit code from it (under its
         // hidden name, see `Engine::wait_exit`) until the files are gone.
         let _ = engine.save(&c);
-        let trash = engine.discard(id).ok().flatten();
+        let hidden = engine.hide(id).ok().flatten();
         engine.remove_anonymous_volumes(&c);
         if let Some(f) = failed {
             report(&mut status, &f);
         }
         report(&mut status, &format!("exit {code}\n"));
         drop(status);
-        if let Some(t) = trash {
-            let _ = super::remove_tree(&t);
-        }
+        let _ = crate::delete(engine.runtime_root(), id, true);
+        let left = hidden.unwrap_or(dir);
+        let _ = unmount(&left);
+        let _ = super::remove_tree(&left);
         return 0;
     }
     let saved = engine.save(&c);
