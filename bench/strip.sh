@@ -4,6 +4,8 @@
 # HTTP 200 on 127.0.0.1:80 inside the container, sshd (host keys generated first, as a first
 # boot does) sends its SSH banner, cron stays up in the foreground, rsyslogd's config checks.
 # Prints compressed size before and after, the ratio, rounds, candidates probed and the time.
+# TRACE=1 adds --trace: the probes' file accesses (fanotify) propose untouched packages and
+# directories on top of the rules, each verified by the probes.
 # Root (containers). Not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,7 @@ ARGS=()
 for p in $PKGS; do ARGS+=(--remove-package "$p"); done
 # Character-set converters beyond UTF-8 (iconv for legacy charsets): none of the services use them.
 ARGS+=(--remove /usr/lib/x86_64-linux-gnu/gconv --keep '/usr/lib/x86_64-linux-gnu/gconv/gconv-modules*')
+[ "${TRACE:-0}" = 1 ] && ARGS+=(--trace)
 start=$(date +%s.%N)
 "$BIN" strip deb --tag deb:slim --profile vm "${ARGS[@]}" --cascade --force \
   --probe "$HTTP" --probe "$SSH" --probe "$CRON" --probe "$SYSLOG" --probe-timeout 30 \

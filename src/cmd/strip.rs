@@ -21,7 +21,6 @@ use anyhow::{Context as _, Result};
 use clap::Args as ClapArgs;
 use runtime::engine::ports::PortMapping;
 use runtime::engine::{ContainerConfig, Engine, NetworkMode};
-use snapshot::layer::cache::LayerCache;
 use snapshot::store::{Reference, Store};
 use snapshot::strip::rules::Rules;
 use snapshot::strip::run::{strip, ProbeOutcome, Prober, StripOptions, StripReport};
@@ -516,16 +515,15 @@ impl EngineProber {
         let rec = store.resolve(image_id)?;
         let (config, _) = store.config(&rec)?;
         let (manifest, _) = store.manifest(&rec)?;
-        let rootless = !runtime::engine::running_as_root();
-        let cache = LayerCache::open(store).map_err(|e| StripError::Probe(e.to_string()))?;
-        let mut lower_dirs = Vec::new();
-        for l in manifest.layers() {
-            lower_dirs.push(
-                cache
-                    .ensure(store, l.digest().as_ref(), rootless)
-                    .map_err(|e| StripError::Probe(e.to_string()))?,
-            );
-        }
+        // The same layer directories `run` uses (a rootless user with a subuid range gets
+        // them unpacked with their real owners inside that range).
+        let digests: Vec<String> = manifest
+            .layers()
+            .iter()
+            .map(|l| l.digest().to_string())
+            .collect();
+        let lower_dirs = super::run::layer_dirs(store, &digests)
+            .map_err(|e| StripError::Probe(format!("{e:#}")))?;
         let ic = config.config().clone().unwrap_or_default();
         let base = ContainerConfig {
             image: image_id.to_string(),
