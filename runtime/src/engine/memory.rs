@@ -59,6 +59,45 @@ fn clean_file_ranges(smaps: &str) -> Vec<(usize, usize)> {
     out
 }
 
+/// The `[stack]` mapping: (start, end).
+fn stack_range(smaps: &str) -> Option<(usize, usize)> {
+    let line = smaps.lines().find(|l| l.ends_with("[stack]"))?;
+    let (a, b) = line.split_whitespace().next()?.split_once('-')?;
+    Some((
+        usize::from_str_radix(a, 16).ok()?,
+        usize::from_str_radix(b, 16).ok()?,
+    ))
+}
+
+/// The starting command's deepest calls (argument parsing, the store, JSON) left stack pages
+/// resident far below where the monitor's loop runs; the part of the stack more than
+/// [`STACK_KEEP`] below this frame holds nothing live (the stack grows down) and is given back.
+fn release_stack_below_here(smaps: &str) {
+    let marker = 0u8;
+    let here = std::hint::black_box(std::ptr::addr_of!(marker)) as usize;
+    let Some((start, end)) = stack_range(smaps) else {
+        return;
+    };
+    if here < start || here >= end {
+        return;
+    }
+    let top = here.saturating_sub(STACK_KEEP) & !(PAGE - 1);
+    if top > start {
+        // SAFETY: [start, top) is the part of this thread's stack mapping at least
+        // STACK_KEEP below the current frame: no live frame or signal frame is there (the
+        // callees of this function use a few hundred bytes), so its pages are dead; after
+        // MADV_DONTNEED they read as zero when the stack grows into them again, as fresh
+        // stack pages do.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, top - start, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+/// How much of the stack below the current frame is kept.
+const STACK_KEEP: usize = 16 << 10;
+const PAGE: usize = 4096;
+
 /// Drops this process's resident pages of read-only file mappings (they stay in the page
 /// cache) and the heap's free memory.
 pub fn release_code() {
@@ -69,6 +108,7 @@ pub fn release_code() {
     if std::io::Read::read_to_string(&mut std::io::Read::take(f, MAX_SMAPS), &mut smaps).is_err() {
         return;
     }
+    release_stack_below_here(&smaps);
     for (start, len) in clean_file_ranges(&smaps) {
         // SAFETY: the range is one of this process's read-only file mappings with no private
         // page (the kernel's own smaps says so), so every resident page is the page cache's;
@@ -113,6 +153,14 @@ garbage line
             clean_file_ranges(smaps),
             vec![(0x55d0c0000000, 0x100000), (0x55d0c0100000, 0x800000)]
         );
+    }
+
+    #[test]
+    fn the_stack_mapping_is_found() {
+        let smaps =
+            "7ffc0000-7ffd0000 rw-p 00000000 00:00 0                          [stack]\nRss: 4 kB\n";
+        assert_eq!(stack_range(smaps), Some((0x7ffc0000, 0x7ffd0000)));
+        assert_eq!(stack_range("garbage\n"), None);
     }
 
     #[test]
