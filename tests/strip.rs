@@ -6,44 +6,17 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_containers_clean, container_env, example, tool, Env};
+use common::strip::{example_rootfs, json, layer_blob, unpack_layer, write};
+use common::{assert_containers_clean, container_env, tool, Env};
 use serde_json::Value;
-
-fn json(env: &Env, args: &[&str]) -> Value {
-    let r = env.run(args).ok();
-    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.stdout))
-}
 
 /// The paths in the final layer of a strip report.
 fn layer_paths(env: &Env, report: &Value) -> Vec<String> {
-    let digest = report["layer_digest"].as_str().expect("layer_digest");
-    let blob = env
-        .store()
-        .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"));
+    let blob = layer_blob(env, report);
     tool("tar", &["-tzf", blob.to_str().expect("utf8")])
         .lines()
         .map(|l| l.trim_end_matches('/').to_string())
         .collect()
-}
-
-/// Unpacks the final layer of a report into `dir` (as root: owners and modes as in the image).
-fn unpack_layer(env: &Env, report: &Value, dir: &Path) {
-    let digest = report["layer_digest"].as_str().expect("layer_digest");
-    let blob = env
-        .store()
-        .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"));
-    std::fs::create_dir_all(dir).expect("mkdir");
-    tool(
-        "tar",
-        &[
-            "-xzf",
-            blob.to_str().expect("utf8"),
-            "-C",
-            dir.to_str().expect("utf8"),
-        ],
-    );
 }
 
 /// No throwaway candidate is left: no dangling image, and no unpacked layer (or its lock or
@@ -285,20 +258,8 @@ fn bad_input_gives_one_clear_line_and_leaves_the_store() {
 
 /// A rootfs: the example's busybox tree plus a dpkg database of four packages.
 fn dpkg_fixture(env: &Env) -> PathBuf {
-    let root = env.path().join("rootfs");
-    tool(
-        "cp",
-        &[
-            "-a",
-            example().join("rootfs").to_str().expect("utf8"),
-            root.to_str().expect("utf8"),
-        ],
-    );
-    let w = |p: &str, s: &str| {
-        let f = root.join(p);
-        std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
-        std::fs::write(f, s).expect("write");
-    };
+    let root = example_rootfs(env);
+    let w = |p: &str, s: &str| write(&root, p, s);
     w("usr/lib/libfoo.so.1", "libfoo\n");
     w("usr/bin/app", "#!/bin/sh\necho app\n");
     w("usr/bin/tool", "#!/bin/sh\necho tool\n");

@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::registry::Registry;
+use common::strip::layer_blob;
 use common::{assert_containers_clean, run_with_init, static_init, tool, Env, Run};
 use serde_json::Value;
 
@@ -76,11 +77,7 @@ fn strip_json(env: &Env, args: &[&str]) -> Value {
 
 /// The paths in the final layer of a strip report.
 fn layer_paths(env: &Env, report: &Value) -> Vec<String> {
-    let digest = report["layer_digest"].as_str().expect("layer_digest");
-    let blob = env
-        .store()
-        .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"));
+    let blob = layer_blob(env, report);
     tool("tar", &["-tzf", blob.to_str().expect("utf8")])
         .lines()
         .map(|l| l.trim_start_matches("./").trim_end_matches('/').to_string())

@@ -8,7 +8,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_containers_clean, container_env, example, tool, Env};
+use common::strip::{example_rootfs, json, unpack_layer};
+use common::{assert_containers_clean, container_env, tool, Env};
 use serde_json::Value;
 
 const SPECS: [(&str, &str, &str); 3] = [
@@ -70,15 +71,7 @@ fn rpm_fixture(env: &Env) -> PathBuf {
             .expect("built rpm");
         rpms.push(rpm.display().to_string());
     }
-    let root = env.path().join("rootfs");
-    tool(
-        "cp",
-        &[
-            "-a",
-            example().join("rootfs").to_str().expect("utf8"),
-            root.to_str().expect("utf8"),
-        ],
-    );
+    let root = example_rootfs(env);
     rpm_at(&root, &["--initdb"]);
     let mut args = vec!["-i", "--nodeps", "--ignorearch"];
     args.extend(rpms.iter().map(String::as_str));
@@ -97,29 +90,6 @@ fn rpm_fixture(env: &Env) -> PathBuf {
     env.run(&["import", "-q", "-t", "rpmimg", tar.to_str().expect("utf8")])
         .ok();
     root
-}
-
-fn json(env: &Env, args: &[&str]) -> Value {
-    let r = env.run(args).ok();
-    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.stdout))
-}
-
-fn unpack_layer(env: &Env, report: &Value, dir: &Path) {
-    let digest = report["layer_digest"].as_str().expect("layer_digest");
-    let blob = env
-        .store()
-        .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"));
-    std::fs::create_dir_all(dir).expect("mkdir");
-    tool(
-        "tar",
-        &[
-            "-xzf",
-            blob.to_str().expect("utf8"),
-            "-C",
-            dir.to_str().expect("utf8"),
-        ],
-    );
 }
 
 /// `rpm -qa` (sorted names), after `rpm -Va` and `PRAGMA integrity_check` pass.

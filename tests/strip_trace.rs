@@ -9,11 +9,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use common::{
-    assert_containers_clean, container_env, example, run_with_init, static_init, tool, Env,
-};
+use common::strip::{example_rootfs, unpack_layer, write};
+use common::{assert_containers_clean, container_env, run_with_init, static_init, tool, Env};
 use serde_json::Value;
 
 /// The probe: runs the app (which reads its data), reads the library, and reads the web page
@@ -23,20 +22,8 @@ const PROBE: &str = "/usr/bin/app >/dev/null && cat /usr/lib/libfoo.so.1 >/dev/n
 /// The example's rootfs with a dpkg database of four packages (base Essential; app, touched,
 /// needs libfoo1; tool, untouched) and unowned directories nothing reads.
 fn fixture(env: &Env) -> PathBuf {
-    let root = env.path().join("rootfs");
-    tool(
-        "cp",
-        &[
-            "-a",
-            example().join("rootfs").to_str().expect("utf8"),
-            root.to_str().expect("utf8"),
-        ],
-    );
-    let w = |p: &str, s: &str| {
-        let f = root.join(p);
-        std::fs::create_dir_all(f.parent().expect("parent")).expect("mkdir");
-        std::fs::write(f, s).expect("write");
-    };
+    let root = example_rootfs(env);
+    let w = |p: &str, s: &str| write(&root, p, s);
     w("usr/lib/libfoo.so.1", "libfoo\n");
     w("usr/bin/app", "#!/bin/sh\ncat /usr/share/app/data\n");
     w("usr/bin/tool", "#!/bin/sh\necho tool\n");
@@ -94,25 +81,6 @@ Package: tool\nStatus: install ok installed\nPriority: optional\nMaintainer: t <
     env.run(&["import", "-t", "tr", img.to_str().expect("utf8")])
         .ok();
     root
-}
-
-/// Unpacks the final layer of a report into `dir`.
-fn unpack_layer(env: &Env, report: &Value, dir: &Path) {
-    let digest = report["layer_digest"].as_str().expect("layer_digest");
-    let blob = env
-        .store()
-        .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"));
-    std::fs::create_dir_all(dir).expect("mkdir");
-    tool(
-        "tar",
-        &[
-            "-xzf",
-            blob.to_str().expect("utf8"),
-            "-C",
-            dir.to_str().expect("utf8"),
-        ],
-    );
 }
 
 fn strs(v: &Value) -> Vec<String> {

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod registry;
+pub mod strip;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
