@@ -6,12 +6,14 @@
 //! those pages (MADV_DONTNEED on read-only file mappings without a private copy of any page:
 //! the page cache still holds them and a page the loop needs comes back with a minor fault;
 //! the page cache is not evicted, unlike MADV_PAGEOUT, so the next `decant` command starts as
-//! fast),
-//! asks for no fault-around on them (MADV_RANDOM: a fault maps one page, not 64 kB), and
-//! gives the heap's free memory back (malloc_trim).
+//! fast), asks for no fault-around on them (MADV_RANDOM: a fault maps one page, not 64 kB),
+//! gives back the dead part of the stack below the current frame, and gives the heap's free
+//! memory back (malloc_trim).
 //!
-//! Writable or copied-on-write mappings (data, relocations, heap, stack) are never touched:
-//! dropping them would lose contents. The advice only changes what is resident.
+//! Other writable or copied-on-write mappings (data, relocations, the heap) are never
+//! touched: dropping them would lose contents. The advice only changes what is resident.
+//! decant-init does the same for itself (supervisor/src/memory.rs, with MADV_PAGEOUT over its
+//! static image); the supervisor crate depends on none of ours, so the two stay apart.
 
 /// Upper bound on /proc/self/smaps read (a monitor has a few dozen mappings, ~1 kB each).
 const MAX_SMAPS: u64 = 4 << 20;
@@ -99,7 +101,7 @@ const STACK_KEEP: usize = 16 << 10;
 const PAGE: usize = 4096;
 
 /// Drops this process's resident pages of read-only file mappings (they stay in the page
-/// cache) and the heap's free memory.
+/// cache), the dead part of its stack and the heap's free memory.
 pub fn release_code() {
     let Ok(f) = std::fs::File::open("/proc/self/smaps") else {
         return;

@@ -79,15 +79,12 @@ fn mount_root(
     }
     // Inside a user namespace overlay keeps its whiteouts and opaque marks in `user.overlay.`
     // xattrs (`userxattr`), which is what the cache's rootless unpack writes.
+    let rootless = super::in_user_namespace();
     let data = format!(
         "lowerdir={lower},upperdir={},workdir={}{}{}",
         dir.join("upper").display(),
         dir.join("work").display(),
-        if super::in_user_namespace() {
-            ",userxattr"
-        } else {
-            ""
-        },
+        if rootless { ",userxattr" } else { "" },
         if volatile { ",volatile" } else { "" }
     );
     if data.len() > MAX_MOUNT_DATA {
@@ -97,8 +94,8 @@ fn mount_root(
             c.config.lower_dirs.len()
         )));
     }
-    let rootless = super::in_user_namespace();
-    let mounted = if rootless && super::copyroot::overlay_disabled() {
+    let disabled = rootless && super::copyroot::overlay_disabled();
+    let mounted = if disabled {
         Err(Errno::EPERM)
     } else {
         nix::mount::mount(
@@ -113,7 +110,7 @@ fn mount_root(
         Ok(()) => Ok((merged, None)),
         Err(e) if rootless => {
             let copy = super::copyroot::make(dir, &c.config.lower_dirs)?;
-            let why = if super::copyroot::overlay_disabled() {
+            let why = if disabled {
                 "DECANT_NO_OVERLAY=1".to_string()
             } else {
                 e.to_string()
