@@ -1190,9 +1190,11 @@ impl Engine {
                 "container {id} is already running"
             )));
         };
+        // What the reader already holds comes first: a process as quick as `true` has its
+        // `exit` line written right behind `started`, and both can arrive in one read.
+        let mut status_line = status.buffer().to_vec();
         let fd: OwnedFd = status.into_inner().into();
-        let mut status_line = Vec::new();
-        loop {
+        while !status_line.contains(&b'\n') {
             while let Some(l) = reader.next_line().map_err(io_err(&path, "read"))? {
                 out(&l);
             }
@@ -1211,7 +1213,7 @@ impl Engine {
                 Ok(n) => n,
             };
             status_line.extend_from_slice(buf.get(..n).unwrap_or_default());
-            if n == 0 || status_line.contains(&b'\n') || status_line.len() > 4096 {
+            if n == 0 || status_line.len() > 4096 {
                 break;
             }
         }
