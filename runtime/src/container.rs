@@ -290,6 +290,21 @@ fn launch(
     body: impl FnOnce(ChildFds) -> Result<std::convert::Infallible, process::ChildError>,
 ) -> Result<i32, RuntimeError> {
     let id = l.id;
+    let mut fds = l.fds;
+    if let Some(cg) = l.cgroup {
+        fds.cgroup_join = cg
+            .self_join_files()
+            .into_iter()
+            .map(|p| {
+                std::ffi::CString::new(std::os::unix::ffi::OsStringExt::into_vec(
+                    p.into_os_string(),
+                ))
+                .map_err(|_| {
+                    RuntimeError::container(id, "a cgroup path holds a NUL byte".to_string())
+                })
+            })
+            .collect::<Result<_, _>>()?;
+    }
     // SAFETY: the child only runs code that does not rely on other threads: it closes stray
     // descriptors, talks over its pipes and clones; glibc's fork keeps malloc usable.
     let fork = unsafe { nix::unistd::fork() }.map_err(|e| RuntimeError::sys(id, "fork", e))?;
@@ -297,20 +312,13 @@ fn launch(
         nix::unistd::ForkResult::Child => {
             drop(l.p2c);
             drop(l.c2p);
-            process::helper(l.fds, l.flags, body)
+            process::helper(fds, l.flags, body)
         }
         nix::unistd::ForkResult::Parent { child } => child.as_raw(),
     };
-    drop(l.fds);
+    drop(fds);
     let mut helper_guard = ChildGuard(Some(helper));
     let (p2c, c2p) = (l.p2c, l.c2p);
-    if let Some(cg) = l.cgroup {
-        cg.add_process(helper)
-            .map_err(|source| RuntimeError::Cgroup {
-                id: id.to_string(),
-                source,
-            })?;
-    }
     let go = |what: &str| {
         process::send(&p2c, &Msg::Go)
             .map_err(|e| RuntimeError::sys(id, format!("sync with the {what}"), e))
@@ -493,13 +501,23 @@ fn create_inner(
     root: &RuntimeRoot,
     id: &str,
     bundle: &Path,
+    given: Option<Spec>,
     opts: &CreateOptions,
     with_fifo: bool,
 ) -> Result<(Record, PathBuf), RuntimeError> {
     let dir = root.dir(id)?;
     let bundle =
         std::fs::canonicalize(bundle).map_err(|e| RuntimeError::io(bundle, "resolve bundle", e))?;
-    let (spec, bytes) = crate::spec::load(&bundle)?;
+    let (spec, bytes) = match given {
+        Some(spec) => {
+            let bytes = serde_json::to_vec(&spec).map_err(|e| RuntimeError::Spec {
+                path: bundle.join("config.json").display().to_string(),
+                problem: format!("cannot serialise the spec: {e}"),
+            })?;
+            (spec, bytes)
+        }
+        None => crate::spec::load(&bundle)?,
+    };
     let mut prepared = prepare(id, &bundle, &spec)?;
 
     std::fs::create_dir_all(root.path()).map_err(|e| RuntimeError::io(root.path(), "create", e))?;
@@ -572,6 +590,7 @@ fn create_inner(
         join: std::mem::take(&mut prepared.ns.join),
         preserve: opts.preserve_fds,
         time_offsets: time_offsets(&spec),
+        cgroup_join: Vec::new(),
     };
     let linux = spec.linux().clone().unwrap_or_default();
     let uids = linux.uid_mappings().clone().unwrap_or_default();
@@ -632,8 +651,34 @@ pub fn create(
     bundle: &Path,
     opts: &CreateOptions,
 ) -> Result<State, RuntimeError> {
-    let (record, dir) = create_inner(root, id, bundle, opts, true)?;
+    let (record, dir) = create_inner(root, id, bundle, None, opts, true)?;
     Ok(record.to_state(&dir))
+}
+
+/// `create` with the spec in hand instead of the bundle's config.json (an engine that builds
+/// the spec itself skips writing and parsing it back; the state keeps its copy as always).
+/// `bundle` still anchors relative paths and is what `state` reports.
+pub fn create_with_spec(
+    root: &RuntimeRoot,
+    id: &str,
+    bundle: &Path,
+    spec: Spec,
+    opts: &CreateOptions,
+) -> Result<State, RuntimeError> {
+    let (record, dir) = create_inner(root, id, bundle, Some(spec), opts, true)?;
+    Ok(record.to_state(&dir))
+}
+
+/// `run` with the spec in hand (see [`create_with_spec`]).
+pub fn run_with_spec(
+    root: &RuntimeRoot,
+    id: &str,
+    bundle: &Path,
+    spec: Spec,
+    opts: &CreateOptions,
+) -> Result<ContainerProcess, RuntimeError> {
+    let (record, _) = create_inner(root, id, bundle, Some(spec), opts, false)?;
+    Ok(ContainerProcess { pid: record.pid })
 }
 
 /// create + start in one, without the fifo round trip: the fast path. The init is the
@@ -644,7 +689,7 @@ pub fn run(
     bundle: &Path,
     opts: &CreateOptions,
 ) -> Result<ContainerProcess, RuntimeError> {
-    let (record, _) = create_inner(root, id, bundle, opts, false)?;
+    let (record, _) = create_inner(root, id, bundle, None, opts, false)?;
     Ok(ContainerProcess { pid: record.pid })
 }
 
@@ -986,6 +1031,7 @@ pub fn exec(
         join,
         preserve: opts.preserve_fds,
         time_offsets: None,
+        cgroup_join: Vec::new(),
     };
     let pid = launch(
         Launch {

@@ -17,8 +17,8 @@ pub mod trace;
 pub mod userns;
 
 pub use container::{
-    create, delete, exec, kill, list, run, start, state, validate_id, ContainerProcess,
-    CreateOptions, ExecOptions, ExitStatus, RuntimeRoot,
+    create, create_with_spec, delete, exec, kill, list, run, run_with_spec, start, state,
+    validate_id, ContainerProcess, CreateOptions, ExecOptions, ExitStatus, RuntimeRoot,
 };
 pub use error::RuntimeError;
 pub use nix::sys::signal::Signal;

@@ -299,6 +299,10 @@ pub(crate) struct ChildFds {
     pub preserve: u32,
     /// /proc/self/timens_offsets text for a new time namespace.
     pub time_offsets: Option<String>,
+    /// cgroup files the helper writes "0" to before anything else, moving itself (and so the
+    /// container process it clones) into the container's groups
+    /// ([`crate::cgroups::CgroupManager::self_join_files`]). Made before the fork.
+    pub cgroup_join: Vec<std::ffi::CString>,
 }
 
 impl ChildFds {
@@ -375,6 +379,27 @@ fn wait_go(fd: &OwnedFd) -> Result<(), ChildError> {
     }
 }
 
+/// Moves this (single-threaded) process into the groups by writing "0" to each file.
+fn join_cgroups(files: &[std::ffi::CString]) -> Result<(), ChildError> {
+    for file in files {
+        let fail = |e: nix::errno::Errno| {
+            ChildError::msg(format!(
+                "{}: join the container's cgroup: {}",
+                file.to_string_lossy(),
+                e.desc()
+            ))
+        };
+        let fd = nix::fcntl::open(
+            file.as_c_str(),
+            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(fail)?;
+        nix::unistd::write(&fd, b"0").map_err(fail)?;
+    }
+    Ok(())
+}
+
 /// The helper's life: wait for "go", join namespaces, clone the container process, report its
 /// pid. `body` is the container process's life and never returns.
 pub(crate) fn helper(
@@ -384,6 +409,10 @@ pub(crate) fn helper(
 ) -> ! {
     close_strays(&fds.keep());
     if let Err(e) = wait_go(&fds.p2c) {
+        report(&fds, &e)
+    }
+    // Before joining namespaces: the paths are the runtime's, in its mount namespace.
+    if let Err(e) = join_cgroups(&fds.cgroup_join) {
         report(&fds, &e)
     }
     if let Err((op, errno)) = crate::namespaces::join(&fds.join) {

@@ -301,6 +301,16 @@ impl CgroupManager for Manager {
         Ok(())
     }
 
+    fn self_join_files(&self) -> Vec<PathBuf> {
+        self.groups
+            .iter()
+            .map(|g| match g.version {
+                Version::V1 => g.dir.join("tasks"),
+                Version::V2 => g.dir.join("cgroup.procs"),
+            })
+            .collect()
+    }
+
     fn apply(&self, r: &LinuxResources) -> Result<(), CgroupError> {
         if let Some(m) = r.memory() {
             let asked = m.limit().is_some() || m.swap().is_some() || m.reservation().is_some();

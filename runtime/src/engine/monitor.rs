@@ -350,10 +350,6 @@ fn launch(
     {
         p.set_console_size(Some(super::tty::console_box(rows, cols)?));
     }
-    let cfg = dir.join("config.json");
-    let bytes =
-        serde_json::to_vec(&spec).map_err(|e| EngineError::Invalid(format!("config.json: {e}")))?;
-    std::fs::write(&cfg, bytes).map_err(io_err(&cfg, "write"))?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let null = || -> Result<OwnedFd, EngineError> {
@@ -393,19 +389,26 @@ fn launch(
     let rt = engine.runtime_root();
     // A leftover from a crash of an earlier monitor of this container.
     let _ = crate::delete(rt, &c.id, true);
-    let created = crate::create(rt, &c.id, dir, &opts);
+    // The spec goes to the runtime in process (no config.json written and parsed back). With
+    // no port to forward nothing has to happen between setup and exec, so the runtime's
+    // one-step `run` spares the exec fifo's round trip; forwarding needs the network
+    // namespace before the process runs, so `create`, then `start` once it is in place.
+    let direct = bound.is_empty();
+    let created = if direct {
+        crate::run_with_spec(rt, &c.id, dir, spec, &opts).map(|p| p.pid())
+    } else {
+        crate::create_with_spec(rt, &c.id, dir, spec, &opts).map(|s| s.pid().unwrap_or(0))
+    };
     drop(opts);
     let master = match (&console, &created) {
-        (Some((l, p)), Ok(_)) => {
+        (Some((l, p)), Ok(pid)) => {
             let m = super::tty::receive_master(l, p);
             let _ = std::fs::remove_file(p);
             match m {
                 Ok(m) => Some(m),
                 Err(e) => {
-                    if let Ok(cr) = &created {
-                        let _ = crate::delete(rt, &c.id, true);
-                        let _ = wait_init(cr.pid().unwrap_or(0));
-                    }
+                    let _ = crate::delete(rt, &c.id, true);
+                    let _ = wait_init(*pid);
                     return Err(e);
                 }
             }
@@ -416,11 +419,12 @@ fn launch(
         }
         _ => None,
     };
-    let created = created?;
-    let pid = created.pid().unwrap_or(0);
+    let pid = created?;
     let started = (|| {
         let forwarder = bound.forward(pid)?;
-        crate::start(rt, &c.id)?;
+        if !direct {
+            crate::start(rt, &c.id)?;
+        }
         Ok(forwarder)
     })();
     match started {

@@ -215,6 +215,11 @@ impl Bound {
     }
 
     /// Starts forwarding into the network namespace of process `pid` (the container's init).
+    /// Whether no port is bound (nothing to forward).
+    pub fn is_empty(&self) -> bool {
+        self.sockets.is_empty()
+    }
+
     pub fn forward(self, pid: i32) -> Result<Forwarder, EngineError> {
         let mappings = self.mappings();
         if self.sockets.is_empty() {
