@@ -467,8 +467,14 @@ fn umoci_unpack_gives_back_the_staged_tree() {
             img.to_str().unwrap(),
         ],
     );
-    env.run(&["import", img.to_str().unwrap(), "--tag", "umoci:1", "--quiet"])
-        .ok();
+    env.run(&[
+        "import",
+        img.to_str().unwrap(),
+        "--tag",
+        "umoci:1",
+        "--quiet",
+    ])
+    .ok();
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(env.store().join("index.json")).unwrap()).unwrap();
     let full = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
@@ -527,8 +533,16 @@ fn umoci_unpack_gives_back_the_staged_tree() {
         "the file capability is in the bundle: {ux:?}"
     );
     let ino = |p: &str| std::fs::metadata(rootfs.join(p)).unwrap().ino();
-    assert_eq!(ino("files/linked"), ino("files/linked2"), "one hardlink group");
-    assert_eq!(ino("files/linked"), ino("other/linked3"), "one hardlink group");
+    assert_eq!(
+        ino("files/linked"),
+        ino("files/linked2"),
+        "one hardlink group"
+    );
+    assert_eq!(
+        ino("files/linked"),
+        ino("other/linked3"),
+        "one hardlink group"
+    );
     assert!(
         problems.is_empty(),
         "{} differences:\n{}",

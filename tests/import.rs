@@ -71,8 +71,7 @@ fn layer_entries(env: &Env, tag: &str) -> std::collections::BTreeMap<String, Lay
         let h = e.header();
         let (kind, mtime, size) = (h.entry_type(), h.mtime().unwrap(), e.size());
         let mut head = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::Read::take(&mut e, 64 << 10), &mut head)
-            .unwrap();
+        std::io::Read::read_to_end(&mut std::io::Read::take(&mut e, 64 << 10), &mut head).unwrap();
         map.insert(
             path,
             LayerEntry {
@@ -262,7 +261,10 @@ fn keep_flags_bring_back_what_the_policy_leaves_out() {
     assert_eq!(all[module].head, b"module");
     let boot = layer_entries(&env, "k:boot");
     assert!(boot.contains_key(kernel) && boot.contains_key(initrd));
-    assert!(!boot.contains_key(module), "--keep-boot alone leaves modules out");
+    assert!(
+        !boot.contains_key(module),
+        "--keep-boot alone leaves modules out"
+    );
 
     let v: serde_json::Value = serde_json::from_str(
         &env.run(&["import", disk, "--dry-run", "--format", "json"])
@@ -389,7 +391,11 @@ fn zstd_layers_and_clamped_times() {
         "--quiet",
     ]);
     let out = c.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         blob_digest(&env, "z:1"),
         blob_digest(&env, "z:2"),
@@ -420,7 +426,10 @@ fn zstd_layers_and_clamped_times() {
         hostname.mtime
     );
     let config = inspect(&env, "z:1");
-    assert_eq!(config["Created"], "2001-09-09T01:46:40Z", "the config's time too");
+    assert_eq!(
+        config["Created"], "2001-09-09T01:46:40Z",
+        "the config's time too"
+    );
 }
 
 /// The same input gives the same compressed layer, gzip and zstd, in two separate stores.
@@ -444,11 +453,23 @@ fn layer_blobs_are_reproducible_across_stores() {
         .ok();
     }
     for tag in ["r:gz", "r:zst"] {
-        assert_eq!(blob_digest(&a, tag), blob_digest(&b, tag), "{tag}: layer digest");
-        assert_eq!(layer_digest(&a, tag), layer_digest(&b, tag), "{tag}: diff_id");
+        assert_eq!(
+            blob_digest(&a, tag),
+            blob_digest(&b, tag),
+            "{tag}: layer digest"
+        );
+        assert_eq!(
+            layer_digest(&a, tag),
+            layer_digest(&b, tag),
+            "{tag}: diff_id"
+        );
     }
     assert_ne!(blob_digest(&a, "r:gz"), blob_digest(&a, "r:zst"));
-    assert_eq!(layer_digest(&a, "r:gz"), layer_digest(&a, "r:zst"), "one tar");
+    assert_eq!(
+        layer_digest(&a, "r:gz"),
+        layer_digest(&a, "r:zst"),
+        "one tar"
+    );
 }
 
 #[test]
@@ -665,7 +686,11 @@ fn hostile_inputs_fail_cleanly_and_leave_the_store_alone() {
         // Compressed, the same: the spool is indexed like a plain archive.
         tool("gzip", &["-k", dir.join(gz).to_str().unwrap()]);
         let name = format!("{gz}.gz");
-        cases.push((name.clone(), std::fs::read(dir.join(&name)).unwrap(), vec![]));
+        cases.push((
+            name.clone(),
+            std::fs::read(dir.join(&name)).unwrap(),
+            vec![],
+        ));
     }
 
     for (name, bytes, says) in &cases {
@@ -894,10 +919,21 @@ fn the_summary_names_the_source_the_mounts_the_digest_and_the_time() {
     let id = r.stdout.trim();
     let v = inspect(&env, "sum");
     assert_eq!(v["Id"], id);
-    let digest = format!("  digest  {}", v["Manifest"]["Layers"][0]["digest"].as_str().unwrap());
+    let digest = format!(
+        "  digest  {}",
+        v["Manifest"]["Layers"][0]["digest"].as_str().unwrap()
+    );
     let diff_id = format!("  diff_id {}", v["RootFS"]["Layers"][0].as_str().unwrap());
-    assert!(lines.contains(&digest.as_str()), "{digest:?}:\n{}", r.stderr);
-    assert!(lines.contains(&diff_id.as_str()), "{diff_id:?}:\n{}", r.stderr);
+    assert!(
+        lines.contains(&digest.as_str()),
+        "{digest:?}:\n{}",
+        r.stderr
+    );
+    assert!(
+        lines.contains(&diff_id.as_str()),
+        "{diff_id:?}:\n{}",
+        r.stderr
+    );
     let short = &id["sha256:".len()..][..12];
     assert!(
         lines.contains(&format!("Image {short} tagged sum:latest").as_str()),
@@ -909,7 +945,11 @@ fn the_summary_names_the_source_the_mounts_the_digest_and_the_time() {
         done.starts_with("Done in ") && done.ends_with("/s read)"),
         "elapsed time last: {done}"
     );
-    assert!(!r.stderr.contains(" , ") && !r.stderr.contains("()"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains(" , ") && !r.stderr.contains("()"),
+        "{}",
+        r.stderr
+    );
 
     let disk = example().join("disk.qcow2");
     let r = env
@@ -923,12 +963,18 @@ fn the_summary_names_the_source_the_mounts_the_digest_and_the_time() {
             disk.display()
         )
     );
-    assert!(r.stderr.contains("  grafted /boot from volume 1"), "{}", r.stderr);
-    assert!(r.stderr.contains("  skipped fstab swap none (/dev/sda3)"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("  grafted /boot from volume 1"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("  skipped fstab swap none (/dev/sda3)"),
+        "{}",
+        r.stderr
+    );
     // --quiet: the image id alone.
-    let r = env
-        .run(&["import", dump.to_str().unwrap(), "--quiet"])
-        .ok();
+    let r = env.run(&["import", dump.to_str().unwrap(), "--quiet"]).ok();
     assert!(r.stderr.is_empty(), "{}", r.stderr);
     assert_eq!(r.stdout.lines().count(), 1);
 }
@@ -984,13 +1030,23 @@ fn errors_are_one_line_naming_the_file_once() {
 fn import_config_carries_the_guest_the_source_and_the_changes() {
     let env = Env::new();
     let dump = example().join("root.ext4");
-    env.run(&["import", dump.to_str().unwrap(), "--tag", "plain", "--quiet"])
-        .ok();
+    env.run(&[
+        "import",
+        dump.to_str().unwrap(),
+        "--tag",
+        "plain",
+        "--quiet",
+    ])
+    .ok();
     let v = inspect(&env, "plain");
     assert_eq!(v["OsVersion"], "1.0", "VERSION_ID of /etc/os-release");
     assert_eq!(v["Os"], "linux");
     assert_eq!(v["Architecture"], "amd64", "from /bin/sh's ELF header");
-    assert_eq!(v["Config"]["Cmd"], serde_json::json!(["/bin/sh"]), "root's shell");
+    assert_eq!(
+        v["Config"]["Cmd"],
+        serde_json::json!(["/bin/sh"]),
+        "root's shell"
+    );
     let labels = &v["Config"]["Labels"];
     assert_eq!(labels["io.decant.import.source"], "root.ext4");
     assert_eq!(labels["io.decant.import.format"], "raw");
@@ -1046,7 +1102,10 @@ fn import_config_carries_the_guest_the_source_and_the_changes() {
         serde_json::json!({"80/tcp": {}, "53/udp": {}})
     );
     assert_eq!(c["Labels"]["owner"], "alice");
-    assert_eq!(c["Labels"]["io.decant.import.source"], "root.ext4", "kept beside it");
+    assert_eq!(
+        c["Labels"]["io.decant.import.source"], "root.ext4",
+        "kept beside it"
+    );
     assert_eq!(c["User"], "1000:1000");
     assert_eq!(c["WorkingDir"], "/srv/www");
     assert_eq!(c["Volumes"], serde_json::json!({"/data": {}}));
@@ -1097,7 +1156,10 @@ fn journal_replay_never_writes_the_users_file() {
         ],
     );
     // Journal a new content for the data block of /etc/hostname, committed but not checkpointed.
-    let block = tool("debugfs", &["-R", "blocks /etc/hostname", img.to_str().unwrap()]);
+    let block = tool(
+        "debugfs",
+        &["-R", "blocks /etc/hostname", img.to_str().unwrap()],
+    );
     let block = block.split_whitespace().next().unwrap();
     let mut data = b"after-replay\n".to_vec();
     data.resize(4096, 0);
@@ -1129,8 +1191,16 @@ fn journal_replay_never_writes_the_users_file() {
     let r = env
         .run(&["import", img.to_str().unwrap(), "--tag", "dirty"])
         .ok();
-    assert!(r.stderr.contains("journal"), "the summary says so: {}", r.stderr);
-    assert_eq!(common::sha256_file(&img), hash, "the file's bytes are unchanged");
+    assert!(
+        r.stderr.contains("journal"),
+        "the summary says so: {}",
+        r.stderr
+    );
+    assert_eq!(
+        common::sha256_file(&img),
+        hash,
+        "the file's bytes are unchanged"
+    );
     let md = std::fs::metadata(&img).unwrap();
     assert_eq!(md.modified().unwrap(), mtime, "its mtime is unchanged");
     assert_eq!(md.permissions().mode() & 0o777, 0o444);

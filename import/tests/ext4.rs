@@ -1064,7 +1064,10 @@ fn ext4_htree_directories_are_read_whole() {
     }
     fs::create_dir(root.join("big/sub")).unwrap();
     fs::write(root.join("big/sub/inner"), b"inner").unwrap();
-    for (bs, levels) in [("1024", "Indirect levels: 1"), ("4096", "Indirect levels: 0")] {
+    for (bs, levels) in [
+        ("1024", "Indirect levels: 1"),
+        ("4096", "Indirect levels: 0"),
+    ] {
         let img = t.path().join(format!("htree-{bs}.img"));
         runs(
             "mkfs.ext4",
@@ -1104,7 +1107,11 @@ fn ext4_htree_directories_are_read_whole() {
             .iter()
             .filter(|w| w.entry.path.starts_with(b"big/"))
             .collect();
-        assert_eq!(under_big.len(), 3002, "{bs}: every entry of /big and /big/sub");
+        assert_eq!(
+            under_big.len(),
+            3002,
+            "{bs}: every entry of /big and /big/sub"
+        );
         let names: std::collections::HashSet<&[u8]> =
             under_big.iter().map(|w| &w.entry.path[..]).collect();
         for i in 0..3000 {
@@ -1135,7 +1142,10 @@ fn ext4_htree_directories_are_read_whole() {
             let e = fs_.stat(p.as_bytes()).unwrap().expect(&p);
             assert_eq!(e.size, (i % 50) as u64, "{bs}: stat {p}");
         }
-        assert!(fs_.stat(b"/big/entry-03000-with-a-longer-name").unwrap().is_none());
+        assert!(fs_
+            .stat(b"/big/entry-03000-with-a-longer-name")
+            .unwrap()
+            .is_none());
         assert_eq!(fs_.read_file(b"/big/sub/inner", 100).unwrap(), b"inner");
 
         // ext4-view reads the same directory.
@@ -1144,6 +1154,9 @@ fn ext4_htree_directories_are_read_whole() {
             .read_dir(ext4_view::Path::try_from(&b"/big"[..]).unwrap())
             .unwrap()
             .count();
-        assert_eq!(listed, 3003, "{bs}: ext4-view lists 3000 files, sub, . and ..");
+        assert_eq!(
+            listed, 3003,
+            "{bs}: ext4-view lists 3000 files, sub, . and .."
+        );
     }
 }

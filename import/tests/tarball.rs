@@ -317,7 +317,10 @@ t.close()
     assert_eq!(find(&all, "x/z").1, b"z");
     assert_eq!(find(&all, "dot/file").1, b"dot");
     // Symlink targets are data: an absolute or climbing target is kept as it is.
-    assert_eq!(find(&all, "link").0.link_target.as_deref(), Some(&b"/etc"[..]));
+    assert_eq!(
+        find(&all, "link").0.link_target.as_deref(),
+        Some(&b"/etc"[..])
+    );
     assert_eq!(
         find(&all, "rel").0.link_target.as_deref(),
         Some(&b"../../../usr/bin"[..])
@@ -337,14 +340,27 @@ t.close()
         assert!(w.contains(needle), "no {needle:?} in:\n{w}");
     }
     for silent in ["dot", "dbl", "trailing"] {
-        assert!(!w.contains(silent), "{silent} is benign, said nothing:\n{w}");
+        assert!(
+            !w.contains(silent),
+            "{silent} is benign, said nothing:\n{w}"
+        );
     }
     assert_eq!(tree.warnings().len(), 6, "{w}");
 
     // What only a crafted archive holds: the whole archive is refused, naming the entry.
     let cases: &[(&str, &str, &str, &str)] = &[
-        ("abs", "f('etc/ok', b'ok')\nf('/abs/file', b'abs')", "\"/abs/file\"", "absolute name"),
-        ("dotdot", "f('../../escape', b'x')", "\"../../escape\"", "climbs above the root"),
+        (
+            "abs",
+            "f('etc/ok', b'ok')\nf('/abs/file', b'abs')",
+            "\"/abs/file\"",
+            "absolute name",
+        ),
+        (
+            "dotdot",
+            "f('../../escape', b'x')",
+            "\"../../escape\"",
+            "climbs above the root",
+        ),
         (
             "inner-dotdot",
             "d('a')\nf('a/../../escape2', b'x')",
