@@ -1128,12 +1128,10 @@ impl Indexer<'_> {
                 } else {
                     let tshown = String::from_utf8_lossy(&target).into_owned();
                     let t = match normalise(&target) {
-                        Ok(n) if n.absolute => return Err(hostile(
-                            self,
-                            format!(
-                                "at offset {pos} is a hard link to the absolute name {tshown:?}"
-                            ),
-                        )),
+                        Ok(n) if n.absolute => {
+                            let why = format!("at offset {pos} is a hard link to an absolute name");
+                            return Err(hostile(self, format!("{why} {tshown:?}")));
+                        }
                         Ok(n) if !n.path.is_empty() => n.path,
                         Ok(_) => {
                             self.warn.push(format!(

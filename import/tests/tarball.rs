@@ -395,7 +395,7 @@ t.close()
             "hl-abs",
             "f('etc/shadow', b's')\nl('hl', '/etc/shadow', tarfile.LNKTYPE)",
             "\"hl\"",
-            "hard link to the absolute name",
+            "hard link to an absolute name",
         ),
     ];
     for (name, body, entry, problem) in cases {
