@@ -8,7 +8,9 @@
 #   OUT/disk.qcow2       the same disk as a compressed QCOW2, as KVM/QEMU leaves it
 # Tools: mkfs.ext4 (e2fsprogs), busybox (busybox-static), sfdisk (fdisk), mkswap, qemu-img,
 # setcap (libcap2-bin, optional: without it, or when the kernel refuses it to a user without
-# CAP_SETFCAP, the capability is left out and said so). Everything else works as any user.
+# CAP_SETFCAP, the capability is left out and said so). Everything else works as any user; run
+# by a user, the image's files are owned by that user's uid (mkfs.ext4 -d copies the staged
+# owners, and -E root_owner sets only the root directory's).
 set -euo pipefail
 OUT=${1:?usage: make-example.sh OUTDIR}
 mkdir -p "$OUT"
