@@ -7,7 +7,10 @@
 #   OUT/disk.raw         a GPT disk: 1 = /boot (LABEL=boot), 2 = root, 3 = swap
 #   OUT/disk.qcow2       the same disk as a compressed QCOW2, as KVM/QEMU leaves it
 # Tools: mkfs.ext4 (e2fsprogs), busybox (busybox-static), sfdisk (fdisk), mkswap, qemu-img,
-# setcap (libcap2-bin, optional: without it the capability is left out and said so).
+# setcap (libcap2-bin, optional: without it, or when the kernel refuses it to a user without
+# CAP_SETFCAP, the capability is left out and said so). Everything else works as any user; run
+# by a user, the image's files are owned by that user's uid (mkfs.ext4 -d copies the staged
+# owners, and -E root_owner sets only the root directory's).
 set -euo pipefail
 OUT=${1:?usage: make-example.sh OUTDIR}
 mkdir -p "$OUT"
@@ -59,10 +62,10 @@ printf 'scratch' > "$R/tmp/scratch"
 printf 'module' > "$R/lib/modules/6.1.0-example/dummy.ko"
 # ping needs CAP_NET_RAW as a file capability: the old tar recipe loses it.
 cp "$BUSYBOX" "$R/bin/ping"
-if command -v setcap >/dev/null; then
-  setcap cap_net_raw+ep "$R/bin/ping"
-else
+if ! command -v setcap >/dev/null; then
   echo "make-example.sh: setcap not found; /bin/ping has no file capability" >&2
+elif ! setcap cap_net_raw+ep "$R/bin/ping" 2>/dev/null; then
+  echo "make-example.sh: setcap was refused (setting a file capability needs root); /bin/ping has no file capability" >&2
 fi
 ln "$R/bin/ping" "$R/bin/ping6"
 

@@ -429,3 +429,124 @@ fn every_ext_variant_and_a_tarball_import_faithfully() {
     .ok();
     compare(&stage, &read_layer(&env, "fidelity:tar"), false, "tarball");
 }
+
+/// `umoci unpack` of an imported image gives back the staged tree, entry by entry: type, mode,
+/// owner, size, content, link target, device numbers, xattrs (file capabilities included),
+/// hardlink groups, and mtimes (umoci sets them on every entry, symlinks and directories too).
+#[test]
+fn umoci_unpack_gives_back_the_staged_tree() {
+    if !common::require_root(
+        "staging devices, owners and capabilities, and unpacking them, needs root",
+    ) {
+        return;
+    }
+    let env = Env::new();
+    let stage = stage(env.path());
+    let img = env.path().join("umoci.ext4");
+    tool(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-b",
+            "4096",
+            "-d",
+            stage.to_str().unwrap(),
+            "-E",
+            "root_owner=0:0",
+            img.to_str().unwrap(),
+            "160M",
+        ],
+    );
+    tool(
+        "debugfs",
+        &[
+            "-w",
+            "-R",
+            "sif /times/y2100 mtime 21000101000000",
+            img.to_str().unwrap(),
+        ],
+    );
+    env.run(&[
+        "import",
+        img.to_str().unwrap(),
+        "--tag",
+        "umoci:1",
+        "--quiet",
+    ])
+    .ok();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.store().join("index.json")).unwrap()).unwrap();
+    let full = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+        .as_str()
+        .expect("the tag's full reference")
+        .to_string();
+    let bundle = env.path().join("bundle");
+    tool(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:{full}", env.store().display()),
+            bundle.to_str().unwrap(),
+        ],
+    );
+    let rootfs = bundle.join("rootfs");
+    let staged = common::walk(&stage);
+    let unpacked = common::walk(&rootfs);
+    let mut problems = Vec::new();
+    for (path, want) in &staged {
+        let shown = String::from_utf8_lossy(path);
+        match unpacked.get(path) {
+            None => problems.push(format!("{shown}: missing from the bundle")),
+            Some(got) => {
+                let mut want = want.clone();
+                if want.kind == 'd' {
+                    // A directory's size is the filesystem's business, not the image's.
+                    want.size = 0;
+                }
+                let mut got = got.clone();
+                if got.kind == 'd' {
+                    got.size = 0;
+                }
+                if got != want {
+                    problems.push(format!("{shown}:\n  staged   {want:?}\n  unpacked {got:?}"));
+                }
+            }
+        }
+    }
+    for path in unpacked.keys() {
+        if !staged.contains_key(path) {
+            problems.push(format!(
+                "{}: in the bundle but not staged",
+                String::from_utf8_lossy(path)
+            ));
+        }
+    }
+    let (sx, ux) = (common::xattrs(&stage), common::xattrs(&rootfs));
+    if sx != ux {
+        problems.push(format!("xattrs:\n  staged   {sx:?}\n  unpacked {ux:?}"));
+    }
+    assert!(
+        ux.get("xattrs/ping")
+            .is_some_and(|x| x.iter().any(|(k, _)| k == "security.capability")),
+        "the file capability is in the bundle: {ux:?}"
+    );
+    let ino = |p: &str| std::fs::metadata(rootfs.join(p)).unwrap().ino();
+    assert_eq!(
+        ino("files/linked"),
+        ino("files/linked2"),
+        "one hardlink group"
+    );
+    assert_eq!(
+        ino("files/linked"),
+        ino("other/linked3"),
+        "one hardlink group"
+    );
+    assert!(
+        problems.is_empty(),
+        "{} differences:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}

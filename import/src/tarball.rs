@@ -15,12 +15,17 @@
 //! expanding them), and a hard error when the end-of-archive marker is missing (a tar truncated
 //! on a header boundary must not import as a silently short image).
 //!
-//! What an archive may do that an unpacked root filesystem cannot, and what we do instead (each
-//! is said in `warnings()`): absolute names are made relative; `..` is resolved lexically and an
-//! entry that would climb above the root is refused; an entry below a symlink or other
-//! non-directory of the archive is refused (it would be written through the link); a hard link
-//! to anything but an earlier regular file is refused; whiteout names (`.wh.*`) are refused;
-//! missing parent directories are made up (0755, root, the child's mtime).
+//! What an archive may do that an unpacked root filesystem cannot, and what we do instead.
+//! Refusing the whole archive (`TarballError::Hostile`, one line naming the entry): an absolute
+//! name, a name (or hard link target) whose `..` climbs above the root, and an entry below a
+//! symlink of the archive (it would be written through the link). A tar of a running system
+//! never holds these (GNU tar strips the leading '/' unless told `-P`), so they mean a crafted
+//! or mistaken archive, and an image quietly missing files would hide that. Leaving out one
+//! entry and saying so in `warnings()`: an entry below another non-directory, a hard link to
+//! anything but an earlier regular file, whiteout names (`.wh.*`), unsupported entry types.
+//! Silent: `.`, empty components and trailing slashes; `..` that stays inside the root is
+//! resolved lexically and said in `warnings()`. Missing parent directories are made up (0755,
+//! root, the child's mtime).
 //!
 //! Memory: metadata only, per header (capped at `MAX_ENTRIES`); while the final path-ordered
 //! list is assembled the metadata is held twice for a moment. Content is never held in memory.
@@ -71,6 +76,14 @@ pub enum TarballError {
     },
     #[error("{file}: more than {limit} entries; refusing to index it")]
     TooManyEntries { file: String, limit: u64 },
+    /// An entry that would land outside the root or be written through a link: a tar of a
+    /// system never holds one, so the whole archive is refused rather than imported without it.
+    #[error("{file}: entry {entry:?} {problem}; refusing the archive")]
+    Hostile {
+        file: String,
+        entry: String,
+        problem: String,
+    },
 }
 
 fn entry_suffix(entry: &Option<String>) -> String {
@@ -234,7 +247,6 @@ impl TarballTree {
             records: Vec::new(),
             by_path: HashMap::new(),
             warn: Warnings::default(),
-            absolute: 0,
             global_warned: false,
         };
         ix.walk()?;
@@ -242,15 +254,15 @@ impl TarballTree {
             records,
             by_path,
             mut warn,
-            absolute,
             ..
         } = ix;
-        if absolute > 0 {
-            warn.push(format!(
-                "{absolute} entries had absolute names (leading '/'); made relative to the root"
-            ));
-        }
-        let items = assemble(records, by_path, &mut warn);
+        let items = assemble(records, by_path, &mut warn).map_err(|(entry, problem)| {
+            TarballError::Hostile {
+                file: name.clone(),
+                entry,
+                problem,
+            }
+        })?;
         let warnings = warn.finish();
         Ok(TarballTree {
             reader: ContentReader::empty(file.clone()),
@@ -520,7 +532,6 @@ struct Indexer<'a> {
     records: Vec<Record>,
     by_path: HashMap<Vec<u8>, usize>,
     warn: Warnings,
-    absolute: u64,
     global_warned: bool,
 }
 
@@ -1018,11 +1029,21 @@ impl Indexer<'_> {
             }
         };
 
+        let hostile = |ix: &Self, problem: String| TarballError::Hostile {
+            file: ix.name.to_string(),
+            entry: shown.clone(),
+            problem,
+        };
         let path = match normalise(&raw_path) {
+            Ok(n) if n.absolute => {
+                return Err(hostile(
+                    self,
+                    format!(
+                        "at offset {pos} has an absolute name (it would be written outside the image's root)"
+                    ),
+                ))
+            }
             Ok(n) => {
-                if n.absolute {
-                    self.absolute += 1;
-                }
                 if n.dotdot {
                     self.warn.push(format!(
                         "normalised {shown:?} to \"/{}\"",
@@ -1031,10 +1052,7 @@ impl Indexer<'_> {
                 }
                 n.path
             }
-            Err(why) => {
-                self.warn.push(format!("refused {shown:?}: {why}"));
-                return Ok(());
-            }
+            Err(why) => return Err(hostile(self, format!("at offset {pos}: {why}"))),
         };
         if path.is_empty() {
             if kind != EntryKind::Dir {
@@ -1110,12 +1128,22 @@ impl Indexer<'_> {
                 } else {
                     let tshown = String::from_utf8_lossy(&target).into_owned();
                     let t = match normalise(&target) {
+                        Ok(n) if n.absolute => {
+                            let why = format!("at offset {pos} is a hard link to an absolute name");
+                            return Err(hostile(self, format!("{why} {tshown:?}")));
+                        }
                         Ok(n) if !n.path.is_empty() => n.path,
-                        _ => {
+                        Ok(_) => {
                             self.warn.push(format!(
-                                "refused hard link {shown:?}: target {tshown:?} is outside the archive's root"
+                                "refused hard link {shown:?}: its target {tshown:?} is the root"
                             ));
                             return Ok(());
+                        }
+                        Err(why) => {
+                            return Err(hostile(
+                                self,
+                                format!("at offset {pos} is a hard link to {tshown:?}: {why}"),
+                            ))
                         }
                     };
                     let Some(&slot) = self.by_path.get(&t) else {
@@ -1318,12 +1346,13 @@ fn base64_decode(s: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Turns the last-wins records into the final tree: path order, parents checked and made up,
-/// hard link groups given a data-carrying first name.
+/// hard link groups given a data-carrying first name. An entry below a symlink of the archive
+/// is `Err((entry, problem))`: the archive is hostile (see the module documentation).
 fn assemble(
     records: Vec<Record>,
     by_path: HashMap<Vec<u8>, usize>,
     warn: &mut Warnings,
-) -> Vec<Item> {
+) -> Result<Vec<Item>, (String, String)> {
     let mut slots: Vec<usize> = by_path.into_values().collect();
     slots.sort_by(|&a, &b| {
         let pa = records
@@ -1373,11 +1402,13 @@ fn assemble(
             match kind_of(parent) {
                 Some(EntryKind::Dir) => {}
                 Some(EntryKind::Symlink) => {
-                    warn.push(format!(
-                        "refused {shown}: its parent /{} is a symlink in the archive (it would be written through the link)",
-                        String::from_utf8_lossy(parent)
+                    return Err((
+                        String::from_utf8_lossy(path).into_owned(),
+                        format!(
+                            "lies below /{}, a symlink in the archive (it would be written through the link)",
+                            String::from_utf8_lossy(parent)
+                        ),
                     ));
-                    continue 'entries;
                 }
                 Some(_) => {
                     warn.push(format!(
@@ -1442,7 +1473,7 @@ fn assemble(
     if needs_sort {
         items.sort_by(|a, b| path_order(&a.entry.path, &b.entry.path));
     }
-    items
+    Ok(items)
 }
 
 /// Reads one entry's content by positioned reads, yielding exactly `size` bytes or failing.

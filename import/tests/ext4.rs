@@ -1049,3 +1049,114 @@ fn ext4_holes_unwritten_and_deep_maps() {
         );
     }
 }
+
+/// htree (dir_index) directories: mkfs.ext4 -d writes linear directories, `e2fsck -fD` indexes
+/// them. With 1 KiB blocks 3000 entries need an index of two levels (indirect levels 1).
+#[test]
+fn ext4_htree_directories_are_read_whole() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    fs::create_dir_all(root.join("big")).unwrap();
+    fs::write(root.join("after"), b"after").unwrap();
+    let name = |i: usize| format!("entry-{i:05}-with-a-longer-name");
+    for i in 0..3000 {
+        fs::write(root.join("big").join(name(i)), pattern(i % 50, i as u8)).unwrap();
+    }
+    fs::create_dir(root.join("big/sub")).unwrap();
+    fs::write(root.join("big/sub/inner"), b"inner").unwrap();
+    for (bs, levels) in [
+        ("1024", "Indirect levels: 1"),
+        ("4096", "Indirect levels: 0"),
+    ] {
+        let img = t.path().join(format!("htree-{bs}.img"));
+        runs(
+            "mkfs.ext4",
+            &[
+                "-q",
+                "-F",
+                "-b",
+                bs,
+                "-d",
+                root.to_str().unwrap(),
+                "-E",
+                "root_owner=0:0",
+                img.to_str().unwrap(),
+                "32M",
+            ],
+        );
+        let out = Command::new("e2fsck")
+            .args(["-fyD", img.to_str().unwrap()])
+            .output()
+            .expect("e2fsck (e2fsprogs) could not run");
+        // 0: nothing to fix; 1: fixed (here: directories indexed). Anything else is a failure.
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "e2fsck -fyD: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let htree = debugfs(&img, "htree /big");
+        assert!(
+            htree.contains("Root node dump") && htree.contains(levels),
+            "/big is hash-indexed with {levels}: {}",
+            &htree[..htree.len().min(400)]
+        );
+
+        let fs_ = open(&img).unwrap();
+        let all = walk(&mut fs_.tree()).unwrap();
+        let under_big: Vec<&Walked> = all
+            .iter()
+            .filter(|w| w.entry.path.starts_with(b"big/"))
+            .collect();
+        assert_eq!(
+            under_big.len(),
+            3002,
+            "{bs}: every entry of /big and /big/sub"
+        );
+        let names: std::collections::HashSet<&[u8]> =
+            under_big.iter().map(|w| &w.entry.path[..]).collect();
+        for i in 0..3000 {
+            let p = format!("big/{}", name(i));
+            assert!(names.contains(p.as_bytes()), "{bs}: {p} missing");
+        }
+        for w in &under_big {
+            if let Some(i) = w
+                .entry
+                .display_path()
+                .strip_prefix("/big/entry-")
+                .and_then(|s| s.get(..5))
+                .and_then(|s| s.parse::<usize>().ok())
+            {
+                assert_eq!(
+                    w.sha.as_deref(),
+                    Some(&Sha256::digest(pattern(i % 50, i as u8))[..]),
+                    "{bs}: content of {}",
+                    w.entry.display_path()
+                );
+            }
+        }
+        assert!(all.iter().any(|w| w.entry.path == b"after"));
+        assert!(all.iter().any(|w| w.entry.path == b"big/sub/inner"));
+        // Lookups by path go through the same directory.
+        for i in [0, 1, 1499, 2999] {
+            let p = format!("/big/{}", name(i));
+            let e = fs_.stat(p.as_bytes()).unwrap().expect(&p);
+            assert_eq!(e.size, (i % 50) as u64, "{bs}: stat {p}");
+        }
+        assert!(fs_
+            .stat(b"/big/entry-03000-with-a-longer-name")
+            .unwrap()
+            .is_none());
+        assert_eq!(fs_.read_file(b"/big/sub/inner", 100).unwrap(), b"inner");
+
+        // ext4-view reads the same directory.
+        let view = ext4_view::Ext4::load(Box::new(fs::read(&img).unwrap())).unwrap();
+        let listed = view
+            .read_dir(ext4_view::Path::try_from(&b"/big"[..]).unwrap())
+            .unwrap()
+            .count();
+        assert_eq!(
+            listed, 3003,
+            "{bs}: ext4-view lists 3000 files, sub, . and .."
+        );
+    }
+}

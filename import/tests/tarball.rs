@@ -239,25 +239,48 @@ def l(name, target, kind=tarfile.SYMTYPE):
     t.addfile(i)
 "#;
 
+/// Opens an archive that must be refused as a whole; returns the one-line message.
+#[track_caller]
+fn refused(path: &Path, spool: &Path) -> String {
+    match TarballTree::open(path, spool) {
+        Ok(t) => panic!(
+            "{} was accepted ({} entries, warnings {:?})",
+            path.display(),
+            t.len(),
+            t.warnings()
+        ),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(!msg.contains('\n'), "one line: {msg:?}");
+            assert!(
+                msg.starts_with(&path.display().to_string()),
+                "names the archive: {msg}"
+            );
+            msg
+        }
+    }
+}
+
 #[test]
 fn hostile_paths_are_normalised_or_refused() {
     let t = tempfile::tempdir().unwrap();
-    let tar = t.path().join("evil.tar");
+    // What a tar of a system may hold: benign spellings are silent, single odd entries are
+    // left out and said.
+    let tar = t.path().join("odd.tar");
     python_tar(
         &tar,
         &format!(
             "{PY_PRELUDE}
-f('/abs/file', b'abs')
-f('../../escape', b'x')
-f('a/../../escape2', b'x')
+f('./dot/file', b'dot')
+f('dbl//slash', b's')
+d('trailing/')
 f('./x/./y/../z', b'z')
 l('link', '/etc')
-f('link/passwd', b'owned')
+l('rel', '../../../usr/bin')
 f('plain', b'p')
 f('plain/under', b'u')
 l('hl-missing', 'nowhere', tarfile.LNKTYPE)
 l('hl-to-symlink', 'link', tarfile.LNKTYPE)
-l('hl-escape', '../../etc/shadow', tarfile.LNKTYPE)
 f('.wh.gone')
 d('dir/.wh..wh..opq')
 f('deep/a/b/c', b'c', mtime=1234)
@@ -273,39 +296,117 @@ t.close()
     assert_eq!(
         paths(&all),
         [
-            "abs",
-            "abs/file",
+            "dbl",
+            "dbl/slash",
             "deep",
             "deep/a",
             "deep/a/b",
             "deep/a/b/c",
+            "dot",
+            "dot/file",
             "dup",
             "link",
             "plain",
+            "rel",
+            "trailing",
             "x",
             "x/z"
         ]
     );
     assert_eq!(find(&all, "dup").1, b"second");
     assert_eq!(find(&all, "x/z").1, b"z");
+    assert_eq!(find(&all, "dot/file").1, b"dot");
+    // Symlink targets are data: an absolute or climbing target is kept as it is.
+    assert_eq!(
+        find(&all, "link").0.link_target.as_deref(),
+        Some(&b"/etc"[..])
+    );
+    assert_eq!(
+        find(&all, "rel").0.link_target.as_deref(),
+        Some(&b"../../../usr/bin"[..])
+    );
     let made_up = &find(&all, "deep/a").0;
     assert_eq!((made_up.kind, made_up.mode), (EntryKind::Dir, 0o755));
     assert_eq!(made_up.mtime.secs, 1234);
     let w = tree.warnings().join("\n");
     for needle in [
-        "refused \"../../escape\"",
-        "refused \"a/../../escape2\"",
         "normalised \"./x/./y/../z\"",
-        "refused /link/passwd: its parent /link is a symlink",
         "refused /plain/under: its parent /plain is not a directory",
         "refused hard link \"hl-missing\"",
         "refused hard link \"hl-to-symlink\"",
-        "refused hard link \"hl-escape\"",
         "refused \".wh.gone\"",
         "refused \"dir/.wh..wh..opq/\"",
-        "1 entries had absolute names",
     ] {
         assert!(w.contains(needle), "no {needle:?} in:\n{w}");
+    }
+    for silent in ["dot", "dbl", "trailing"] {
+        assert!(
+            !w.contains(silent),
+            "{silent} is benign, said nothing:\n{w}"
+        );
+    }
+    assert_eq!(tree.warnings().len(), 6, "{w}");
+
+    // What only a crafted archive holds: the whole archive is refused, naming the entry.
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "abs",
+            "f('etc/ok', b'ok')\nf('/abs/file', b'abs')",
+            "\"/abs/file\"",
+            "absolute name",
+        ),
+        (
+            "dotdot",
+            "f('../../escape', b'x')",
+            "\"../../escape\"",
+            "climbs above the root",
+        ),
+        (
+            "inner-dotdot",
+            "d('a')\nf('a/../../escape2', b'x')",
+            "\"a/../../escape2\"",
+            "climbs above the root",
+        ),
+        (
+            "through-symlink",
+            "l('link', '/etc')\nf('link/passwd', b'owned')",
+            "\"link/passwd\"",
+            "below /link, a symlink in the archive",
+        ),
+        (
+            "symlink-after",
+            "d('link')\nf('link/passwd', b'owned')\nl('link', '/etc')",
+            "\"link/passwd\"",
+            "below /link, a symlink",
+        ),
+        (
+            "dotdot-into-symlink",
+            "l('link', '/etc')\nf('x/../link/shadow', b'owned')",
+            "\"link/shadow\"",
+            "below /link, a symlink",
+        ),
+        (
+            "hl-escape",
+            "l('hl', '../../etc/shadow', tarfile.LNKTYPE)",
+            "\"hl\"",
+            "hard link to \"../../etc/shadow\": '..' climbs above the root",
+        ),
+        (
+            "hl-abs",
+            "f('etc/shadow', b's')\nl('hl', '/etc/shadow', tarfile.LNKTYPE)",
+            "\"hl\"",
+            "hard link to an absolute name",
+        ),
+    ];
+    for (name, body, entry, problem) in cases {
+        let tar = t.path().join(format!("{name}.tar"));
+        python_tar(&tar, &format!("{PY_PRELUDE}\n{body}\nt.close()\n"));
+        let msg = refused(&tar, t.path());
+        assert!(
+            msg.contains(&format!("entry {entry}")) && msg.contains(problem),
+            "{name}: names the entry {entry} and says {problem:?}: {msg}"
+        );
+        assert!(msg.ends_with("refusing the archive"), "{name}: {msg}");
     }
 }
 
@@ -382,24 +483,37 @@ fn gnu_tar_absolute_names_transform_and_sparse() {
     drop(f);
     std::fs::write(src.join("plain"), b"p").unwrap();
 
-    // -P keeps the leading '/'; the reader makes it relative and says so.
+    // A sparse GNU tar is served without expanding its holes.
+    let sp = t.path().join("sparse.tar");
+    run(Command::new("tar")
+        .args(["--format=gnu", "-S", "-C"])
+        .arg(&src)
+        .arg("-cf")
+        .arg(&sp)
+        .args(["lastlog", "plain"]));
+    let tree = &mut open(&sp, t.path());
+    let all = collect(tree);
+    let (e, data) = find(&all, "lastlog");
+    assert_eq!(e.size, 20 << 20);
+    assert!(e.allocated.unwrap() < 1 << 20, "{:?}", e.allocated);
+    assert_eq!(&data[10 << 20..(10 << 20) + 5], b"hello");
+    assert!(data[..10 << 20].iter().all(|&b| b == 0));
+    assert!(tree.warnings().is_empty(), "{:?}", tree.warnings());
+
+    // -P keeps the leading '/': the archive is refused, naming the first absolute entry.
     let abs = t.path().join("abs.tar");
     run(Command::new("tar")
         .args(["-P", "--format=gnu", "-S", "-cf"])
         .arg(&abs)
         .arg(&sparse)
         .arg(src.join("plain")));
-    let tree = &mut open(&abs, t.path());
-    let all = collect(tree);
-    let rel = sparse.to_str().unwrap().trim_start_matches('/');
-    let (e, data) = find(&all, rel);
-    assert_eq!(e.size, 20 << 20);
-    assert!(e.allocated.unwrap() < 1 << 20, "{:?}", e.allocated);
-    assert_eq!(&data[10 << 20..(10 << 20) + 5], b"hello");
-    assert!(data[..10 << 20].iter().all(|&b| b == 0));
-    assert!(tree.warnings().iter().any(|w| w.contains("absolute")));
+    let msg = refused(&abs, t.path());
+    assert!(
+        msg.contains(&format!("{:?}", sparse.display().to_string())) && msg.contains("absolute"),
+        "{msg}"
+    );
 
-    // --transform can plant '..' components.
+    // --transform can plant '..' components: one climbing above the root refuses the archive.
     let tr = t.path().join("transform.tar");
     run(Command::new("tar")
         .args([
@@ -413,10 +527,26 @@ fn gnu_tar_absolute_names_transform_and_sparse() {
         .arg("-cf")
         .arg(&tr)
         .args(["lastlog", "plain"]));
-    let tree = &mut open(&tr, t.path());
-    let all = collect(tree);
-    assert_eq!(paths(&all), ["plain"]);
-    assert!(tree.warnings().iter().any(|w| w.contains("../lastlog")));
+    let msg = refused(&tr, t.path());
+    assert!(
+        msg.contains("\"../lastlog\"") && msg.contains("climbs above the root"),
+        "{msg}"
+    );
+    // ... while a '..' that stays inside it is resolved and said.
+    let inside = t.path().join("inside.tar");
+    run(Command::new("tar")
+        .args(["--transform", "s,^plain,a/../plain,", "-C"])
+        .arg(&src)
+        .arg("-cf")
+        .arg(&inside)
+        .arg("plain"));
+    let tree = &mut open(&inside, t.path());
+    assert_eq!(paths(&collect(tree)), ["plain"]);
+    assert!(
+        tree.warnings().iter().any(|w| w.contains("a/../plain")),
+        "{:?}",
+        tree.warnings()
+    );
 
     // pax-format sparse files are refused, clearly.
     let pax = t.path().join("paxsparse.tar");

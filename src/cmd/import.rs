@@ -1,7 +1,7 @@
 //! `decant import`: a disk, a partition dump or a tarball → a single-layer image.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Args as ClapArgs;
 use import::job::{self, ImportReport, ImportRequest};
-use import::plan::{self, PlanOptions};
+use import::plan::{self, Plan, PlanError, PlanOptions};
 use import::policy::PolicyOptions;
 use snapshot::layer::{Compression, LayerOptions};
 use snapshot::store::Reference;
@@ -117,8 +117,7 @@ pub fn run(ctx: &Context, a: Args) -> Result<()> {
         },
         spool_dir: store.temp_dir(),
     };
-    let opened = plan::open(&a.source, &opts)
-        .with_context(|| format!("importing {}", a.source.display()))?;
+    let opened = plan::open(&a.source, &opts).map_err(|e| plan_error(&a.source, e))?;
     if a.dry_run {
         if json {
             println!("{}", serde_json::to_string_pretty(&opened.plan)?);
@@ -182,7 +181,7 @@ pub fn run(ctx: &Context, a: Args) -> Result<()> {
         done.store(true, Ordering::Relaxed);
         r
     })
-    .with_context(|| format!("importing {}", a.source.display()))?;
+    .map_err(|e| naming_source(&a.source, e.into()))?;
 
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -195,21 +194,81 @@ pub fn run(ctx: &Context, a: Args) -> Result<()> {
     Ok(())
 }
 
+/// How the source is named in error messages: the path as given, `stdin` for `-` (the name
+/// the tarball reader uses).
+fn source_name(source: &Path) -> String {
+    if source == Path::new("-") {
+        "stdin".into()
+    } else {
+        source.display().to_string()
+    }
+}
+
+/// One line naming the source once: the readers' errors already start with the file's name,
+/// so "importing FILE" is only added to those that do not mention it.
+fn naming_source(source: &Path, e: anyhow::Error) -> anyhow::Error {
+    let name = source_name(source);
+    if e.to_string().contains(&name) {
+        e
+    } else {
+        e.context(format!("importing {name}"))
+    }
+}
+
+/// `naming_source`, and for "no filesystem decant can read" the per-volume reasons without the
+/// file's name again (the plan names it before each reason of a bare filesystem).
+fn plan_error(source: &Path, e: PlanError) -> anyhow::Error {
+    if let PlanError::NothingReadable { file, found } = &e {
+        let reasons: Vec<String> = found
+            .split("; ")
+            .map(|r| {
+                let r = r.strip_prefix(&format!("{file}: ")).unwrap_or(r);
+                match r.strip_prefix(&format!("{file} holds ")) {
+                    Some("unknown") => "it holds no filesystem signature decant knows".into(),
+                    Some(what) => format!("it holds {what}"),
+                    None => r.to_string(),
+                }
+            })
+            .collect();
+        return anyhow::anyhow!(
+            "{file}: no filesystem decant can read: {}",
+            reasons.join("; ")
+        );
+    }
+    naming_source(source, e.into())
+}
+
+/// `(partition dump, 48.0 MiB)`, `(qcow2 v3, 72.0 MiB virtual, gpt partition table)`.
+fn describe_source(p: &Plan) -> String {
+    let Some(d) = &p.disk else {
+        return p.kind.clone();
+    };
+    let bare = p.scheme == "none";
+    let format = match (d.format.as_str(), d.subformat.is_empty()) {
+        ("raw", _) if bare => "partition dump".to_string(),
+        ("raw", _) => "raw disk".to_string(),
+        (f, true) => f.to_string(),
+        (f, false) => format!("{f} {}", d.subformat),
+    };
+    let size = if d.format == "raw" {
+        output::bytes(d.virtual_size)
+    } else {
+        format!("{} virtual", output::bytes(d.virtual_size))
+    };
+    if bare {
+        if d.format == "raw" {
+            format!("{format}, {size}")
+        } else {
+            format!("{format}, {size}, a bare filesystem")
+        }
+    } else {
+        format!("{format}, {size}, {} partition table", p.scheme)
+    }
+}
+
 fn print_summary(r: &ImportReport) {
     let p = &r.plan;
-    let mut what = format!("{}", p.source.display());
-    if let Some(d) = &p.disk {
-        what.push_str(&format!(
-            " ({} {}, {} virtual, {})",
-            d.format,
-            d.subformat,
-            output::bytes(d.virtual_size),
-            p.scheme
-        ));
-    } else {
-        what.push_str(&format!(" ({})", p.kind));
-    }
-    eprintln!("Imported {what}");
+    eprintln!("Imported {} ({})", p.source.display(), describe_source(p));
     if let Some(root) = &p.root {
         eprintln!("  root: volume {root}");
     }
@@ -224,7 +283,14 @@ fn print_summary(r: &ImportReport) {
                 "  not grafted: {} ({}): {}",
                 m.mountpoint,
                 m.spec,
-                m.reason.as_deref().unwrap_or("")
+                m.reason.as_deref().unwrap_or("no reason given")
+            ),
+            "skipped" => eprintln!(
+                "  skipped fstab {} {} ({}): {}",
+                m.fstype,
+                m.mountpoint,
+                m.spec,
+                m.reason.as_deref().unwrap_or("not a disk filesystem")
             ),
             _ => {}
         }
