@@ -437,9 +437,12 @@ fn strip(uuid: &str) -> String {
     uuid.chars().filter(|&c| c != '-').collect()
 }
 
-/// Replaces every LVM physical volume in `parts` with the visible linear LVs of its volume
-/// group. LVs this reader cannot map (thin, raid, snapshots, striped, on a missing PV) are
-/// skipped with a note, so the other LVs (usually the root) still open.
+/// Replaces every LVM physical volume in `parts` with the logical volumes of its volume group.
+/// Visible linear LVs are readable volumes. LVs this reader cannot map (thin, RAID, mirror,
+/// snapshot, striped, cache, ...) are listed too, as volumes with an empty source and
+/// `part_type` set to their segment type, so the user sees them and asking for one gets a
+/// clear "not supported" (see [`unsupported_reason`]). LVs on a missing PV are skipped with a
+/// note, so the other LVs (usually the root) still open.
 pub fn expand(parts: Vec<Volume>, notes: &mut Vec<String>) -> Result<Vec<Volume>, VolumeError> {
     let mut pvs = Vec::new();
     for (slot, vol) in parts.iter().enumerate() {
@@ -490,7 +493,28 @@ pub fn expand(parts: Vec<Volume>, notes: &mut Vec<String>) -> Result<Vec<Volume>
     Ok(out)
 }
 
-/// The visible LVs of one VG.
+/// The segment sections of an LV, at most `MAX_SEGMENTS`.
+fn segments(lv: &Value) -> Vec<&Value> {
+    lv.items()
+        .iter()
+        .filter(|(k, v)| k.starts_with("segment") && matches!(v, Value::Section(_)))
+        .map(|(_, v)| v)
+        .take(MAX_SEGMENTS)
+        .collect()
+}
+
+/// Why decant cannot read `v`, when it is an LV listed but not mapped (see [`expand`]):
+/// "raid1 logical volumes are not supported ...". `None` for every readable volume.
+pub fn unsupported_reason(v: &Volume) -> Option<String> {
+    (v.scheme == "lvm" && v.part_type != "linear").then(|| {
+        format!(
+            "{} logical volumes are not supported (decant reads linear LVs only)",
+            v.part_type
+        )
+    })
+}
+
+/// The LVs of one VG: the visible linear ones mapped, the others listed as unsupported.
 fn map_vg(
     vg: &str,
     section: &Value,
@@ -538,31 +562,69 @@ fn map_vg(
     let Some(lvs) = section.get("logical_volumes") else {
         return Ok(out);
     };
+    // A snapshot is two hidden LVs: the copy-on-write store (which `lvs` shows under its own
+    // name) and `snapshotN`, whose segment of type "snapshot" names the origin and the store.
+    // Both lack VISIBLE, so they are found through that segment, not the flag.
+    let mut cows: BTreeMap<&str, &str> = BTreeMap::new();
+    for (_, lv) in lvs.items() {
+        for seg in segments(lv) {
+            if seg.str("type") == Some("snapshot") {
+                if let Some(cow) = seg.str("cow_store") {
+                    cows.insert(cow, seg.str("origin").unwrap_or("?"));
+                }
+            }
+        }
+    }
+    let (pv_index, pv_start) = first_pv
+        .and_then(|p| parts.get(p.slot))
+        .map_or((0, 0), |v| (v.index, v.start));
+    let listed = |lvname: &str, kind: String, lv: &Value| {
+        let size = segments(lv)
+            .iter()
+            .map(|s| s.int("extent_count").unwrap_or(0).max(0) as u64)
+            .fold(0u64, u64::saturating_add)
+            .saturating_mul(extent);
+        let name = format!("{dev} lv {vg}/{lvname} ({kind}, not readable)");
+        Volume {
+            index: pv_index,
+            source: Arc::new(crate::block::MemSource::new(Vec::new(), name)),
+            start: pv_start,
+            size,
+            scheme: "lvm".into(),
+            part_type: kind.clone(),
+            type_name: format!("LVM {kind} logical volume (not supported)"),
+            partuuid: None,
+            partlabel: None,
+            lvm: Some((vg.to_string(), lvname.to_string())),
+        }
+    };
     'lv: for (lvname, lv) in lvs.items() {
+        let mut segs = segments(lv);
+        if cows.contains_key(lvname.as_str()) {
+            out.push(listed(lvname, "snapshot".into(), lv));
+            continue;
+        }
+        if segs.iter().any(|s| s.str("type") == Some("snapshot")) {
+            // `snapshotN`: listed under its store's name above.
+            continue;
+        }
         if !lv.has_flag("status", "VISIBLE") {
             continue;
         }
-        let mut segs: Vec<&Value> = lv
-            .items()
-            .iter()
-            .filter(|(k, v)| k.starts_with("segment") && matches!(v, Value::Section(_)))
-            .map(|(_, v)| v)
-            .take(MAX_SEGMENTS)
-            .collect();
         segs.sort_by_key(|s| s.int("start_extent").unwrap_or(-1));
         let mut windows: Vec<Arc<dyn BlockSource>> = Vec::new();
         let mut next_extent = 0i64;
         let mut first_start = None;
         for (n, seg) in segs.iter().enumerate() {
-            let kind = seg.str("type").unwrap_or("?");
+            let kind = seg.str("type").unwrap_or("unknown");
             let stripes = seg.int("stripe_count").unwrap_or(0);
             if kind != "striped" || stripes != 1 {
-                let what = if kind == "striped" {
-                    format!("striped over {stripes} PVs")
+                let kind = if kind == "striped" {
+                    format!("striped ({stripes} stripes)")
                 } else {
                     kind.to_string()
                 };
-                notes.push(format!("LV {vg}/{lvname} skipped: segment type {what} is not supported (only linear LVs are read)"));
+                out.push(listed(lvname, kind, lv));
                 continue 'lv;
             }
             let start = seg.int("start_extent").unwrap_or(-1);
