@@ -289,6 +289,21 @@ fn hostile_header_fields() {
         (76, &3u32.to_le_bytes(), "undo"),
         (68, &0u32.to_le_bytes(), "version"),
         (64, &[0, 0, 0, 0], "signature"),
+        // The data area over the header (offset 0) or over the block map; the block map in
+        // the header (qemu's header ends at 72 + 384).
+        (
+            344,
+            &0u32.to_le_bytes(),
+            "vdi data area at offset 344: data offset 0",
+        ),
+        (
+            344,
+            &512u32.to_le_bytes(),
+            "vdi data area at offset 344: data offset 512",
+        ),
+        (344, &u32::MAX.to_le_bytes(), "vdi data area"),
+        (340, &0u32.to_le_bytes(), "end of the header (456)"),
+        (340, &400u32.to_le_bytes(), "end of the header (456)"),
     ];
     for (off, bytes, want) in cases {
         std::fs::write(&img, &orig).unwrap();

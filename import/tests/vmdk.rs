@@ -234,6 +234,63 @@ fn hostile_headers_are_errors() {
     }
 }
 
+/// Grain directory, grain table and grain offsets pointing into the header (sector 0 and the
+/// embedded descriptor) or past the end of the file are refused, naming the structure.
+#[test]
+fn hostile_table_offsets_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rawp, _) = raw(dir.path());
+    let good = dir.path().join("good.vmdk");
+    convert(&rawp, &good, "monolithicSparse");
+    let orig = fs::read(&good).unwrap();
+    let u64_at = |at: usize| u64::from_le_bytes(orig[at..at + 8].try_into().unwrap());
+    let u32_at = |at: usize| u64::from(u32::from_le_bytes(orig[at..at + 4].try_into().unwrap()));
+    let (desc, desc_len) = (u64_at(28), u64_at(36));
+    assert!(desc > 0 && desc_len > 0, "qemu embeds the descriptor");
+    let gd = u64_at(56) * 512;
+    let gt = u32_at(gd as usize) * 512;
+    let p = dir.path().join("bad.vmdk");
+    let open_err = |at: u64, bytes: &[u8]| {
+        fs::write(&p, &orig).unwrap();
+        patched(&p, at, bytes);
+        let err = open_disk(&p, &DiskOptions::default())
+            .err()
+            .unwrap_or_else(|| panic!("patch at {at} accepted"))
+            .to_string();
+        assert!(err.contains("bad.vmdk") && !err.contains('\n'), "{err}");
+        err
+    };
+    // Grain directory at sector 0 (the header) and inside the descriptor.
+    for sector in [0u64, desc + 1] {
+        let err = open_err(56, &sector.to_le_bytes());
+        assert!(
+            err.contains("grain directory at offset") && err.contains("lies in the header"),
+            "{err}"
+        );
+    }
+    // A grain table in the header, and one past the end of the file.
+    let err = open_err(gd, &1u32.to_le_bytes());
+    assert!(
+        err.contains(&format!("grain directory entry at offset {gd}"))
+            && err.contains("grain table 0 at sector 1 lies in the header"),
+        "{err}"
+    );
+    let past = (orig.len() as u32 / 512) - 1;
+    let err = open_err(gd, &past.to_le_bytes());
+    assert!(err.contains("runs past the end of the file"), "{err}");
+    // A grain in the descriptor: the open succeeds, reading that grain fails.
+    fs::write(&p, &orig).unwrap();
+    patched(&p, gt, &((desc + 2) as u32).to_le_bytes());
+    let d = open_disk(&p, &DiskOptions::default()).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let err = d.read_at(0, &mut buf).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("grain table entry at offset {gt}"))
+            && err.contains("lies in the header"),
+        "{err}"
+    );
+}
+
 #[test]
 fn truncated_and_flipped_images_never_panic() {
     let dir = tempfile::tempdir().unwrap();

@@ -87,6 +87,8 @@ fn uuid_text(u: &[u8; 16]) -> String {
 
 /// The fields of a v1.1 header this reader uses.
 struct Header {
+    /// Bytes from the start of the file to the end of the header (pre-header + header size).
+    header_end: u64,
     image_type: u32,
     blocks_offset: u64,
     data_offset: u64,
@@ -140,6 +142,7 @@ fn read_header(file: &File, name: &str) -> Result<Header, DiskError> {
         ));
     }
     Ok(Header {
+        header_end: 72 + u64::from(header_size),
         image_type: le32(&h, 76),
         blocks_offset: le32(&h, 340) as u64,
         data_offset: le32(&h, 344) as u64,
@@ -243,14 +246,28 @@ impl VdiReader {
                 format!("{} blocks make a block map over 64 MiB", h.blocks),
             ));
         }
-        if h.blocks_offset < 384 || h.blocks_offset + map_bytes > file_size {
+        if h.blocks_offset < h.header_end || h.blocks_offset + map_bytes > file_size {
             return Err(DiskError::corrupt(
                 &name,
                 "vdi block map",
                 340,
                 format!(
-                    "{map_bytes} bytes at offset {} are not between the header and the end of the file ({file_size} bytes)",
-                    h.blocks_offset
+                    "{map_bytes} bytes at offset {} are not between the end of the header ({}) and the end of the file ({file_size} bytes)",
+                    h.blocks_offset, h.header_end
+                ),
+            ));
+        }
+        // The data area comes after the header and the block map, never over them: a
+        // data offset of 0 would read the header's bytes as the disk's first block.
+        let map_end = h.blocks_offset + map_bytes;
+        if h.data_offset < map_end || h.data_offset > file_size {
+            return Err(DiskError::corrupt(
+                &name,
+                "vdi data area",
+                344,
+                format!(
+                    "data offset {} is not between the end of the header and block map ({map_end}) and the end of the file ({file_size} bytes)",
+                    h.data_offset
                 ),
             ));
         }
