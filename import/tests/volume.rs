@@ -771,3 +771,77 @@ fn lvm_thin_raid_snapshot_are_named_unsupported() {
         assert!(!err.contains("no volume matches"), "{err}");
     }
 }
+
+/// A PV with two metadata areas holding different versions of the VG: whichever area holds
+/// it, the newest seqno is used. The old version has another layout (root at extent 0, no
+/// `pad`), so reading the old copy would give other volumes and other bytes.
+#[test]
+fn lvm_newest_seqno_wins_across_metadata_areas() {
+    let dir = tempfile::tempdir().unwrap();
+    let pv = dir.path().join("pv.img");
+    fs::File::create(&pv).unwrap().set_len(48 << 20).unwrap();
+    let vg = format!("decantsq{}", std::process::id());
+    let lvm = LoopLvm::attach(&pv);
+    let dev = lvm.dev.clone();
+    let tool = |cmd: &str, args: &[&str]| lvm.tool(cmd, args);
+    tool("pvcreate", &["--pvmetadatacopies", "2", &dev]);
+    tool("vgcreate", &["-s", "1M", &vg, &dev]);
+    let num = |field: &str| -> u64 {
+        tool(
+            "pvs",
+            &[
+                "--noheadings",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                field,
+                &dev,
+            ],
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    };
+    assert_eq!(num("pv_mda_count"), 2);
+    let pe_start = num("pe_start");
+    let data_end = pe_start + (num("pv_pe_count") << 20);
+    let lv = |args: &[&str]| {
+        let mut a = vec!["--zero", "n", "--activate", "n"];
+        a.extend_from_slice(args);
+        tool("lvcreate", &a);
+    };
+    lv(&["-L", "8M", "-n", "root", &vg]);
+    let old = fs::read(&pv).unwrap();
+    tool("lvremove", &["-y", &format!("{vg}/root")]);
+    lv(&["-L", "4M", "-n", "pad", &vg]);
+    lv(&["-L", "8M", "-n", "root", &vg]);
+    drop(lvm);
+    let fs_bytes = ext4(dir.path(), "seqroot", 8);
+    put(&pv, pe_start + (4 << 20), &fs_bytes);
+    let new = fs::read(&pv).unwrap();
+
+    // The first area (after the label, before the data) and the second (after the data).
+    let first = 4096..pe_start as usize;
+    let second = data_end as usize..new.len();
+    let with_old = |ranges: &[std::ops::Range<usize>]| {
+        let mut d = new.clone();
+        for r in ranges {
+            d[r.clone()].copy_from_slice(&old[r.clone()]);
+        }
+        fs::write(&pv, &d).unwrap();
+        layout(&pv)
+    };
+    for old_areas in [vec![second.clone()], vec![first.clone()]] {
+        let l = with_old(&old_areas);
+        let names: Vec<_> = l.volumes.iter().map(|v| v.lvm.clone().unwrap().1).collect();
+        assert_eq!(names, vec!["pad", "root"], "old copy in {old_areas:?}");
+        assert_eq!(l.volumes[1].start, pe_start + (4 << 20));
+        assert_eq!(read_all(&*l.volumes[1].source), fs_bytes);
+    }
+    // Both areas old: the old layout, so a wrong choice above would have shown.
+    let l = with_old(&[first, second]);
+    let names: Vec<_> = l.volumes.iter().map(|v| v.lvm.clone().unwrap().1).collect();
+    assert_eq!(names, vec!["root"]);
+    assert_eq!(l.volumes[0].start, pe_start);
+}
