@@ -229,6 +229,14 @@ fn open_disk(path: &Path, opts: &PlanOptions) -> Result<Opened, PlanError> {
             report.filesystem = "unsupported".into();
         }
         let mut fs = None;
+        if matches!(kind, FsKind::Vfat) {
+            // Not read, but an fstab line may name it (UUID=ABCD-1234 /boot/efi): with its
+            // id the line is reported as a FAT volume decant skips, not as a missing one.
+            if let Some((id, label)) = fat_id(&*v.source) {
+                report.uuid = Some(id);
+                report.label = label;
+            }
+        }
         if matches!(kind, FsKind::Ext { .. }) {
             match Ext4::open(v.source.clone(), i as u64 + 1) {
                 Ok(e) => {
@@ -336,7 +344,12 @@ fn open_disk(path: &Path, opts: &PlanOptions) -> Result<Opened, PlanError> {
                                 m.status = "unresolved".into();
                                 m.reason = Some(format!(
                                     "{} holds {}, which decant cannot read (ext2/3/4 only); {} is left empty",
-                                    found[i].report.name, found[i].report.filesystem, e.mountpoint
+                                    found[i].report.name,
+                                    match found[i].report.filesystem.as_str() {
+                                        "FAT" => "a FAT (vfat) filesystem",
+                                        other => other,
+                                    },
+                                    e.mountpoint
                                 ));
                             }
                         }
@@ -382,6 +395,28 @@ fn no_match_reason(found: &[Found], spec: &DeviceSpec, text: &str) -> String {
         );
     }
     format!("no volume on this disk matches {text}")
+}
+
+/// The volume id and label of a FAT filesystem, from its boot sector, as Linux shows them:
+/// `UUID=ABCD-1234`, `LABEL=EFI`. `None` when the boot sector has no extended signature.
+fn fat_id(src: &dyn BlockSource) -> Option<(String, Option<String>)> {
+    let mut b = [0u8; 512];
+    src.read_at(0, &mut b).ok()?;
+    // FAT32 has no 16-bit sectors-per-FAT count (offset 22): its extended fields start at 64.
+    let fat32 = b[22] == 0 && b[23] == 0;
+    let ext = if fat32 { 0x40 } else { 0x24 };
+    if !matches!(b.get(ext + 2), Some(0x28 | 0x29)) {
+        return None;
+    }
+    let serial = u32::from_le_bytes(b.get(ext + 3..ext + 7)?.try_into().ok()?);
+    let id = format!("{:04X}-{:04X}", serial >> 16, serial & 0xffff);
+    // Only the 0x29 signature has a label field.
+    let label = (b[ext + 2] == 0x29)
+        .then(|| b.get(ext + 7..ext + 18))
+        .flatten()
+        .map(|l| String::from_utf8_lossy(l).trim_end().to_string())
+        .filter(|l| !l.is_empty() && l != "NO NAME");
+    Some((id, label))
 }
 
 fn used_bytes(fs: &Ext4) -> u64 {
