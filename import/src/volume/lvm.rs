@@ -742,4 +742,71 @@ contents = "Text Format Volume Group"
         let deep = "a{".repeat(100);
         assert!(parse_metadata(deep.as_bytes()).is_err());
     }
+
+    /// Older lvm2 keeps VISIBLE on a snapshot's store: it is still the snapshot, not a
+    /// readable linear LV, and `snapshotN` stays out of the list whatever its flags.
+    #[test]
+    fn snapshot_store_and_striped_lvs_are_listed_unsupported() {
+        let t = br#"vg0 {
+extent_size = 8
+physical_volumes { pv0 { id = "abc" pe_start = 8 } }
+logical_volumes {
+  origin { status = ["VISIBLE"] segment1 { start_extent = 0 extent_count = 2 type = "striped" stripe_count = 1 stripes = ["pv0", 0] } }
+  snap { status = ["VISIBLE"] segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 2] } }
+  snapshot0 { status = ["VISIBLE"] segment1 { start_extent = 0 extent_count = 2 type = "snapshot" origin = "origin" cow_store = "snap" } }
+  wide { status = ["VISIBLE"] segment1 { start_extent = 0 extent_count = 2 type = "striped" stripe_count = 2 stripes = ["pv0", 3, "pv0", 4] } }
+}
+}"#;
+        let root = parse_metadata(t).unwrap();
+        let section = root.get("vg0").unwrap();
+        let disk: Arc<dyn BlockSource> =
+            Arc::new(crate::block::MemSource::new(vec![0u8; 64 << 10], "d"));
+        let parts = vec![Volume {
+            index: 1,
+            source: disk,
+            start: 0,
+            size: 64 << 10,
+            scheme: "mbr".into(),
+            part_type: MBR_LVM.into(),
+            type_name: String::new(),
+            partuuid: None,
+            partlabel: None,
+            lvm: None,
+        }];
+        let pvs = vec![Pv {
+            slot: 0,
+            uuid: "abc".into(),
+            metadata: Some((1, "vg0".into(), section.clone())),
+        }];
+        let mut notes = Vec::new();
+        let lvs = map_vg("vg0", section, &parts, &pvs, &mut notes).unwrap();
+        let got: Vec<(String, String, Option<String>)> = lvs
+            .iter()
+            .map(|v| {
+                (
+                    v.lvm.clone().unwrap().1,
+                    v.part_type.clone(),
+                    unsupported_reason(v),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("origin".into(), "linear".into(), None),
+                (
+                    "snap".into(),
+                    "snapshot".into(),
+                    Some("snapshot logical volumes are not supported (decant reads linear LVs only)".into())
+                ),
+                (
+                    "wide".into(),
+                    "striped (2 stripes)".into(),
+                    Some("striped (2 stripes) logical volumes are not supported (decant reads linear LVs only)".into())
+                ),
+            ]
+        );
+        assert_eq!(lvs[1].size, 4096);
+        assert_eq!(lvs[1].source.len(), 0, "an unsupported LV is never read");
+    }
 }
