@@ -1,5 +1,7 @@
-//! LVM2: physical volume labels, metadata areas, the text metadata, and linear logical volumes
-//! mapped onto their physical volumes.
+//! LVM2: physical volume labels, metadata areas (the copy with the newest seqno wins), the text
+//! metadata, and linear logical volumes mapped onto their physical volumes. Thin, RAID, mirror,
+//! snapshot, striped and other LVs are listed under the names `lvs` shows but never read, so
+//! asking for one gets "not supported" rather than "no such volume".
 //!
 //! Our own reader: the `lvm2` crate returns wrong data for LVs of more than one segment and reads
 //! only the first metadata area of a single PV. There is no device-mapper on the machines we run
