@@ -355,7 +355,7 @@ impl LoopLvm {
             .trim()
             .to_string();
         let cfg = format!(
-            "--config=devices{{filter=[\"a|^{dev}$|\",\"r|.*|\"] obtain_device_list_from_udev=0}} activation{{udev_sync=0 udev_rules=0}}"
+            "--config=devices{{filter=[\"a|^{dev}$|\",\"r|.*|\"] obtain_device_list_from_udev=0}} activation{{udev_sync=0 udev_rules=0}} backup{{backup=0 archive=0}}"
         );
         LoopLvm { dev, cfg }
     }
