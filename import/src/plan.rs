@@ -39,6 +39,12 @@ pub enum PlanError {
         selector: String,
         volumes: String,
     },
+    #[error("{file}: --root {selector}: {reason}")]
+    RootUnsupported {
+        file: String,
+        selector: String,
+        reason: String,
+    },
     #[error("{file}: --root {selector}: volume {volume} holds {fs}, which decant cannot read")]
     RootNotReadable {
         file: String,
@@ -175,6 +181,8 @@ struct Found {
     volume: Volume,
     report: VolumeReport,
     fs: Option<Arc<Ext4>>,
+    /// "vg/mirror: raid1 logical volumes are not supported ...": an LV listed, never read.
+    unsupported: Option<String>,
 }
 
 fn volume_name(v: &Volume) -> String {
@@ -196,9 +204,14 @@ fn open_disk(path: &Path, opts: &PlanOptions) -> Result<Opened, PlanError> {
 
     let mut found: Vec<Found> = Vec::new();
     for (i, v) in layout.volumes.into_iter().enumerate() {
-        let kind = probe::probe(&*v.source)?;
+        let name = volume_name(&v);
+        let unsupported = volume::lvm::unsupported_reason(&v).map(|why| format!("{name}: {why}"));
+        let kind = match unsupported {
+            Some(_) => FsKind::Unknown,
+            None => probe::probe(&*v.source)?,
+        };
         let mut report = VolumeReport {
-            name: volume_name(&v),
+            name,
             scheme: v.scheme.clone(),
             part_type: v.part_type.clone(),
             type_name: v.type_name.clone(),
@@ -210,9 +223,20 @@ fn open_disk(path: &Path, opts: &PlanOptions) -> Result<Opened, PlanError> {
             uuid: None,
             label: None,
             is_root: false,
-            error: None,
+            error: unsupported.clone(),
         };
+        if unsupported.is_some() {
+            report.filesystem = "unsupported".into();
+        }
         let mut fs = None;
+        if matches!(kind, FsKind::Vfat) {
+            // Not read, but an fstab line may name it (UUID=ABCD-1234 /boot/efi): with its
+            // id the line is reported as a FAT volume decant skips, not as a missing one.
+            if let Some((id, label)) = fat_id(&*v.source) {
+                report.uuid = Some(id);
+                report.label = label;
+            }
+        }
         if matches!(kind, FsKind::Ext { .. }) {
             match Ext4::open(v.source.clone(), i as u64 + 1) {
                 Ok(e) => {
@@ -233,6 +257,7 @@ fn open_disk(path: &Path, opts: &PlanOptions) -> Result<Opened, PlanError> {
             volume: v,
             report,
             fs,
+            unsupported,
         });
     }
 
@@ -286,7 +311,7 @@ fn open_disk(path: &Path, opts: &PlanOptions) -> Result<Opened, PlanError> {
                 Disposition::Graft(spec) => match resolve(&found, &spec) {
                     None => {
                         m.status = "unresolved".into();
-                        m.reason = Some(format!("no volume on this disk matches {}", e.spec));
+                        m.reason = Some(no_match_reason(&found, &spec, &e.spec));
                     }
                     Some(i) if i == root_idx => {
                         m.status = "unresolved".into();
@@ -307,11 +332,24 @@ fn open_disk(path: &Path, opts: &PlanOptions) -> Result<Opened, PlanError> {
                                 expected += used_bytes(fs);
                                 m.status = "grafted".into();
                             }
+                            None if found[i].unsupported.is_some() => {
+                                m.status = "unresolved".into();
+                                m.reason = Some(format!(
+                                    "{}; {} is left empty",
+                                    found[i].unsupported.as_deref().unwrap_or_default(),
+                                    e.mountpoint
+                                ));
+                            }
                             None => {
                                 m.status = "unresolved".into();
                                 m.reason = Some(format!(
                                     "{} holds {}, which decant cannot read (ext2/3/4 only); {} is left empty",
-                                    found[i].report.name, found[i].report.filesystem, e.mountpoint
+                                    found[i].report.name,
+                                    match found[i].report.filesystem.as_str() {
+                                        "FAT" => "a FAT (vfat) filesystem",
+                                        other => other,
+                                    },
+                                    e.mountpoint
                                 ));
                             }
                         }
@@ -340,6 +378,45 @@ fn open_disk(path: &Path, opts: &PlanOptions) -> Result<Opened, PlanError> {
         plan,
         tree: Box::new(tree),
     })
+}
+
+/// Why an fstab spec matches no volume. A filesystem UUID or LABEL may live on an LV decant
+/// lists but cannot read (its filesystem was never probed), so those LVs are named.
+fn no_match_reason(found: &[Found], spec: &DeviceSpec, text: &str) -> String {
+    let unread: Vec<String> = found
+        .iter()
+        .filter(|f| f.unsupported.is_some())
+        .map(|f| format!("{} ({})", f.report.name, f.volume.part_type))
+        .collect();
+    if matches!(spec, DeviceSpec::Uuid(_) | DeviceSpec::Label(_)) && !unread.is_empty() {
+        return format!(
+            "no readable volume on this disk matches {text}; it may be on a logical volume decant cannot read: {}",
+            unread.join(", ")
+        );
+    }
+    format!("no volume on this disk matches {text}")
+}
+
+/// The volume id and label of a FAT filesystem, from its boot sector, as Linux shows them:
+/// `UUID=ABCD-1234`, `LABEL=EFI`. `None` when the boot sector has no extended signature.
+fn fat_id(src: &dyn BlockSource) -> Option<(String, Option<String>)> {
+    let mut b = [0u8; 512];
+    src.read_at(0, &mut b).ok()?;
+    // FAT32 has no 16-bit sectors-per-FAT count (offset 22): its extended fields start at 64.
+    let fat32 = b[22] == 0 && b[23] == 0;
+    let ext = if fat32 { 0x40 } else { 0x24 };
+    if !matches!(b.get(ext + 2), Some(0x28 | 0x29)) {
+        return None;
+    }
+    let serial = u32::from_le_bytes(b.get(ext + 3..ext + 7)?.try_into().ok()?);
+    let id = format!("{:04X}-{:04X}", serial >> 16, serial & 0xffff);
+    // Only the 0x29 signature has a label field.
+    let label = (b[ext + 2] == 0x29)
+        .then(|| b.get(ext + 7..ext + 18))
+        .flatten()
+        .map(|l| String::from_utf8_lossy(l).trim_end().to_string())
+        .filter(|l| !l.is_empty() && l != "NO NAME");
+    Some((id, label))
 }
 
 fn used_bytes(fs: &Ext4) -> u64 {
@@ -373,6 +450,13 @@ fn choose_root(file: &str, found: &[Found], selector: Option<&str>) -> Result<us
             selector: sel.into(),
             volumes: names(),
         })?;
+        if let Some(reason) = &found[idx].unsupported {
+            return Err(PlanError::RootUnsupported {
+                file: file.into(),
+                selector: sel.into(),
+                reason: reason.clone(),
+            });
+        }
         if found[idx].fs.is_none() {
             return Err(PlanError::RootNotReadable {
                 file: file.into(),

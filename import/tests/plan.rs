@@ -167,3 +167,143 @@ fn unreadable_filesystems_are_named() {
         .to_string();
     assert!(err.contains("swap.img") && err.contains("swap"), "{err}");
 }
+
+fn tool(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} is required for this test and could not run: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// FAT volumes named in fstab by their volume id or label (an EFI system partition as
+/// `UUID=ABCD-1234`, a FAT32 data partition by LABEL) are found and reported as FAT volumes
+/// decant does not read, not as volumes missing from the disk.
+#[test]
+fn fat_volumes_named_in_fstab_are_found_and_said_unreadable() {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let esp = d.join("esp.img");
+    tool(
+        "mkfs.vfat",
+        &["-C", "-i", "ABCD1234", "-n", "EFI", &s(&esp), "4096"],
+    );
+    let fat32 = d.join("fat32.img");
+    tool(
+        "mkfs.vfat",
+        &[
+            "-C",
+            "-F",
+            "32",
+            "-i",
+            "0BADF00D",
+            "-n",
+            "DATA32",
+            &s(&fat32),
+            "34816",
+        ],
+    );
+    let src = d.join("root");
+    for dir in ["etc", "bin"] {
+        std::fs::create_dir_all(src.join(dir)).unwrap();
+    }
+    std::fs::write(src.join("etc/os-release"), "ID=fat-test\n").unwrap();
+    std::fs::write(
+        src.join("etc/fstab"),
+        "/dev/vda3 / ext4 defaults 0 1\n\
+         UUID=ABCD-1234 /boot/efi vfat umask=0077 0 1\n\
+         LABEL=DATA32 /srv/fat vfat defaults 0 2\n\
+         UUID=0000-0001 /srv/missing vfat defaults 0 2\n",
+    )
+    .unwrap();
+    let root = d.join("root.ext4");
+    tool(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-d",
+            &s(&src),
+            "-E",
+            "root_owner=0:0",
+            &s(&root),
+            "8M",
+        ],
+    );
+    let disk = d.join("disk.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(50 << 20)
+        .unwrap();
+    let mut child = Command::new("sfdisk")
+        .args(["--no-reread", "--no-tell-kernel", &s(&disk)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("sfdisk is required for this test");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"label: gpt\n\
+              start=2048, size=8192, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n\
+              start=10240, size=69632, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n\
+              start=79872, size=16384, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n",
+        )
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "sfdisk failed");
+    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    for (img, sector) in [(&esp, 2048u64), (&fat32, 10240), (&root, 79872)] {
+        f.write_all_at(&std::fs::read(img).unwrap(), sector * 512)
+            .unwrap();
+    }
+
+    let p = plan::open(&disk, &opts(d)).unwrap().plan;
+    assert_eq!(p.root.as_deref(), Some("3"));
+    let vols: Vec<(&str, &str, Option<&str>, Option<&str>)> = p
+        .volumes
+        .iter()
+        .map(|v| {
+            (
+                v.name.as_str(),
+                v.filesystem.as_str(),
+                v.uuid.as_deref(),
+                v.label.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(vols[0], ("1", "FAT", Some("ABCD-1234"), Some("EFI")));
+    assert_eq!(vols[1], ("2", "FAT", Some("0BAD-F00D"), Some("DATA32")));
+    let mount = |mp: &str| p.mounts.iter().find(|m| m.mountpoint == mp).unwrap();
+    for (mp, vol) in [("/boot/efi", "1"), ("/srv/fat", "2")] {
+        let m = mount(mp);
+        let why = m.reason.as_deref().unwrap();
+        assert_eq!(
+            (m.status.as_str(), m.volume.as_deref()),
+            ("unresolved", Some(vol)),
+            "{m:?}"
+        );
+        assert!(
+            why.contains("FAT (vfat)")
+                && why.contains("decant cannot read")
+                && why.contains(mp)
+                && !why.contains("no volume"),
+            "{why}"
+        );
+    }
+    let m = mount("/srv/missing");
+    assert!(
+        m.reason
+            .as_deref()
+            .unwrap()
+            .contains("no volume on this disk matches UUID=0000-0001"),
+        "{m:?}"
+    );
+}

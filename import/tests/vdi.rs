@@ -160,13 +160,99 @@ fn differencing_parent_option() {
     };
     compare(&*vdi::open(&child, &opts).unwrap(), &want);
 
-    // A parent with the wrong UUID is refused.
-    let (other, _) = make(pdir.path(), "other.vdi", &[]);
+    // A parent with the wrong UUID (and no right one around it) is refused, saying so.
+    let odir = TempDir::new().unwrap();
+    let (other, _) = make(odir.path(), "other.vdi", &[]);
     let opts = DiskOptions {
-        parent: Some(other),
+        parent: Some(other.clone()),
     };
     let e = vdi::open(&child, &opts).err().unwrap().to_string();
-    assert!(e.contains("UUID") && !e.contains('\n'), "{e}");
+    assert!(
+        e.contains(&format!("the given parent {} has UUID", other.display())) && !e.contains('\n'),
+        "{e}"
+    );
+}
+
+/// A VirtualBox VM directory: the base in `<VM>/`, snapshot 1 in `<VM>/Snapshots/` over the
+/// base, snapshot 2 over snapshot 1 beside it. Returns (s2, expected bytes of s2, base data).
+fn vbox_chain(vm: &Path, base: &Path) -> (PathBuf, Vec<u8>) {
+    let snaps = vm.join("Snapshots");
+    std::fs::create_dir_all(&snaps).unwrap();
+    let data = raw_data();
+    let s1 = snaps.join("{11111111-aaaa-bbbb-cccc-000000000001}.vdi");
+    let want1 = make_child(base, &data, &s1, 0xa1);
+    let s2 = snaps.join("{11111111-aaaa-bbbb-cccc-000000000002}.vdi");
+    let mut want2 = make_child(&s1, &want1, &s2, 0xa2);
+    // Block 1 of s2 and s1 is free: it comes from the base.
+    want2[MIB..2 * MIB].copy_from_slice(&data[MIB..2 * MIB]);
+    (s2, want2)
+}
+
+#[test]
+fn differencing_virtualbox_snapshots_dir() {
+    let dir = TempDir::new().unwrap();
+    let vm = dir.path().join("VM");
+    std::fs::create_dir_all(&vm).unwrap();
+    let (base, _) = make(&vm, "disk.vdi", &[]);
+    // A decoy with another UUID beside the base must not be taken.
+    make(&vm, "decoy.vdi", &[]);
+    let (s2, want) = vbox_chain(&vm, &base);
+    let disk = vdi::open(&s2, &DiskOptions::default()).unwrap();
+    let info = disk.info();
+    let s1_info = info.backing.as_ref().unwrap();
+    assert!(
+        s1_info.file.starts_with(vm.join("Snapshots")),
+        "{s1_info:?}"
+    );
+    let base_info = s1_info.backing.as_ref().unwrap();
+    assert_eq!(
+        base_info.file.canonicalize().unwrap(),
+        base.canonicalize().unwrap()
+    );
+    assert!(info.notes.is_empty(), "{:?}", info.notes);
+    compare(&*disk, &want);
+}
+
+#[test]
+fn differencing_parent_option_for_a_deeper_level() {
+    let dir = TempDir::new().unwrap();
+    let elsewhere = TempDir::new().unwrap();
+    let vm = dir.path().join("VM");
+    std::fs::create_dir_all(&vm).unwrap();
+    let (base, _) = make(elsewhere.path(), "base.vdi", &[]);
+    let (s2, want) = vbox_chain(&vm, &base);
+    // Without the option: s1 is found, the base is not, and the error says where it looked.
+    let e = expect_open_err(
+        &vm.join("Snapshots/{11111111-aaaa-bbbb-cccc-000000000001}.vdi"),
+        vdi::open(&s2, &DiskOptions::default()),
+    );
+    assert!(
+        e.contains("no parent with UUID") && e.contains("Snapshots"),
+        "{e}"
+    );
+    // --parent names the base, which is the parent of s2's parent: it is used there.
+    let opts = DiskOptions {
+        parent: Some(base.clone()),
+    };
+    let disk = vdi::open(&s2, &opts).unwrap();
+    assert_eq!(disk.info().backing.unwrap().backing.unwrap().file, base);
+    assert!(disk.info().notes.is_empty(), "{:?}", disk.info().notes);
+    compare(&*disk, &want);
+    // A --parent of no level of the chain is said to be unused.
+    let (base2, _) = make(dir.path(), "base2.vdi", &[]);
+    std::fs::rename(&base, vm.join("disk.vdi")).unwrap();
+    let opts = DiskOptions {
+        parent: Some(base2),
+    };
+    let disk = vdi::open(&s2, &opts).unwrap();
+    assert!(
+        disk.info()
+            .notes
+            .iter()
+            .any(|n| n.contains("not in this image's chain")),
+        "{:?}",
+        disk.info().notes
+    );
 }
 
 #[test]
@@ -203,6 +289,21 @@ fn hostile_header_fields() {
         (76, &3u32.to_le_bytes(), "undo"),
         (68, &0u32.to_le_bytes(), "version"),
         (64, &[0, 0, 0, 0], "signature"),
+        // The data area over the header (offset 0) or over the block map; the block map in
+        // the header (qemu's header ends at 72 + 384).
+        (
+            344,
+            &0u32.to_le_bytes(),
+            "vdi data area at offset 344: data offset 0",
+        ),
+        (
+            344,
+            &512u32.to_le_bytes(),
+            "vdi data area at offset 344: data offset 512",
+        ),
+        (344, &u32::MAX.to_le_bytes(), "vdi data area"),
+        (340, &0u32.to_le_bytes(), "end of the header (456)"),
+        (340, &400u32.to_le_bytes(), "end of the header (456)"),
     ];
     for (off, bytes, want) in cases {
         std::fs::write(&img, &orig).unwrap();

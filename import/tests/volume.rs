@@ -50,10 +50,18 @@ fn sfdisk(img: &Path, script: &str) {
 
 /// A small ext4 image with a few files.
 fn ext4(dir: &Path, name: &str, mib: u64) -> Vec<u8> {
+    ext4_with(dir, name, mib, &[])
+}
+
+/// A small ext4 image with a few files and `extra` (path, contents) ones.
+fn ext4_with(dir: &Path, name: &str, mib: u64, extra: &[(&str, &str)]) -> Vec<u8> {
     let src = dir.join(format!("{name}-src"));
     fs::create_dir_all(src.join("etc")).unwrap();
     fs::create_dir_all(src.join("bin")).unwrap();
     fs::write(src.join("etc/hostname"), name).unwrap();
+    for (path, text) in extra {
+        fs::write(src.join(path), text).unwrap();
+    }
     // Enough of a Linux root for root detection: /etc, /bin and os-release.
     fs::write(src.join("etc/os-release"), format!("ID={name}\n")).unwrap();
     let img = dir.join(format!("{name}.ext4"));
@@ -334,6 +342,37 @@ fn hostile_bytes_never_panic() {
     assert!(t.elapsed().as_secs() < 20);
 }
 
+/// An image file on a loop device, for lvm2's tools, which run without device-mapper
+/// (`--driverloaded n`) and see only that device. Detached when dropped.
+struct LoopLvm {
+    dev: String,
+    cfg: String,
+}
+
+impl LoopLvm {
+    fn attach(img: &Path) -> LoopLvm {
+        let dev = run("losetup", &["-f", "--show", img.to_str().unwrap()])
+            .trim()
+            .to_string();
+        let cfg = format!(
+            "--config=devices{{filter=[\"a|^{dev}$|\",\"r|.*|\"] obtain_device_list_from_udev=0}} activation{{udev_sync=0 udev_rules=0}} backup{{backup=0 archive=0}}"
+        );
+        LoopLvm { dev, cfg }
+    }
+
+    fn tool(&self, cmd: &str, args: &[&str]) -> String {
+        let mut a: Vec<&str> = vec!["--driverloaded", "n", self.cfg.as_str()];
+        a.extend_from_slice(args);
+        run(cmd, &a)
+    }
+}
+
+impl Drop for LoopLvm {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
 /// LVM metadata written by lvm2 itself on a loop device: a VG with two LVs, the first extended
 /// so it has two segments, an ext4 image written across both.
 #[test]
@@ -341,25 +380,10 @@ fn lvm_two_segment_lv() {
     let dir = tempfile::tempdir().unwrap();
     let pv = dir.path().join("pv.img");
     fs::File::create(&pv).unwrap().set_len(48 << 20).unwrap();
-    let loopdev = run("losetup", &["-f", "--show", pv.to_str().unwrap()])
-        .trim()
-        .to_string();
-    struct Detach(String);
-    impl Drop for Detach {
-        fn drop(&mut self) {
-            let _ = Command::new("losetup").args(["-d", &self.0]).status();
-        }
-    }
-    let _detach = Detach(loopdev.clone());
+    let lvm = LoopLvm::attach(&pv);
+    let loopdev = lvm.dev.clone();
     let vg = format!("decantvg{}", std::process::id());
-    let cfg = format!(
-        "--config=devices{{filter=[\"a|^{loopdev}$|\",\"r|.*|\"] obtain_device_list_from_udev=0}} activation{{udev_sync=0 udev_rules=0}}"
-    );
-    let tool = |cmd: &str, args: &[&str]| {
-        let mut a: Vec<&str> = vec!["--driverloaded", "n", cfg.as_str()];
-        a.extend_from_slice(args);
-        run(cmd, &a)
-    };
+    let tool = |cmd: &str, args: &[&str]| lvm.tool(cmd, args);
     tool("pvcreate", &[&loopdev]);
     tool("vgcreate", &["-s", "1M", &vg, &loopdev]);
     tool(
@@ -417,7 +441,7 @@ fn lvm_two_segment_lv() {
             &format!("{vg}/root"),
         ],
     );
-    drop(_detach);
+    drop(lvm);
 
     // Write an ext4 image across root's segments (1 MiB extents).
     let fs_bytes = ext4(dir.path(), "lvroot", 16);
@@ -472,4 +496,352 @@ fn lvm_two_segment_lv() {
     fs::write(&pv, &bad).unwrap();
     let l = layout(&pv);
     assert!(l.notes.iter().any(|n| n.contains("LVM")), "{:?}", l.notes);
+}
+
+/// A PV UUID for the hand-written metadata below (LVM's 32 characters, grouped 6-4-4-4-4-4-6).
+const PV_UUID: &str = "FOctKp-urXL-HfwC-lzml-n9AL-uHoa-JdLEwc";
+
+/// LVM metadata of a VG (named VGNAME) with a linear root, a RAID1 LV, a snapshot of root, a
+/// thin pool and a thin LV, written as lvm2 writes them: lvm2 cannot create these without
+/// device-mapper, but `vgcfgrestore` checks and writes this text to the PV. The snapshot is
+/// two LVs without VISIBLE (the store `snap` and `snapshot0`), as lvm2 keeps them.
+const UNSUPPORTED_VG: &str = r#"contents = "Text Format Volume Group"
+version = 1
+VGNAME {
+id = "CwLNYx-Ohec-uJqe-SiVE-8NW4-e5LH-l6lGW3"
+seqno = 1
+format = "lvm2"
+status = ["RESIZEABLE", "READ", "WRITE"]
+flags = []
+extent_size = 2048
+max_lv = 0
+max_pv = 0
+metadata_copies = 0
+physical_volumes {
+pv0 {
+id = "PVUUID"
+device = "/dev/loop0"
+status = ["ALLOCATABLE"]
+flags = []
+dev_size = 131072
+pe_start = 2048
+pe_count = 63
+}
+}
+logical_volumes {
+root {
+id = "aaaaaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaaa1"
+status = ["READ", "WRITE", "VISIBLE"]
+flags = []
+segment_count = 1
+segment1 { start_extent = 0 extent_count = 8 type = "striped" stripe_count = 1 stripes = ["pv0", 0] }
+}
+mirror {
+id = "aaaaaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaaa2"
+status = ["READ", "WRITE", "VISIBLE"]
+flags = []
+segment_count = 1
+segment1 {
+start_extent = 0
+extent_count = 4
+type = "raid1"
+device_count = 2
+region_size = 1024
+raids = ["mirror_rmeta_0", "mirror_rimage_0", "mirror_rmeta_1", "mirror_rimage_1"]
+}
+}
+mirror_rmeta_0 {
+id = "aaaaaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaaa3"
+status = ["READ", "WRITE"]
+flags = []
+segment_count = 1
+segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 8] }
+}
+mirror_rimage_0 {
+id = "aaaaaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaaa4"
+status = ["READ", "WRITE"]
+flags = []
+segment_count = 1
+segment1 { start_extent = 0 extent_count = 4 type = "striped" stripe_count = 1 stripes = ["pv0", 9] }
+}
+mirror_rmeta_1 {
+id = "aaaaaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaaa5"
+status = ["READ", "WRITE"]
+flags = []
+segment_count = 1
+segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 13] }
+}
+mirror_rimage_1 {
+id = "aaaaaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaaa6"
+status = ["READ", "WRITE"]
+flags = []
+segment_count = 1
+segment1 { start_extent = 0 extent_count = 4 type = "striped" stripe_count = 1 stripes = ["pv0", 14] }
+}
+snap {
+id = "aaaaaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaaa7"
+status = ["READ", "WRITE"]
+flags = []
+segment_count = 1
+segment1 { start_extent = 0 extent_count = 4 type = "striped" stripe_count = 1 stripes = ["pv0", 18] }
+}
+snapshot0 {
+id = "aaaaaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaaa8"
+status = ["READ", "WRITE"]
+flags = []
+segment_count = 1
+segment1 { start_extent = 0 extent_count = 8 type = "snapshot" chunk_size = 8 origin = "root" cow_store = "snap" }
+}
+pool {
+id = "aaaaaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaaa9"
+status = ["READ", "WRITE", "VISIBLE"]
+flags = []
+segment_count = 1
+segment1 {
+start_extent = 0
+extent_count = 8
+type = "thin-pool"
+metadata = "pool_tmeta"
+pool = "pool_tdata"
+transaction_id = 1
+chunk_size = 128
+discards = "passdown"
+zero_new_blocks = 1
+}
+}
+thin1 {
+id = "aaaaaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaab1"
+status = ["READ", "WRITE", "VISIBLE"]
+flags = []
+segment_count = 1
+segment1 { start_extent = 0 extent_count = 16 type = "thin" thin_pool = "pool" transaction_id = 0 device_id = 1 }
+}
+pool_tmeta {
+id = "aaaaaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaab2"
+status = ["READ", "WRITE"]
+flags = []
+segment_count = 1
+segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 22] }
+}
+pool_tdata {
+id = "aaaaaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaab3"
+status = ["READ", "WRITE"]
+flags = []
+segment_count = 1
+segment1 { start_extent = 0 extent_count = 8 type = "striped" stripe_count = 1 stripes = ["pv0", 23] }
+}
+lvol0_pmspare {
+id = "aaaaaa-aaaa-aaaa-aaaa-aaaa-aaaa-aaaab4"
+status = ["READ", "WRITE"]
+flags = []
+segment_count = 1
+segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 31] }
+}
+}
+}
+"#;
+
+/// Thin, RAID and snapshot LVs are listed (under the names `lvs` shows), and asking for one,
+/// with --root or from fstab, says it is not supported, naming it.
+#[test]
+fn lvm_thin_raid_snapshot_are_named_unsupported() {
+    let dir = tempfile::tempdir().unwrap();
+    let pv = dir.path().join("pv.img");
+    fs::File::create(&pv).unwrap().set_len(64 << 20).unwrap();
+    let vg = format!("decantun{}", std::process::id());
+    let meta = dir.path().join("vg.txt");
+    fs::write(
+        &meta,
+        UNSUPPORTED_VG
+            .replace("VGNAME", &vg)
+            .replace("PVUUID", PV_UUID),
+    )
+    .unwrap();
+    let lvm = LoopLvm::attach(&pv);
+    lvm.tool(
+        "pvcreate",
+        &["--uuid", PV_UUID, "--norestorefile", &lvm.dev],
+    );
+    lvm.tool(
+        "vgcfgrestore",
+        &["--force", "-f", meta.to_str().unwrap(), &vg],
+    );
+    let shown = lvm.tool("lvs", &["--noheadings", "-o", "lv_name", &vg]);
+    drop(lvm);
+    let mut shown: Vec<&str> = shown.split_whitespace().collect();
+    shown.sort();
+    let fstab = format!(
+        "/dev/{vg}/root / ext4 defaults 0 1\n\
+         /dev/{vg}/mirror /srv/mirror ext4 defaults 0 2\n\
+         /dev/mapper/{vg}-thin1 /srv/thin ext4 defaults 0 2\n\
+         /dev/{vg}/snap /srv/snap ext4 defaults 0 2\n\
+         UUID=0badc0de-0000-4000-8000-000000000001 /srv/elsewhere ext4 defaults 0 2\n"
+    );
+    let root = ext4_with(dir.path(), "lvroot", 8, &[("etc/fstab", &fstab)]);
+    put(&pv, 1 << 20, &root);
+
+    let l = layout(&pv);
+    let mut got: Vec<(String, String)> = l
+        .volumes
+        .iter()
+        .map(|v| (v.lvm.clone().unwrap().1, v.part_type.clone()))
+        .collect();
+    got.sort();
+    let want: Vec<(String, String)> = [
+        ("mirror", "raid1"),
+        ("pool", "thin-pool"),
+        ("root", "linear"),
+        ("snap", "snapshot"),
+        ("thin1", "thin"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(got, want, "{:?}", l.notes);
+    assert_eq!(
+        shown,
+        vec!["mirror", "pool", "root", "snap", "thin1"],
+        "the names lvs shows"
+    );
+    let snap = l
+        .volumes
+        .iter()
+        .find(|v| v.lvm.as_ref().unwrap().1 == "snap")
+        .unwrap();
+    assert_eq!(snap.size, 4 << 20);
+    assert!(import::volume::lvm::unsupported_reason(snap).is_some());
+
+    // inspect-disk's plan: root found, the others listed as unsupported, fstab lines unresolved
+    // with the reason.
+    let plan = import_plan(&pv, dir.path());
+    assert_eq!(plan.root, Some(format!("{vg}/root")));
+    for (lv, kind) in [("mirror", "raid1"), ("snap", "snapshot"), ("thin1", "thin")] {
+        let v = plan
+            .volumes
+            .iter()
+            .find(|v| v.name == format!("{vg}/{lv}"))
+            .unwrap();
+        assert_eq!(v.filesystem, "unsupported");
+        let want = format!("{vg}/{lv}: {kind} logical volumes are not supported");
+        assert!(v.error.as_deref().unwrap().contains(&want), "{v:?}");
+    }
+    let reason = |mp: &str| {
+        let m = plan.mounts.iter().find(|m| m.mountpoint == mp).unwrap();
+        assert_eq!(m.status, "unresolved", "{m:?}");
+        m.reason.clone().unwrap()
+    };
+    for (mp, want) in [
+        (
+            "/srv/mirror",
+            format!("{vg}/mirror: raid1 logical volumes are not supported"),
+        ),
+        (
+            "/srv/thin",
+            format!("{vg}/thin1: thin logical volumes are not supported"),
+        ),
+        (
+            "/srv/snap",
+            format!("{vg}/snap: snapshot logical volumes are not supported"),
+        ),
+    ] {
+        let r = reason(mp);
+        assert!(r.contains(&want) && r.contains(mp), "{mp}: {r}");
+    }
+    let r = reason("/srv/elsewhere");
+    assert!(
+        r.contains("no readable volume") && r.contains(&format!("{vg}/thin1 (thin)")),
+        "{r}"
+    );
+
+    // --root naming one of them: the reason, not "no volume matches".
+    for (lv, kind) in [
+        ("mirror", "raid1"),
+        ("snap", "snapshot"),
+        ("thin1", "thin"),
+        ("pool", "thin-pool"),
+    ] {
+        let opts = import::plan::PlanOptions {
+            spool_dir: dir.path().to_path_buf(),
+            root: Some(format!("{vg}/{lv}")),
+            ..Default::default()
+        };
+        let err = import::plan::open(&pv, &opts).err().unwrap().to_string();
+        let want = format!("{vg}/{lv}: {kind} logical volumes are not supported");
+        assert!(err.contains(&want) && err.contains("pv.img"), "{err}");
+        assert!(!err.contains("no volume matches"), "{err}");
+    }
+}
+
+/// A PV with two metadata areas holding different versions of the VG: whichever area holds
+/// it, the newest seqno is used. The old version has another layout (root at extent 0, no
+/// `pad`), so reading the old copy would give other volumes and other bytes.
+#[test]
+fn lvm_newest_seqno_wins_across_metadata_areas() {
+    let dir = tempfile::tempdir().unwrap();
+    let pv = dir.path().join("pv.img");
+    fs::File::create(&pv).unwrap().set_len(48 << 20).unwrap();
+    let vg = format!("decantsq{}", std::process::id());
+    let lvm = LoopLvm::attach(&pv);
+    let dev = lvm.dev.clone();
+    let tool = |cmd: &str, args: &[&str]| lvm.tool(cmd, args);
+    tool("pvcreate", &["--pvmetadatacopies", "2", &dev]);
+    tool("vgcreate", &["-s", "1M", &vg, &dev]);
+    let num = |field: &str| -> u64 {
+        tool(
+            "pvs",
+            &[
+                "--noheadings",
+                "--units",
+                "b",
+                "--nosuffix",
+                "-o",
+                field,
+                &dev,
+            ],
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    };
+    assert_eq!(num("pv_mda_count"), 2);
+    let pe_start = num("pe_start");
+    let data_end = pe_start + (num("pv_pe_count") << 20);
+    let lv = |args: &[&str]| {
+        let mut a = vec!["--zero", "n", "--activate", "n"];
+        a.extend_from_slice(args);
+        tool("lvcreate", &a);
+    };
+    lv(&["-L", "8M", "-n", "root", &vg]);
+    let old = fs::read(&pv).unwrap();
+    tool("lvremove", &["-y", &format!("{vg}/root")]);
+    lv(&["-L", "4M", "-n", "pad", &vg]);
+    lv(&["-L", "8M", "-n", "root", &vg]);
+    drop(lvm);
+    let fs_bytes = ext4(dir.path(), "seqroot", 8);
+    put(&pv, pe_start + (4 << 20), &fs_bytes);
+    let new = fs::read(&pv).unwrap();
+
+    // The first area (after the label, before the data) and the second (after the data).
+    let first = 4096..pe_start as usize;
+    let second = data_end as usize..new.len();
+    let with_old = |ranges: &[std::ops::Range<usize>]| {
+        let mut d = new.clone();
+        for r in ranges {
+            d[r.clone()].copy_from_slice(&old[r.clone()]);
+        }
+        fs::write(&pv, &d).unwrap();
+        layout(&pv)
+    };
+    for old_areas in [vec![second.clone()], vec![first.clone()]] {
+        let l = with_old(&old_areas);
+        let names: Vec<_> = l.volumes.iter().map(|v| v.lvm.clone().unwrap().1).collect();
+        assert_eq!(names, vec!["pad", "root"], "old copy in {old_areas:?}");
+        assert_eq!(l.volumes[1].start, pe_start + (4 << 20));
+        assert_eq!(read_all(&*l.volumes[1].source), fs_bytes);
+    }
+    // Both areas old: the old layout, so a wrong choice above would have shown.
+    let l = with_old(&[first, second]);
+    let names: Vec<_> = l.volumes.iter().map(|v| v.lvm.clone().unwrap().1).collect();
+    assert_eq!(names, vec!["root"]);
+    assert_eq!(l.volumes[0].start, pe_start);
 }

@@ -4,8 +4,12 @@
 //! differencing image's parent, and reads a zero block (0xFFFFFFFE) as a silent end of file
 //! (see shared notes, crates.md).
 //!
-//! A differencing image names its parent only by UUID: the parent is the user's
-//! `DiskOptions::parent`, or the `.vdi` file beside the child whose own UUID matches. The block
+//! A differencing image names its parent only by UUID. VirtualBox keeps the base image in the
+//! VM's directory and every snapshot's differencing image in `<VM>/Snapshots/`, so the parent
+//! of each level of a chain is looked up by UUID among the `.vdi` files of the child's
+//! directory, the directory above it, and a `Snapshots/` directory in either. The user's
+//! `DiskOptions::parent` is used at whichever level of the chain its UUID matches (and its
+//! directories are searched too), so it can name the base when that lives elsewhere. The block
 //! map is held in memory (capped at 64 MiB, i.e. 16 Mi blocks) so reads take no lock.
 
 use std::fs::File;
@@ -26,7 +30,7 @@ const ZERO: u32 = 0xFFFF_FFFE;
 const MAX_MAP_BYTES: u64 = 64 << 20;
 /// Longest differencing chain we follow.
 const MAX_CHAIN: usize = 64;
-/// Directory entries scanned when looking for a parent beside the child.
+/// Directory entries scanned, over all the searched directories, when looking for one parent.
 const MAX_SCAN: usize = 10_000;
 
 /// True when `header` has the VDI signature at offset 64.
@@ -36,11 +40,34 @@ pub fn matches(header: &[u8]) -> bool {
 
 /// Opens a VDI image and, for a differencing image, its parents.
 pub fn open(path: &Path, opts: &DiskOptions) -> Result<Arc<dyn DiskImage>, DiskError> {
-    Ok(Arc::new(VdiReader::open_chain(
-        path,
-        opts.parent.as_deref(),
-        &mut Vec::new(),
-    )?))
+    let mut hint = opts.parent.as_deref().map(|p| Hint {
+        path: p.to_path_buf(),
+        uuid: read_uuid(p),
+        used: false,
+    });
+    let mut reader = VdiReader::open_chain(path, &mut hint, &mut Vec::new())?;
+    if let Some(h) = hint.filter(|h| !h.used) {
+        reader.info.notes.push(format!(
+            "the given parent {} is not in this image's chain; it was not used",
+            h.path.display()
+        ));
+    }
+    Ok(Arc::new(reader))
+}
+
+/// The user's `--parent`: a file for whichever level of the chain wants its UUID.
+struct Hint {
+    path: PathBuf,
+    /// `None` when it is not a readable VDI image.
+    uuid: Option<[u8; 16]>,
+    used: bool,
+}
+
+/// The UUID of the VDI image at `p`, if it is one.
+fn read_uuid(p: &Path) -> Option<[u8; 16]> {
+    let f = File::open(p).ok()?;
+    let h = read_header(&f, &p.display().to_string()).ok()?;
+    Some(h.uuid)
 }
 
 fn uuid(b: &[u8], at: usize) -> [u8; 16] {
@@ -60,6 +87,8 @@ fn uuid_text(u: &[u8; 16]) -> String {
 
 /// The fields of a v1.1 header this reader uses.
 struct Header {
+    /// Bytes from the start of the file to the end of the header (pre-header + header size).
+    header_end: u64,
     image_type: u32,
     blocks_offset: u64,
     data_offset: u64,
@@ -113,6 +142,7 @@ fn read_header(file: &File, name: &str) -> Result<Header, DiskError> {
         ));
     }
     Ok(Header {
+        header_end: 72 + u64::from(header_size),
         image_type: le32(&h, 76),
         blocks_offset: le32(&h, 340) as u64,
         data_offset: le32(&h, 344) as u64,
@@ -147,7 +177,7 @@ pub struct VdiReader {
 impl VdiReader {
     fn open_chain(
         path: &Path,
-        parent_hint: Option<&Path>,
+        hint: &mut Option<Hint>,
         chain: &mut Vec<PathBuf>,
     ) -> Result<VdiReader, DiskError> {
         let name = path.display().to_string();
@@ -216,14 +246,28 @@ impl VdiReader {
                 format!("{} blocks make a block map over 64 MiB", h.blocks),
             ));
         }
-        if h.blocks_offset < 384 || h.blocks_offset + map_bytes > file_size {
+        if h.blocks_offset < h.header_end || h.blocks_offset + map_bytes > file_size {
             return Err(DiskError::corrupt(
                 &name,
                 "vdi block map",
                 340,
                 format!(
-                    "{map_bytes} bytes at offset {} are not between the header and the end of the file ({file_size} bytes)",
-                    h.blocks_offset
+                    "{map_bytes} bytes at offset {} are not between the end of the header ({}) and the end of the file ({file_size} bytes)",
+                    h.blocks_offset, h.header_end
+                ),
+            ));
+        }
+        // The data area comes after the header and the block map, never over them: a
+        // data offset of 0 would read the header's bytes as the disk's first block.
+        let map_end = h.blocks_offset + map_bytes;
+        if h.data_offset < map_end || h.data_offset > file_size {
+            return Err(DiskError::corrupt(
+                &name,
+                "vdi data area",
+                344,
+                format!(
+                    "data offset {} is not between the end of the header and block map ({map_end}) and the end of the file ({file_size} bytes)",
+                    h.data_offset
                 ),
             ));
         }
@@ -234,8 +278,8 @@ impl VdiReader {
 
         let mut notes = Vec::new();
         let parent = if h.image_type == 4 {
-            let ppath = find_parent(path, &name, parent_hint, &h.parent_uuid)?;
-            let p = VdiReader::open_chain(&ppath, None, chain)?;
+            let ppath = find_parent(path, &name, hint, &h.parent_uuid)?;
+            let p = VdiReader::open_chain(&ppath, hint, chain)?;
             if p.uuid_modify != h.parent_modify && h.parent_modify != [0; 16] {
                 notes.push(format!(
                     "parent {} was modified after this differencing image was made; data may be inconsistent",
@@ -299,65 +343,100 @@ impl VdiReader {
     }
 }
 
-/// Finds the parent of a differencing image: the user's path (its UUID verified) or the `.vdi`
-/// file beside the child whose own UUID is `want`.
+/// Finds the parent of a differencing image: the user's file when its UUID is `want`, else
+/// the `.vdi` file whose own UUID is `want` in the child's directory, the one above it (a
+/// snapshot in `<VM>/Snapshots/` has its base in `<VM>`), a `Snapshots/` directory of either,
+/// and the same places around the user's file. At most `MAX_SCAN` entries are looked at.
 fn find_parent(
     child: &Path,
     name: &str,
-    hint: Option<&Path>,
+    hint: &mut Option<Hint>,
     want: &[u8; 16],
 ) -> Result<PathBuf, DiskError> {
-    let uuid_of = |p: &Path| -> Option<[u8; 16]> {
-        let f = File::open(p).ok()?;
-        let h = read_header(&f, &p.display().to_string()).ok()?;
-        Some(h.uuid)
-    };
-    if let Some(p) = hint {
-        return match uuid_of(p) {
-            Some(u) if &u == want => Ok(p.to_path_buf()),
-            Some(u) => Err(DiskError::corrupt(
-                name,
-                "vdi parent uuid",
-                424,
-                format!(
-                    "the given parent {} has UUID {}, this image wants {}",
-                    p.display(),
-                    uuid_text(&u),
-                    uuid_text(want)
-                ),
-            )),
-            None => Err(DiskError::unsupported(
-                name,
-                format!(
-                    "the given parent {} is not a readable VDI image",
-                    p.display()
-                ),
-            )),
-        };
+    if let Some(h) = hint.as_mut() {
+        if h.uuid.as_ref() == Some(want) {
+            h.used = true;
+            return Ok(h.path.clone());
+        }
     }
-    let dir = match child.parent() {
+    let dir_of = |p: &Path| match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let mut bases = vec![dir_of(child)];
+    if let Some(h) = hint.as_ref() {
+        bases.push(dir_of(&h.path));
+    }
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for base in bases {
+        for d in [
+            base.clone(),
+            base.join(".."),
+            base.join("Snapshots"),
+            base.join("..").join("Snapshots"),
+        ] {
+            if let Ok(c) = d.canonicalize() {
+                if !dirs.contains(&c) {
+                    dirs.push(c);
+                }
+            }
+        }
+    }
     let me = child.canonicalize().ok();
-    if let Ok(entries) = std::fs::read_dir(&dir) {
-        for entry in entries.take(MAX_SCAN).flatten() {
+    let mut scanned = 0usize;
+    for dir in &dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            scanned += 1;
+            if scanned > MAX_SCAN {
+                return Err(DiskError::unsupported(
+                    name,
+                    format!(
+                        "differencing image: no parent with UUID {} among the first {MAX_SCAN} directory entries searched (give it with the parent option)",
+                        uuid_text(want)
+                    ),
+                ));
+            }
             let p = entry.path();
             let is_vdi = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("vdi"));
             if !is_vdi || p.canonicalize().ok() == me {
                 continue;
             }
-            if uuid_of(&p).as_ref() == Some(want) {
+            if read_uuid(&p).as_ref() == Some(want) {
                 return Ok(p);
             }
         }
     }
+    let searched = dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let given = match hint.as_ref() {
+        Some(Hint {
+            path,
+            uuid: Some(u),
+            ..
+        }) => format!(
+            "; the given parent {} has UUID {}",
+            path.display(),
+            uuid_text(u)
+        ),
+        Some(Hint {
+            path, uuid: None, ..
+        }) => format!(
+            "; the given parent {} is not a readable VDI image",
+            path.display()
+        ),
+        None => " (give it with the parent option)".into(),
+    };
     Err(DiskError::unsupported(
         name,
         format!(
-            "differencing image: no parent with UUID {} among the .vdi files in {} (give it with the parent option)",
-            uuid_text(want),
-            dir.display()
+            "differencing image: no parent with UUID {} among the .vdi files in {searched}{given}",
+            uuid_text(want)
         ),
     ))
 }

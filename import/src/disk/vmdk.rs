@@ -80,6 +80,9 @@ struct Sparse {
     gtes_per_gt: u64,
     /// Grain table sector offsets, one per grain table.
     gd: Vec<u32>,
+    /// First sector after the header and the embedded descriptor: no table or grain lies
+    /// before it.
+    header_end: u64,
     compressed: bool,
     /// The last decompressed grain: ext4 reads 4 KiB blocks, a grain is 64 KiB.
     cache: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
@@ -648,9 +651,54 @@ fn open_sparse(file: FileSource, mut h: SparseHeader) -> Result<(u64, Sparse), D
         ));
     }
     let gd_off = gd_off.unwrap_or_default();
+    // The header is sector 0, then (in a monolithic file) the embedded descriptor. Tables
+    // and grains pointing there would read the header's bytes as data.
+    let header_end = if h.desc_offset > 0 {
+        h.desc_offset.saturating_add(h.desc_size).max(1)
+    } else {
+        1
+    };
+    if h.gd_offset < header_end {
+        return Err(corrupt(
+            &name,
+            "grain directory",
+            gd_off,
+            format!(
+                "at sector {} lies in the header (sectors 0..{header_end})",
+                h.gd_offset
+            ),
+        ));
+    }
     let mut raw = vec![0u8; (tables * 4) as usize];
     read_exact(&file, gd_off, &mut raw, "grain directory")?;
-    let gd = raw.chunks_exact(4).map(|c| le_u32(c, 0)).collect();
+    let gd: Vec<u32> = raw.chunks_exact(4).map(|c| le_u32(c, 0)).collect();
+    let gt_bytes = h.gtes_per_gt * 4;
+    for (i, &gde) in gd.iter().enumerate() {
+        if gde == 0 {
+            continue;
+        }
+        let entry_at = gd_off + i as u64 * 4;
+        let sector = u64::from(gde);
+        if sector < header_end {
+            return Err(corrupt(
+                &name,
+                "grain directory entry",
+                entry_at,
+                format!("grain table {i} at sector {sector} lies in the header (sectors 0..{header_end})"),
+            ));
+        }
+        if sector * SECTOR + gt_bytes > file.len() {
+            return Err(corrupt(
+                &name,
+                "grain directory entry",
+                entry_at,
+                format!(
+                    "grain table {i} at sector {sector} ({gt_bytes} bytes) runs past the end of the file ({} bytes)",
+                    file.len()
+                ),
+            ));
+        }
+    }
     Ok((
         capacity,
         Sparse {
@@ -658,6 +706,7 @@ fn open_sparse(file: FileSource, mut h: SparseHeader) -> Result<(u64, Sparse), D
             grain_bytes,
             gtes_per_gt: h.gtes_per_gt,
             gd,
+            header_end,
             compressed: h.flags & FLAG_COMPRESSED != 0,
             cache: Mutex::new(None),
         },
@@ -693,6 +742,18 @@ impl Sparse {
         Ok(match u32::from_le_bytes(b) {
             0 => Grain::Unallocated,
             1 => Grain::Zero,
+            s if u64::from(s) < self.header_end => {
+                return Err(corrupt(
+                    self.file.name(),
+                    "grain table entry",
+                    at,
+                    format!(
+                        "grain {grain} at sector {s} lies in the header (sectors 0..{})",
+                        self.header_end
+                    ),
+                )
+                .into())
+            }
             s => Grain::At(u64::from(s) * SECTOR),
         })
     }

@@ -1,5 +1,7 @@
-//! LVM2: physical volume labels, metadata areas, the text metadata, and linear logical volumes
-//! mapped onto their physical volumes.
+//! LVM2: physical volume labels, metadata areas (the copy with the newest seqno wins), the text
+//! metadata, and linear logical volumes mapped onto their physical volumes. Thin, RAID, mirror,
+//! snapshot, striped and other LVs are listed under the names `lvs` shows but never read, so
+//! asking for one gets "not supported" rather than "no such volume".
 //!
 //! Our own reader: the `lvm2` crate returns wrong data for LVs of more than one segment and reads
 //! only the first metadata area of a single PV. There is no device-mapper on the machines we run
@@ -437,9 +439,12 @@ fn strip(uuid: &str) -> String {
     uuid.chars().filter(|&c| c != '-').collect()
 }
 
-/// Replaces every LVM physical volume in `parts` with the visible linear LVs of its volume
-/// group. LVs this reader cannot map (thin, raid, snapshots, striped, on a missing PV) are
-/// skipped with a note, so the other LVs (usually the root) still open.
+/// Replaces every LVM physical volume in `parts` with the logical volumes of its volume group.
+/// Visible linear LVs are readable volumes. LVs this reader cannot map (thin, RAID, mirror,
+/// snapshot, striped, cache, ...) are listed too, as volumes with an empty source and
+/// `part_type` set to their segment type, so the user sees them and asking for one gets a
+/// clear "not supported" (see [`unsupported_reason`]). LVs on a missing PV are skipped with a
+/// note, so the other LVs (usually the root) still open.
 pub fn expand(parts: Vec<Volume>, notes: &mut Vec<String>) -> Result<Vec<Volume>, VolumeError> {
     let mut pvs = Vec::new();
     for (slot, vol) in parts.iter().enumerate() {
@@ -490,7 +495,28 @@ pub fn expand(parts: Vec<Volume>, notes: &mut Vec<String>) -> Result<Vec<Volume>
     Ok(out)
 }
 
-/// The visible LVs of one VG.
+/// The segment sections of an LV, at most `MAX_SEGMENTS`.
+fn segments(lv: &Value) -> Vec<&Value> {
+    lv.items()
+        .iter()
+        .filter(|(k, v)| k.starts_with("segment") && matches!(v, Value::Section(_)))
+        .map(|(_, v)| v)
+        .take(MAX_SEGMENTS)
+        .collect()
+}
+
+/// Why decant cannot read `v`, when it is an LV listed but not mapped (see [`expand`]):
+/// "raid1 logical volumes are not supported ...". `None` for every readable volume.
+pub fn unsupported_reason(v: &Volume) -> Option<String> {
+    (v.scheme == "lvm" && v.part_type != "linear").then(|| {
+        format!(
+            "{} logical volumes are not supported (decant reads linear LVs only)",
+            v.part_type
+        )
+    })
+}
+
+/// The LVs of one VG: the visible linear ones mapped, the others listed as unsupported.
 fn map_vg(
     vg: &str,
     section: &Value,
@@ -538,31 +564,69 @@ fn map_vg(
     let Some(lvs) = section.get("logical_volumes") else {
         return Ok(out);
     };
+    // A snapshot is two hidden LVs: the copy-on-write store (which `lvs` shows under its own
+    // name) and `snapshotN`, whose segment of type "snapshot" names the origin and the store.
+    // Both lack VISIBLE, so they are found through that segment, not the flag.
+    let mut cows: BTreeMap<&str, &str> = BTreeMap::new();
+    for (_, lv) in lvs.items() {
+        for seg in segments(lv) {
+            if seg.str("type") == Some("snapshot") {
+                if let Some(cow) = seg.str("cow_store") {
+                    cows.insert(cow, seg.str("origin").unwrap_or("?"));
+                }
+            }
+        }
+    }
+    let (pv_index, pv_start) = first_pv
+        .and_then(|p| parts.get(p.slot))
+        .map_or((0, 0), |v| (v.index, v.start));
+    let listed = |lvname: &str, kind: String, lv: &Value| {
+        let size = segments(lv)
+            .iter()
+            .map(|s| s.int("extent_count").unwrap_or(0).max(0) as u64)
+            .fold(0u64, u64::saturating_add)
+            .saturating_mul(extent);
+        let name = format!("{dev} lv {vg}/{lvname} ({kind}, not readable)");
+        Volume {
+            index: pv_index,
+            source: Arc::new(crate::block::MemSource::new(Vec::new(), name)),
+            start: pv_start,
+            size,
+            scheme: "lvm".into(),
+            part_type: kind.clone(),
+            type_name: format!("LVM {kind} logical volume (not supported)"),
+            partuuid: None,
+            partlabel: None,
+            lvm: Some((vg.to_string(), lvname.to_string())),
+        }
+    };
     'lv: for (lvname, lv) in lvs.items() {
+        let mut segs = segments(lv);
+        if cows.contains_key(lvname.as_str()) {
+            out.push(listed(lvname, "snapshot".into(), lv));
+            continue;
+        }
+        if segs.iter().any(|s| s.str("type") == Some("snapshot")) {
+            // `snapshotN`: listed under its store's name above.
+            continue;
+        }
         if !lv.has_flag("status", "VISIBLE") {
             continue;
         }
-        let mut segs: Vec<&Value> = lv
-            .items()
-            .iter()
-            .filter(|(k, v)| k.starts_with("segment") && matches!(v, Value::Section(_)))
-            .map(|(_, v)| v)
-            .take(MAX_SEGMENTS)
-            .collect();
         segs.sort_by_key(|s| s.int("start_extent").unwrap_or(-1));
         let mut windows: Vec<Arc<dyn BlockSource>> = Vec::new();
         let mut next_extent = 0i64;
         let mut first_start = None;
         for (n, seg) in segs.iter().enumerate() {
-            let kind = seg.str("type").unwrap_or("?");
+            let kind = seg.str("type").unwrap_or("unknown");
             let stripes = seg.int("stripe_count").unwrap_or(0);
             if kind != "striped" || stripes != 1 {
-                let what = if kind == "striped" {
-                    format!("striped over {stripes} PVs")
+                let kind = if kind == "striped" {
+                    format!("striped ({stripes} stripes)")
                 } else {
                     kind.to_string()
                 };
-                notes.push(format!("LV {vg}/{lvname} skipped: segment type {what} is not supported (only linear LVs are read)"));
+                out.push(listed(lvname, kind, lv));
                 continue 'lv;
             }
             let start = seg.int("start_extent").unwrap_or(-1);
@@ -679,5 +743,72 @@ contents = "Text Format Volume Group"
         assert!(parse_metadata(b"a { b = \"x").is_err());
         let deep = "a{".repeat(100);
         assert!(parse_metadata(deep.as_bytes()).is_err());
+    }
+
+    /// Older lvm2 keeps VISIBLE on a snapshot's store: it is still the snapshot, not a
+    /// readable linear LV, and `snapshotN` stays out of the list whatever its flags.
+    #[test]
+    fn snapshot_store_and_striped_lvs_are_listed_unsupported() {
+        let t = br#"vg0 {
+extent_size = 8
+physical_volumes { pv0 { id = "abc" pe_start = 8 } }
+logical_volumes {
+  origin { status = ["VISIBLE"] segment1 { start_extent = 0 extent_count = 2 type = "striped" stripe_count = 1 stripes = ["pv0", 0] } }
+  snap { status = ["VISIBLE"] segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 2] } }
+  snapshot0 { status = ["VISIBLE"] segment1 { start_extent = 0 extent_count = 2 type = "snapshot" origin = "origin" cow_store = "snap" } }
+  wide { status = ["VISIBLE"] segment1 { start_extent = 0 extent_count = 2 type = "striped" stripe_count = 2 stripes = ["pv0", 3, "pv0", 4] } }
+}
+}"#;
+        let root = parse_metadata(t).unwrap();
+        let section = root.get("vg0").unwrap();
+        let disk: Arc<dyn BlockSource> =
+            Arc::new(crate::block::MemSource::new(vec![0u8; 64 << 10], "d"));
+        let parts = vec![Volume {
+            index: 1,
+            source: disk,
+            start: 0,
+            size: 64 << 10,
+            scheme: "mbr".into(),
+            part_type: MBR_LVM.into(),
+            type_name: String::new(),
+            partuuid: None,
+            partlabel: None,
+            lvm: None,
+        }];
+        let pvs = vec![Pv {
+            slot: 0,
+            uuid: "abc".into(),
+            metadata: Some((1, "vg0".into(), section.clone())),
+        }];
+        let mut notes = Vec::new();
+        let lvs = map_vg("vg0", section, &parts, &pvs, &mut notes).unwrap();
+        let got: Vec<(String, String, Option<String>)> = lvs
+            .iter()
+            .map(|v| {
+                (
+                    v.lvm.clone().unwrap().1,
+                    v.part_type.clone(),
+                    unsupported_reason(v),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("origin".into(), "linear".into(), None),
+                (
+                    "snap".into(),
+                    "snapshot".into(),
+                    Some("snapshot logical volumes are not supported (decant reads linear LVs only)".into())
+                ),
+                (
+                    "wide".into(),
+                    "striped (2 stripes)".into(),
+                    Some("striped (2 stripes) logical volumes are not supported (decant reads linear LVs only)".into())
+                ),
+            ]
+        );
+        assert_eq!(lvs[1].size, 4096);
+        assert_eq!(lvs[1].source.len(), 0, "an unsupported LV is never read");
     }
 }
