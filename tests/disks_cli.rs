@@ -1,0 +1,508 @@
+//! End to end on whole disks built at test time, through the `decant` binary: the damaged-disk
+//! corpus under a time and address-space bound, `inspect-disk --format json` for the disks the
+//! issue names (MBR with a logical root, an LVM root with a two-segment LV, a differencing VDI,
+//! a VMware-layout streamOptimized VMDK), several roots and `--root`, fstab grafting by every
+//! device-name form, every format to one layer digest, a hand-written VMDK descriptor and
+//! `--parent`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{example, tool, Env, Run};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}
+
+/// sfdisk on an image file, the script on stdin.
+fn sfdisk(img: &Path, script: &str) {
+    let mut child = Command::new("sfdisk")
+        .args(["-q", "--no-reread", "--no-tell-kernel"])
+        .arg(img)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sfdisk could not run; .ci/run installs fdisk");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "sfdisk: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// The first 64 bytes of an ELF64 little-endian executable for `machine` (62 amd64, 183
+/// arm64): all the guest inspection reads to tell the architecture.
+fn elf_header(machine: u16) -> Vec<u8> {
+    let mut h = vec![0u8; 64];
+    h[..4].copy_from_slice(b"\x7fELF");
+    h[4] = 2; // 64-bit
+    h[5] = 1; // little-endian
+    h[6] = 1;
+    h[16] = 2; // ET_EXEC
+    h[18..20].copy_from_slice(&machine.to_le_bytes());
+    h[20] = 1;
+    h
+}
+
+/// A small Linux root: os-release (ID=`id`), fstab, hostname, /bin/sh (an ELF header for
+/// `machine`).
+fn root_tree(dir: &Path, id: &str, fstab: &str, machine: u16) -> PathBuf {
+    let t = dir.join(format!("tree-{id}"));
+    for d in ["etc", "bin", "usr/bin", "proc", "boot", "home", "srv"] {
+        std::fs::create_dir_all(t.join(d)).unwrap();
+    }
+    std::fs::write(
+        t.join("etc/os-release"),
+        format!("NAME=\"{id}\"\nID={id}\nPRETTY_NAME=\"{id} linux\"\nVERSION_ID=\"7\"\n"),
+    )
+    .unwrap();
+    std::fs::write(t.join("etc/fstab"), fstab).unwrap();
+    std::fs::write(t.join("etc/hostname"), format!("{id}\n")).unwrap();
+    std::fs::write(t.join("bin/sh"), elf_header(machine)).unwrap();
+    t
+}
+
+/// A data filesystem's tree: one file `<name>.txt` holding `name`.
+fn data_tree(dir: &Path, name: &str) -> PathBuf {
+    let t = dir.join(format!("tree-{name}"));
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::write(t.join(format!("{name}.txt")), name).unwrap();
+    t
+}
+
+/// mkfs.ext4 of `tree` into `out` (`kib` KiB) with a fixed UUID and a label.
+fn mkfs(tree: &Path, out: &Path, kib: u64, uuid: &str, label: &str) {
+    tool(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-d",
+            s(tree),
+            "-E",
+            "root_owner=0:0",
+            "-U",
+            uuid,
+            "-L",
+            label,
+            s(out),
+            &format!("{kib}k"),
+        ],
+    );
+}
+
+/// Writes the file `src` into `img` at byte `offset`.
+fn put(img: &Path, offset: u64, src: &Path) {
+    let data = std::fs::read(src).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
+    f.write_all_at(&data, offset).unwrap();
+}
+
+fn patch(img: &Path, offset: u64, bytes: &[u8]) {
+    let f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+fn sparse_file(p: &Path, len: u64) {
+    std::fs::File::create(p).unwrap().set_len(len).unwrap();
+}
+
+fn json(r: Run) -> Value {
+    let r = r.ok();
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout))
+}
+
+fn inspect_disk(env: &Env, disk: &Path, extra: &[&str]) -> Value {
+    let mut a = vec!["inspect-disk", s(disk), "--format", "json"];
+    a.extend_from_slice(extra);
+    json(env.run(&a))
+}
+
+fn diff_id(env: &Env, tag: &str) -> String {
+    let v = json(env.run(&["inspect", tag]));
+    v[0]["RootFS"]["Layers"][0].as_str().unwrap().to_string()
+}
+
+fn import(env: &Env, disk: &Path, tag: &str, extra: &[&str]) -> Run {
+    let mut a = vec!["import", s(disk), "--tag", tag, "--quiet"];
+    a.extend_from_slice(extra);
+    env.run(&a).ok()
+}
+
+/// The regular files of the image's single layer: path (without `./`) → contents.
+fn layer_files(env: &Env, tag: &str) -> BTreeMap<String, Vec<u8>> {
+    let v = json(env.run(&["inspect", tag]));
+    let digest = v[0]["Manifest"]["Layers"][0]["digest"].as_str().unwrap();
+    let blob = env
+        .store()
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    let out = env
+        .path()
+        .join(format!("layer-{}", tag.replace([':', '/'], "_")));
+    std::fs::create_dir_all(&out).unwrap();
+    tool("tar", &["-xzf", s(&blob), "-C", s(&out)]);
+    let mut files = BTreeMap::new();
+    let mut stack = vec![out.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                let rel = e.path().strip_prefix(&out).unwrap().display().to_string();
+                files.insert(rel, std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    files
+}
+
+fn mount<'a>(plan: &'a Value, mountpoint: &str) -> &'a Value {
+    plan["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountpoint"] == mountpoint)
+        .unwrap_or_else(|| panic!("no mount {mountpoint} in {plan}"))
+}
+
+fn volume<'a>(plan: &'a Value, name: &str) -> &'a Value {
+    plan["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no volume {name} in {plan}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. The damaged-disk corpus through the binary.
+
+/// CRC-32 (IEEE), for rewriting GPT header checksums.
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// Sets a GPT header's entry count (at `hdr`) and fixes its CRC, so the header is valid but
+/// for the absurd count.
+fn gpt_set_entries(img: &mut [u8], hdr: usize, count: u32) {
+    img[hdr + 80..hdr + 84].copy_from_slice(&count.to_le_bytes());
+    let size = u32::from_le_bytes(img[hdr + 12..hdr + 16].try_into().unwrap()) as usize;
+    img[hdr + 16..hdr + 20].fill(0);
+    let crc = crc32(&img[hdr..hdr + size]);
+    img[hdr + 16..hdr + 20].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Runs decant with `args` under `ulimit -v 1 GiB`: an allocation sized from hostile input
+/// fails the run instead of passing on a machine with memory to spare.
+fn limited(env: &Env, args: &[&str]) -> std::process::Output {
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let cmd = format!(
+        "ulimit -v 1048576; exec '{}' {}",
+        env!("CARGO_BIN_EXE_decant"),
+        quoted.join(" ")
+    );
+    Command::new("bash")
+        .args(["-c", &cmd])
+        .env("DECANT_ROOT", env.store())
+        .current_dir(env.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash")
+}
+
+/// Runs `decant import FILE` under `limited` and checks the failure: exit 1, one line
+/// starting `decant: ` naming the file and every `wants`, no panic, within 20 s, the store
+/// unchanged.
+fn refused(env: &Env, file: &Path, wants: &[&str]) -> String {
+    let before = env.store_state();
+    let t = Instant::now();
+    let o = limited(env, &["import", s(file), "--tag", "bad:1", "--quiet"]);
+    let elapsed = t.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let name = file.file_name().unwrap().to_str().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{name}: exit 1: {err}");
+    assert!(!err.contains("panicked"), "{name}: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{name}: one line: {err}");
+    assert!(lines[0].starts_with("decant: "), "{name}: {err}");
+    assert!(lines[0].contains(name), "{name}: names the file: {err}");
+    for w in wants {
+        assert!(lines[0].contains(w), "{name}: says {w:?}: {err}");
+    }
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "{name}: took {elapsed:?}"
+    );
+    assert_eq!(env.store_state(), before, "{name}: the store is unchanged");
+    lines[0].to_string()
+}
+
+#[test]
+fn damaged_disk_corpus_one_line_bounded_nothing_stored() {
+    let env = Env::new();
+    let dir = env.path();
+    // Something in the store, so "unchanged" compares real blobs and a real index.json.
+    import(&env, &example().join("root.ext4"), "good:1", &[]);
+    let raw = example().join("disk.raw");
+    let disk = std::fs::read(&raw).unwrap();
+
+    // VDI with four billion blocks (and the disk size to match): the block map would be 16 GB.
+    let vdi = dir.join("four_billion_blocks.vdi");
+    tool("qemu-img", &["convert", "-O", "vdi", s(&raw), s(&vdi)]);
+    let blocks: u32 = 4_000_000_000;
+    patch(&vdi, 368, &(u64::from(blocks) * MIB).to_le_bytes());
+    patch(&vdi, 384, &blocks.to_le_bytes());
+    refused(
+        &env,
+        &vdi,
+        &["vdi header at offset 384", "4000000000 blocks", "64 MiB"],
+    );
+
+    // VDI block map past the end of the file.
+    let vdi2 = dir.join("block_map_past_end.vdi");
+    tool("qemu-img", &["convert", "-O", "vdi", s(&raw), s(&vdi2)]);
+    patch(&vdi2, 340, &0x7000_0000u32.to_le_bytes());
+    refused(
+        &env,
+        &vdi2,
+        &[
+            "vdi block map at offset 340",
+            "offset 1879048192",
+            "end of the file",
+        ],
+    );
+
+    // VDI: a 2^62-byte disk.
+    let vdi3 = dir.join("huge.vdi");
+    tool("qemu-img", &["convert", "-O", "vdi", s(&raw), s(&vdi3)]);
+    patch(&vdi3, 368, &(1u64 << 62).to_le_bytes());
+    refused(
+        &env,
+        &vdi3,
+        &[
+            "vdi header at offset 384",
+            "virtual size 4611686018427387904",
+        ],
+    );
+
+    // An EBR chain that loops: the second EBR's link points at itself.
+    let mbr = dir.join("looping_ebr.raw");
+    sparse_file(&mbr, 10 * MIB);
+    sfdisk(
+        &mbr,
+        "label: dos\nstart=2048, size=2048, type=83\nstart=4096, size=14336, type=5\nstart=6144, size=2048, type=82\nstart=10240, size=8192, type=83\n",
+    );
+    let m = std::fs::read(&mbr).unwrap();
+    let link = 4096 * 512 + 446 + 16;
+    let ebr2 = 4096
+        + u64::from(u32::from_le_bytes(
+            m[link + 8..link + 12].try_into().unwrap(),
+        ));
+    let mut next = [0u8; 16];
+    next[4] = 0x05;
+    next[8..12].copy_from_slice(&((ebr2 - 4096) as u32).to_le_bytes());
+    next[12..16].copy_from_slice(&2048u32.to_le_bytes());
+    patch(&mbr, ebr2 * 512 + 446 + 16, &next);
+    let line = refused(&env, &mbr, &["EBR at offset", "loops"]);
+    assert!(
+        line.contains(&format!("offset {}", 4096 * 512))
+            || line.contains(&format!("offset {}", ebr2 * 512)),
+        "the EBR's offset: {line}"
+    );
+
+    // A primary MBR partition past the end of the disk.
+    let mbr2 = dir.join("partition_past_end.raw");
+    sparse_file(&mbr2, 4 * MIB);
+    sfdisk(&mbr2, "label: dos\nstart=2048, size=4096, type=83\n");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&mbr2)
+        .unwrap()
+        .set_len(2 * MIB)
+        .unwrap();
+    refused(&env, &mbr2, &["partition 1", "past the end"]);
+
+    // GPT with 2^31 entries in both headers (valid CRCs): nothing to fall back to.
+    let mut gpt = disk.clone();
+    let backup = gpt.len() - 512;
+    gpt_set_entries(&mut gpt, 512, 1 << 31);
+    gpt_set_entries(&mut gpt, backup, 1 << 31);
+    let gptp = dir.join("gpt_2g_entries.raw");
+    std::fs::write(&gptp, &gpt).unwrap();
+    refused(
+        &env,
+        &gptp,
+        &[
+            "GPT header at offset 512",
+            "2147483648 partition entries",
+            "backup header",
+        ],
+    );
+
+    // GPT whose partition entry array is past the end of the disk, in both headers.
+    let mut gpt2 = disk.clone();
+    for hdr in [512usize, backup] {
+        gpt2[hdr + 72..hdr + 80].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        gpt2[hdr + 16..hdr + 20].fill(0);
+        let crc = crc32(&gpt2[hdr..hdr + 92]);
+        gpt2[hdr + 16..hdr + 20].copy_from_slice(&crc.to_le_bytes());
+    }
+    let gptp2 = dir.join("gpt_entries_past_end.raw");
+    std::fs::write(&gptp2, &gpt2).unwrap();
+    refused(
+        &env,
+        &gptp2,
+        &["GPT header at offset 512", "past the end", "backup header"],
+    );
+
+    // A VMDK descriptor whose flat extent file is missing.
+    let flat = dir.join("missing_extent.vmdk");
+    tool(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=monolithicFlat",
+            s(&raw),
+            s(&flat),
+        ],
+    );
+    std::fs::remove_file(dir.join("missing_extent-flat.vmdk")).unwrap();
+    refused(&env, &flat, &["missing_extent-flat.vmdk", "extent"]);
+
+    // VMDK grain directory past the end of the file.
+    let sparse = dir.join("gd_past_end.vmdk");
+    tool("qemu-img", &["convert", "-O", "vmdk", s(&raw), s(&sparse)]);
+    patch(&sparse, 56, &(1u64 << 40).to_le_bytes());
+    refused(
+        &env,
+        &sparse,
+        &["grain directory at offset 562949953421312", "do not fit"],
+    );
+
+    // QCOW2: cluster_bits out of range, a 2^62-byte disk, the L1 table past the end.
+    let q = dir.join("src.qcow2");
+    tool("qemu-img", &["convert", "-O", "qcow2", s(&raw), s(&q)]);
+    for (name, at, bytes, want) in [
+        (
+            "cluster_bits_30.qcow2",
+            20u64,
+            30u32.to_be_bytes().to_vec(),
+            "qcow2 header at offset 20: cluster_bits 30",
+        ),
+        (
+            "cluster_bits_8.qcow2",
+            20,
+            8u32.to_be_bytes().to_vec(),
+            "qcow2 header at offset 20: cluster_bits 8",
+        ),
+        // The L1 table no longer covers the claimed size: refused before any allocation.
+        (
+            "size_2e62.qcow2",
+            24,
+            (1u64 << 62).to_be_bytes().to_vec(),
+            "qcow2 L1 table at offset 36",
+        ),
+        (
+            "l1_past_end.qcow2",
+            40,
+            (1u64 << 50).to_be_bytes().to_vec(),
+            "qcow2 L1 table at offset 40",
+        ),
+    ] {
+        let p = dir.join(name);
+        std::fs::copy(&q, &p).unwrap();
+        patch(&p, at, &bytes);
+        refused(&env, &p, &[want]);
+    }
+
+    // VHD: a 2^62-byte disk in the footer (checksum fixed).
+    let vhd = dir.join("size_2e62.vhd");
+    tool("qemu-img", &["convert", "-O", "vpc", s(&raw), s(&vhd)]);
+    let mut v = std::fs::read(&vhd).unwrap();
+    let len = v.len();
+    for foot in [0usize, len - 512] {
+        v[foot + 48..foot + 56].copy_from_slice(&(1u64 << 62).to_be_bytes());
+        v[foot + 64..foot + 68].fill(0);
+        let sum: u32 = v[foot..foot + 512]
+            .iter()
+            .map(|&b| u32::from(b))
+            .sum::<u32>();
+        v[foot + 64..foot + 68].copy_from_slice(&(!sum).to_be_bytes());
+    }
+    std::fs::write(&vhd, &v).unwrap();
+    refused(
+        &env,
+        &vhd,
+        &[
+            "vhd dynamic header at offset 540",
+            "virtual size 4611686018427387904",
+        ],
+    );
+
+    // A raw disk cut short: the root partition runs past the end.
+    let cut = dir.join("cut.raw");
+    std::fs::write(&cut, &disk[..3 << 20]).unwrap();
+    refused(&env, &cut, &["partition 1", "past the end"]);
+
+    // The limit leaves room for a real import: the failures above are the input's.
+    let o = limited(&env, &["import", s(&q), "--tag", "fine:1", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The primary GPT header damaged (2^31 entries, CRC now wrong): the backup is used and said.
+#[test]
+fn gpt_damaged_primary_uses_the_backup_and_says_so() {
+    let env = Env::new();
+    let raw = example().join("disk.raw");
+    let mut gpt = std::fs::read(&raw).unwrap();
+    gpt[512 + 80..512 + 84].copy_from_slice(&(1u32 << 31).to_le_bytes());
+    let p = env.path().join("primary_damaged.raw");
+    std::fs::write(&p, &gpt).unwrap();
+    let r = env.run(&["import", s(&p), "--tag", "b:1"]).ok();
+    assert!(r.stderr.contains("backup"), "{}", r.stderr);
+    let plan = inspect_disk(&env, &p, &[]);
+    assert!(
+        plan["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("backup")),
+        "{plan}"
+    );
+    import(&env, &raw, "b:2", &[]);
+    assert_eq!(diff_id(&env, "b:1"), diff_id(&env, "b:2"));
+}
