@@ -506,3 +506,405 @@ fn gpt_damaged_primary_uses_the_backup_and_says_so() {
     import(&env, &raw, "b:2", &[]);
     assert_eq!(diff_id(&env, "b:1"), diff_id(&env, "b:2"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Disk builders.
+
+const LINUX_FS: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
+
+/// What goes into a partition.
+enum Fs<'a> {
+    /// An ext4 filesystem of this tree, with this filesystem UUID and label.
+    Ext4(&'a Path, &'a str, &'a str),
+    Swap,
+}
+
+/// One GPT partition: size in MiB, contents, PARTLABEL, PARTUUID.
+struct Part<'a> {
+    mib: u64,
+    fs: Fs<'a>,
+    name: &'a str,
+    partuuid: &'a str,
+}
+
+/// A GPT disk of `parts`, one after another from 1 MiB, each filled with its filesystem.
+fn gpt_disk(dir: &Path, file: &str, parts: &[Part]) -> PathBuf {
+    let img = dir.join(file);
+    let total: u64 = parts.iter().map(|p| p.mib).sum::<u64>() + 2;
+    sparse_file(&img, total * MIB);
+    let mut script = String::from("label: gpt\n");
+    let mut start = 1u64;
+    for p in parts {
+        script.push_str(&format!(
+            "start={}, size={}, type={LINUX_FS}, uuid={}, name=\"{}\"\n",
+            start * 2048,
+            p.mib * 2048,
+            p.partuuid,
+            p.name
+        ));
+        start += p.mib;
+    }
+    sfdisk(&img, &script);
+    let mut start = 1u64;
+    for (i, p) in parts.iter().enumerate() {
+        let f = dir.join(format!("{file}-p{}", i + 1));
+        match p.fs {
+            Fs::Ext4(tree, uuid, label) => mkfs(tree, &f, p.mib * 1024, uuid, label),
+            Fs::Swap => {
+                sparse_file(&f, p.mib * MIB);
+                tool("mkswap", &["-q", s(&f)]);
+            }
+        }
+        put(&img, start * MIB, &f);
+        std::fs::remove_file(&f).unwrap();
+        start += p.mib;
+    }
+    img
+}
+
+/// The canonical lowercase form of a UUID-ish string as the reports show it.
+fn lower(u: &str) -> String {
+    u.to_ascii_lowercase()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. inspect-disk --format json for the disks the issue names.
+
+/// MBR: /boot in primary 1, an extended partition with swap in logical 5 and the root in
+/// logical 6 (named /dev/sda6 in its own fstab); the guest is arm64.
+#[test]
+fn mbr_with_the_root_in_a_logical_partition() {
+    let env = Env::new();
+    let dir = env.path();
+    let boot = data_tree(dir, "boot");
+    let root = root_tree(
+        dir,
+        "mbrguest",
+        "/dev/sda6 / ext4 defaults 0 1\nLABEL=BOOT /boot ext4 defaults 0 2\n/dev/sda5 none swap sw 0 0\nproc /proc proc defaults 0 0\n",
+        183,
+    );
+    let img = dir.join("mbr.raw");
+    sparse_file(&img, 16 * MIB);
+    sfdisk(
+        &img,
+        "label: dos\nlabel-id: 0x1234abcd\nstart=2048, size=8192, type=83\nstart=10240, size=22528, type=5\nstart=12288, size=2048, type=82\nstart=16384, size=16384, type=83\n",
+    );
+    let f = dir.join("fs");
+    mkfs(
+        &boot,
+        &f,
+        4096,
+        "11111111-0000-4000-8000-00000000b007",
+        "BOOT",
+    );
+    put(&img, MIB, &f);
+    sparse_file(&f, MIB);
+    tool("mkswap", &["-q", s(&f)]);
+    put(&img, 12288 * 512, &f);
+    mkfs(
+        &root,
+        &f,
+        8192,
+        "11111111-0000-4000-8000-0000000000f6",
+        "mbrroot",
+    );
+    put(&img, 8 * MIB, &f);
+
+    let v = inspect_disk(&env, &img, &[]);
+    assert_eq!(v["disk"]["format"], "raw", "{v}");
+    assert_eq!(v["disk"]["virtual_size"], 16 * MIB);
+    assert_eq!(v["scheme"], "mbr");
+    let got: Vec<(String, String, u64, u64, String, Value)> = v["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["name"].as_str().unwrap().to_string(),
+                x["type_name"].as_str().unwrap().to_string(),
+                x["start"].as_u64().unwrap(),
+                x["size"].as_u64().unwrap(),
+                x["filesystem"].as_str().unwrap().to_string(),
+                x["label"].clone(),
+            )
+        })
+        .collect();
+    let ls = |l: &str| Value::String(l.into());
+    assert_eq!(
+        got,
+        vec![
+            (
+                "1".into(),
+                "Linux filesystem".into(),
+                MIB,
+                4 * MIB,
+                "ext4".into(),
+                ls("BOOT")
+            ),
+            (
+                "5".into(),
+                "Linux swap".into(),
+                12288 * 512,
+                MIB,
+                "Linux swap".into(),
+                Value::Null
+            ),
+            (
+                "6".into(),
+                "Linux filesystem".into(),
+                8 * MIB,
+                8 * MIB,
+                "ext4".into(),
+                ls("mbrroot")
+            ),
+        ],
+        "{v}"
+    );
+    assert_eq!(volume(&v, "6")["partuuid"], "1234abcd-06");
+    assert_eq!(
+        volume(&v, "6")["uuid"],
+        "11111111-0000-4000-8000-0000000000f6"
+    );
+    assert_eq!(volume(&v, "6")["is_root"], true);
+    assert_eq!(volume(&v, "1")["is_root"], false);
+    assert_eq!(v["root"], "6");
+    assert_eq!(mount(&v, "/")["status"], "root");
+    assert_eq!(mount(&v, "/")["volume"], "6");
+    assert_eq!(mount(&v, "/boot")["status"], "grafted");
+    assert_eq!(mount(&v, "/boot")["volume"], "1");
+    assert_eq!(mount(&v, "none")["status"], "skipped");
+    assert_eq!(mount(&v, "/proc")["status"], "skipped");
+    assert_eq!(v["guest"]["os"], "linux");
+    assert_eq!(v["guest"]["architecture"], "arm64");
+    assert_eq!(v["guest"]["os_release"]["id"], "mbrguest");
+    // The import takes the logical partition, with /boot grafted, and an arm64 config.
+    import(&env, &img, "mbr:1", &[]);
+    let files = layer_files(&env, "mbr:1");
+    assert_eq!(files["etc/hostname"], b"mbrguest\n");
+    assert_eq!(files["boot/boot.txt"], b"boot");
+    let cfg = json(env.run(&["inspect", "mbr:1"]));
+    assert_eq!(cfg[0]["Architecture"], "arm64", "{cfg}");
+}
+
+/// The segments of an LV as (first PE, last PE) pairs.
+fn lv_segments(lvm: &dyn Fn(&str, &[&str]) -> String, lv: &str) -> Vec<(u64, u64)> {
+    lvm(
+        "lvs",
+        &[
+            "--noheadings",
+            "--separator",
+            ",",
+            "-o",
+            "seg_pe_ranges",
+            lv,
+        ],
+    )
+    .lines()
+    .map(str::trim)
+    .filter(|l| !l.is_empty())
+    .map(|l| {
+        let (a, b) = l.rsplit(':').next().unwrap().split_once('-').unwrap();
+        (a.parse().unwrap(), b.parse().unwrap())
+    })
+    .collect()
+}
+
+/// An LVM disk: MBR, /boot (ext4) in partition 1, a PV in partition 2 (type 8e) with VG
+/// `vg` holding `root` (12 MiB in two segments, as lvextend leaves it), `home` and `srv`;
+/// with `second_root`, another Linux root in partition 3. lvm2 writes the metadata itself
+/// (`--driverloaded n` on a loop device); the filesystems go in at the LVs' byte offsets.
+struct LvmDisk {
+    img: PathBuf,
+    vg: String,
+    root_segments: Vec<(u64, u64)>,
+    pe_start: u64,
+}
+
+fn lvm_disk(dir: &Path, root_fstab: &str, second_root: bool) -> LvmDisk {
+    let vg = format!("dc-vg{}", std::process::id());
+    let pv = dir.join("pv.img");
+    sparse_file(&pv, 32 * MIB);
+    let loopdev = tool("losetup", &["-f", "--show", s(&pv)])
+        .trim()
+        .to_string();
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").args(["-d", &self.0]).status();
+        }
+    }
+    let detach = Detach(loopdev.clone());
+    let cfg = format!(
+        "--config=devices{{filter=[\"a|^{loopdev}$|\",\"r|.*|\"] obtain_device_list_from_udev=0}} activation{{udev_sync=0 udev_rules=0}}"
+    );
+    let lvm = |cmd: &str, args: &[&str]| {
+        let mut a: Vec<&str> = vec!["--driverloaded", "n", cfg.as_str()];
+        a.extend_from_slice(args);
+        tool(cmd, &a)
+    };
+    lvm("pvcreate", &["-q", &loopdev]);
+    lvm("vgcreate", &["-q", "-s", "1M", &vg, &loopdev]);
+    for (name, size) in [("root", "6M"), ("home", "4M"), ("srv", "4M")] {
+        lvm(
+            "lvcreate",
+            &[
+                "-q",
+                "--zero",
+                "n",
+                "--activate",
+                "n",
+                "-L",
+                size,
+                "-n",
+                name,
+                &vg,
+            ],
+        );
+    }
+    lvm("lvextend", &["-q", "-L", "12M", &format!("{vg}/root")]);
+    let pe_start: u64 = lvm(
+        "pvs",
+        &[
+            "--noheadings",
+            "--units",
+            "b",
+            "--nosuffix",
+            "-o",
+            "pe_start",
+            &loopdev,
+        ],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let segs: BTreeMap<&str, Vec<(u64, u64)>> = ["root", "home", "srv"]
+        .into_iter()
+        .map(|lv| (lv, lv_segments(&lvm, &format!("{vg}/{lv}"))))
+        .collect();
+    drop(detach);
+    assert_eq!(segs["root"].len(), 2, "root has two segments: {segs:?}");
+
+    let root = root_tree(dir, "lvmguest", root_fstab, 62);
+    let home = data_tree(dir, "home");
+    let srv = data_tree(dir, "srv");
+    let f = dir.join("lvfs");
+    for (lv, tree, uuid) in [
+        ("root", &root, "22222222-0000-4000-8000-000000000001"),
+        ("home", &home, "22222222-0000-4000-8000-000000000002"),
+        ("srv", &srv, "22222222-0000-4000-8000-000000000003"),
+    ] {
+        let mib: u64 = segs[lv].iter().map(|(a, b)| b - a + 1).sum();
+        mkfs(tree, &f, mib * 1024, uuid, lv);
+        let bytes = std::fs::read(&f).unwrap();
+        let pvf = std::fs::OpenOptions::new().write(true).open(&pv).unwrap();
+        let mut done = 0usize;
+        for (a, b) in &segs[lv] {
+            let len = ((b - a + 1) * MIB) as usize;
+            pvf.write_all_at(&bytes[done..done + len], pe_start + a * MIB)
+                .unwrap();
+            done += len;
+        }
+    }
+    let img = dir.join("lvm.raw");
+    let extra = if second_root { 8 } else { 0 };
+    sparse_file(&img, (1 + 4 + 32 + extra + 1) * MIB);
+    let mut script = String::from(
+        "label: dos\nlabel-id: 0x0badcafe\nstart=2048, size=8192, type=83\nstart=10240, size=65536, type=8e\n",
+    );
+    if second_root {
+        script.push_str("start=75776, size=16384, type=83\n");
+    }
+    sfdisk(&img, &script);
+    let boot = data_tree(dir, "boot");
+    mkfs(
+        &boot,
+        &f,
+        4096,
+        "22222222-0000-4000-8000-00000000b007",
+        "boot",
+    );
+    put(&img, MIB, &f);
+    put(&img, 5 * MIB, &pv);
+    if second_root {
+        let other = root_tree(dir, "otherguest", "LABEL=other / ext4 defaults 0 1\n", 62);
+        mkfs(
+            &other,
+            &f,
+            8192,
+            "22222222-0000-4000-8000-000000000009",
+            "other",
+        );
+        put(&img, 37 * MIB, &f);
+    }
+    LvmDisk {
+        img,
+        root_segments: segs["root"].clone(),
+        pe_start,
+        vg,
+    }
+}
+
+/// An LVM root whose LV has two segments, its fstab naming LVs as /dev/mapper/VG-LV and
+/// /dev/VG/LV (the VG name has a dash, doubled in the mapper name) and /boot by UUID.
+#[test]
+fn lvm_root_with_a_two_segment_lv() {
+    if !common::require_root("losetup for lvm2's tools") {
+        return;
+    }
+    let env = Env::new();
+    let dir = env.path();
+    let vg = format!("dc-vg{}", std::process::id());
+    let mapper = vg.replace('-', "--");
+    let fstab = format!(
+        "/dev/mapper/{mapper}-root / ext4 defaults 0 1\n\
+         UUID=22222222-0000-4000-8000-00000000b007 /boot ext4 defaults 0 2\n\
+         /dev/{vg}/home /home ext4 defaults 0 2\n\
+         /dev/mapper/{mapper}-srv /srv ext4 defaults 0 2\n"
+    );
+    let d = lvm_disk(dir, &fstab, false);
+    assert_eq!(d.vg, vg);
+    let v = inspect_disk(&env, &d.img, &[]);
+    assert_eq!(v["disk"]["format"], "raw", "{v}");
+    assert_eq!(v["disk"]["virtual_size"], 38 * MIB);
+    assert_eq!(v["scheme"], "mbr");
+    let names: Vec<&str> = v["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
+    let (r, h, sv) = (
+        format!("{vg}/root"),
+        format!("{vg}/home"),
+        format!("{vg}/srv"),
+    );
+    assert_eq!(names, vec!["1", r.as_str(), h.as_str(), sv.as_str()], "{v}");
+    let root = volume(&v, &r);
+    assert_eq!(root["scheme"], "lvm");
+    assert_eq!(root["size"], 12 * MIB);
+    assert_eq!(
+        root["start"],
+        5 * MIB + d.pe_start + d.root_segments[0].0 * MIB
+    );
+    assert_eq!(root["filesystem"], "ext4");
+    assert_eq!(root["label"], "root");
+    assert_eq!(root["is_root"], true);
+    assert_eq!(volume(&v, &h)["size"], 4 * MIB);
+    assert_eq!(volume(&v, &h)["label"], "home");
+    assert_eq!(volume(&v, "1")["label"], "boot");
+    assert_eq!(v["root"], r.as_str());
+    assert_eq!(mount(&v, "/")["volume"], r.as_str());
+    for (mp, vol) in [("/boot", "1"), ("/home", h.as_str()), ("/srv", sv.as_str())] {
+        assert_eq!(mount(&v, mp)["status"], "grafted", "{mp}: {v}");
+        assert_eq!(mount(&v, mp)["volume"], vol, "{mp}");
+    }
+    assert_eq!(v["guest"]["architecture"], "amd64");
+    assert_eq!(v["guest"]["os_release"]["id"], "lvmguest");
+    // The import reads the root across both segments and grafts each LV.
+    import(&env, &d.img, "lvm:1", &[]);
+    let files = layer_files(&env, "lvm:1");
+    assert_eq!(files["etc/hostname"], b"lvmguest\n");
+    assert_eq!(files["boot/boot.txt"], b"boot");
+    assert_eq!(files["home/home.txt"], b"home");
+    assert_eq!(files["srv/srv.txt"], b"srv");
+}
