@@ -908,3 +908,231 @@ fn lvm_root_with_a_two_segment_lv() {
     assert_eq!(files["home/home.txt"], b"home");
     assert_eq!(files["srv/srv.txt"], b"srv");
 }
+
+/// Two versions of a small GPT disk with one root partition: `b` is `a` with /etc/hostname
+/// changed and /srv/added.txt added (same filesystem UUID, so only changed blocks differ).
+fn two_versions(dir: &Path) -> (PathBuf, PathBuf) {
+    let fstab = "PARTLABEL=root / ext4 defaults 0 1\nproc /proc proc defaults 0 0\n";
+    let a = root_tree(dir, "va", fstab, 62);
+    let b = dir.join("tree-vb");
+    tool("cp", &["-a", s(&a), s(&b)]);
+    std::fs::write(b.join("etc/hostname"), "changed\n").unwrap();
+    std::fs::write(b.join("srv/added.txt"), "added in the child").unwrap();
+    let uuid = "33333333-0000-4000-8000-000000000001";
+    let part = |tree| Part {
+        mib: 20,
+        fs: Fs::Ext4(tree, uuid, "vroot"),
+        name: "root",
+        partuuid: "33333333-0000-4000-8000-0000000000aa",
+    };
+    (
+        gpt_disk(dir, "a.raw", &[part(&a)]),
+        gpt_disk(dir, "b.raw", &[part(&b)]),
+    )
+}
+
+/// Writes a differencing VDI `child` over `parent` (a qemu-made dynamic VDI of `a`) so it reads
+/// as `b`: the blocks where `b` differs from `a` are in the child, the others are free (read
+/// from the parent). qemu-img cannot write differencing VDIs. Returns (blocks in the child,
+/// blocks total).
+fn vdi_child(parent: &Path, a: &[u8], b: &[u8], child: &Path) -> (usize, usize) {
+    let ph = std::fs::read(parent).unwrap();
+    let block = u32::from_le_bytes(ph[376..380].try_into().unwrap()) as usize;
+    let blocks = u32::from_le_bytes(ph[384..388].try_into().unwrap()) as usize;
+    assert_eq!(blocks * block, b.len());
+    let mut h = ph[..512].to_vec();
+    let map_at = 512usize;
+    let data_at = (map_at + 4 * blocks).div_ceil(512) * 512;
+    h[76..80].copy_from_slice(&4u32.to_le_bytes()); // differencing
+    h[340..344].copy_from_slice(&(map_at as u32).to_le_bytes());
+    h[344..348].copy_from_slice(&(data_at as u32).to_le_bytes());
+    h[392..408].fill(0xc1); // this image's UUID
+    h[408..424].fill(0xc2); // its modification UUID
+    h[424..440].copy_from_slice(&ph[392..408]); // the parent's UUID
+    h[440..456].copy_from_slice(&ph[408..424]); // the parent's modification UUID
+    let mut map = Vec::new();
+    let mut data = Vec::new();
+    for i in 0..blocks {
+        let range = i * block..(i + 1) * block;
+        if a[range.clone()] == b[range.clone()] {
+            map.extend_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
+        } else {
+            map.extend_from_slice(&((data.len() / block) as u32).to_le_bytes());
+            data.extend_from_slice(&b[range]);
+        }
+    }
+    let allocated = data.len() / block;
+    h[388..392].copy_from_slice(&(allocated as u32).to_le_bytes());
+    let mut file = h;
+    file.extend_from_slice(&map);
+    file.resize(data_at, 0);
+    file.extend_from_slice(&data);
+    std::fs::write(child, &file).unwrap();
+    (allocated, blocks)
+}
+
+/// A differencing VDI (a VirtualBox snapshot) whose parent sits beside it: found by UUID.
+#[test]
+fn differencing_vdi_reads_as_the_snapshot() {
+    let env = Env::new();
+    let dir = env.path();
+    let (a, b) = two_versions(dir);
+    let parent = dir.join("{base}.vdi");
+    tool("qemu-img", &["convert", "-O", "vdi", s(&a), s(&parent)]);
+    // A decoy VDI with another UUID beside it must not be taken.
+    tool(
+        "qemu-img",
+        &["convert", "-O", "vdi", s(&b), s(&dir.join("decoy.vdi"))],
+    );
+    let child = dir.join("{snapshot}.vdi");
+    let (used, total) = vdi_child(
+        &parent,
+        &std::fs::read(&a).unwrap(),
+        &std::fs::read(&b).unwrap(),
+        &child,
+    );
+    assert!(
+        used > 0 && used < total,
+        "a thin child: {used}/{total} blocks"
+    );
+    let v = inspect_disk(&env, &child, &[]);
+    assert_eq!(v["disk"]["format"], "vdi", "{v}");
+    assert_eq!(v["disk"]["subformat"], "differencing");
+    assert_eq!(v["disk"]["virtual_size"], 22 * MIB);
+    assert_eq!(v["disk"]["backing"]["file"], s(&parent));
+    assert_eq!(v["disk"]["backing"]["subformat"], "dynamic");
+    assert_eq!(v["scheme"], "gpt");
+    let root = volume(&v, "1");
+    assert_eq!(root["partlabel"], "root");
+    assert_eq!(root["partuuid"], "33333333-0000-4000-8000-0000000000aa");
+    assert_eq!(root["type_name"], "Linux filesystem");
+    assert_eq!(root["size"], 20 * MIB);
+    assert_eq!(root["filesystem"], "ext4");
+    assert_eq!(root["label"], "vroot");
+    assert_eq!(v["root"], "1");
+    assert_eq!(mount(&v, "/")["status"], "root");
+    assert_eq!(mount(&v, "/proc")["status"], "skipped");
+    assert_eq!(v["guest"]["os_release"]["id"], "va");
+    assert_eq!(v["guest"]["architecture"], "amd64");
+    import(&env, &child, "snap:1", &[]);
+    import(&env, &b, "snap:b", &[]);
+    import(&env, &a, "snap:a", &[]);
+    assert_eq!(diff_id(&env, "snap:1"), diff_id(&env, "snap:b"));
+    assert_ne!(diff_id(&env, "snap:1"), diff_id(&env, "snap:a"));
+    let files = layer_files(&env, "snap:1");
+    assert_eq!(files["etc/hostname"], b"changed\n");
+    assert_eq!(files["srv/added.txt"], b"added in the child");
+}
+
+/// 5. `--parent FILE` for a differencing VDI whose parent is in another directory.
+#[test]
+fn parent_option_for_import_and_inspect_disk() {
+    let env = Env::new();
+    let dir = env.path();
+    let (a, b) = two_versions(dir);
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let parent = elsewhere.join("base.vdi");
+    tool("qemu-img", &["convert", "-O", "vdi", s(&a), s(&parent)]);
+    let snaps = dir.join("Snapshots");
+    std::fs::create_dir(&snaps).unwrap();
+    let child = snaps.join("child.vdi");
+    vdi_child(
+        &parent,
+        &std::fs::read(&a).unwrap(),
+        &std::fs::read(&b).unwrap(),
+        &child,
+    );
+    import(&env, &b, "p:b", &[]);
+    let before = env.store_state();
+    let r = env.run(&["import", s(&child), "--tag", "p:1"]);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("child.vdi")
+            && r.stderr.contains("no parent with UUID")
+            && r.stderr.contains("parent option"),
+        "says how to give the parent: {}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert_eq!(env.store_state(), before);
+    let r = env.run(&["inspect-disk", s(&child)]);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+
+    let v = inspect_disk(&env, &child, &["--parent", s(&parent)]);
+    assert_eq!(v["disk"]["subformat"], "differencing", "{v}");
+    assert_eq!(v["disk"]["backing"]["file"], s(&parent));
+    assert_eq!(v["root"], "1");
+    let human = env
+        .run(&["inspect-disk", s(&child), "--parent", s(&parent)])
+        .ok()
+        .stdout;
+    assert!(
+        human.contains("Backing:") && human.contains("base.vdi"),
+        "{human}"
+    );
+    import(&env, &child, "p:1", &["--parent", s(&parent)]);
+    assert_eq!(diff_id(&env, "p:1"), diff_id(&env, "p:b"));
+    // A parent with another UUID is refused, naming both.
+    let other = elsewhere.join("other.vdi");
+    tool("qemu-img", &["convert", "-O", "vdi", s(&b), s(&other)]);
+    let before = env.store_state();
+    let r = env.run(&["import", s(&child), "--parent", s(&other), "--tag", "p:2"]);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("UUID") && r.stderr.contains("other.vdi"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(env.store_state(), before);
+}
+
+/// A streamOptimized VMDK as VMware writes it: grain directory offset -1 in the header, the
+/// real header in a footer before the end-of-stream marker (made from qemu's layout).
+#[test]
+fn stream_optimized_vmdk_with_a_vmware_footer() {
+    let env = Env::new();
+    let dir = env.path();
+    let (a, _) = two_versions(dir);
+    let p = dir.join("vmware.vmdk");
+    tool(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized",
+            s(&a),
+            s(&p),
+        ],
+    );
+    let mut data = std::fs::read(&p).unwrap();
+    let header = data[..512].to_vec();
+    data[56..64].copy_from_slice(&u64::MAX.to_le_bytes());
+    // qemu ends with a footer-less end-of-stream marker: drop it, append footer marker, footer
+    // and a new end-of-stream marker.
+    assert_eq!(&data[data.len() - 512..], &[0u8; 512][..]);
+    data.truncate(data.len() - 512);
+    let mut marker = vec![0u8; 512];
+    marker[0..8].copy_from_slice(&1u64.to_le_bytes());
+    marker[12..16].copy_from_slice(&3u32.to_le_bytes()); // MARKER_FOOTER
+    data.extend_from_slice(&marker);
+    data.extend_from_slice(&header);
+    data.extend_from_slice(&[0u8; 512]);
+    std::fs::write(&p, &data).unwrap();
+    let v = inspect_disk(&env, &p, &[]);
+    assert_eq!(v["disk"]["format"], "vmdk", "{v}");
+    assert_eq!(v["disk"]["subformat"], "streamOptimized");
+    assert_eq!(v["disk"]["virtual_size"], 22 * MIB);
+    assert_eq!(v["scheme"], "gpt");
+    assert_eq!(volume(&v, "1")["label"], "vroot");
+    assert_eq!(volume(&v, "1")["filesystem"], "ext4");
+    assert_eq!(v["root"], "1");
+    assert_eq!(mount(&v, "/")["status"], "root");
+    assert_eq!(v["guest"]["architecture"], "amd64");
+    assert_eq!(v["guest"]["os_release"]["id"], "va");
+    import(&env, &p, "vmw:1", &[]);
+    import(&env, &a, "vmw:raw", &[]);
+    assert_eq!(diff_id(&env, "vmw:1"), diff_id(&env, "vmw:raw"));
+}
