@@ -1136,3 +1136,255 @@ fn stream_optimized_vmdk_with_a_vmware_footer() {
     import(&env, &a, "vmw:raw", &[]);
     assert_eq!(diff_id(&env, "vmw:1"), diff_id(&env, "vmw:raw"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// 4. Several roots on one disk.
+
+#[test]
+fn several_roots_are_listed_and_root_picks_one() {
+    let env = Env::new();
+    let dir = env.path();
+    import(&env, &example().join("root.ext4"), "good:1", &[]);
+    let ids = ["alpha", "beta", "gamma"];
+    let trees: Vec<PathBuf> = ids
+        .iter()
+        .map(|id| root_tree(dir, id, &format!("LABEL={id} / ext4 defaults 0 1\n"), 62))
+        .collect();
+    let uuids = [
+        "44444444-0000-4000-8000-000000000001",
+        "44444444-0000-4000-8000-000000000002",
+        "44444444-0000-4000-8000-000000000003",
+    ];
+    let partuuids = [
+        "44444444-AAAA-4000-8000-000000000001",
+        "44444444-AAAA-4000-8000-000000000002",
+        "44444444-AAAA-4000-8000-000000000003",
+    ];
+    let parts: Vec<Part> = (0..3)
+        .map(|i| Part {
+            mib: 8,
+            fs: Fs::Ext4(&trees[i], uuids[i], ids[i]),
+            name: ["pa", "pb", "pc"][i],
+            partuuid: partuuids[i],
+        })
+        .collect();
+    let img = gpt_disk(dir, "three.raw", &parts);
+    let before = env.store_state();
+    let r = env.run(&["import", s(&img), "--tag", "x:1"]);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    assert!(r.stderr.contains("--root"), "asks for --root: {}", r.stderr);
+    for i in 0..3 {
+        assert!(
+            r.stderr
+                .contains(&format!("{} LABEL={} UUID={}", i + 1, ids[i], uuids[i])),
+            "root {} listed with its names: {}",
+            i + 1,
+            r.stderr
+        );
+    }
+    assert_eq!(env.store_state(), before, "nothing stored");
+    // inspect-disk says the same and lists every root in the table.
+    let r = env.run(&["inspect-disk", s(&img), "--format", "json"]);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("several Linux roots"), "{}", r.stderr);
+
+    let selectors: Vec<(String, usize)> = vec![
+        ("2".into(), 1),
+        (format!("PARTUUID={}", partuuids[2]), 2),
+        (format!("PARTUUID={}", lower(partuuids[0])), 0),
+        ("PARTLABEL=pb".into(), 1),
+        ("LABEL=gamma".into(), 2),
+        (format!("UUID={}", uuids[0]), 0),
+    ];
+    for (k, (sel, want)) in selectors.iter().enumerate() {
+        let plan = json(env.run(&[
+            "import",
+            s(&img),
+            "--root",
+            sel,
+            "--dry-run",
+            "--format",
+            "json",
+        ]));
+        assert_eq!(plan["root"], (want + 1).to_string(), "--root {sel}");
+        let tag = format!("pick:{k}");
+        import(&env, &img, &tag, &["--root", sel]);
+        let files = layer_files(&env, &tag);
+        assert_eq!(
+            files["etc/hostname"],
+            format!("{}\n", ids[*want]).as_bytes(),
+            "--root {sel}"
+        );
+    }
+    // A selector that matches nothing names the volumes there are.
+    let before = env.store_state();
+    let r = env.run(&["import", s(&img), "--root", "LABEL=delta", "--tag", "x:2"]);
+    assert_eq!(r.status, 1);
+    assert!(
+        r.stderr.contains("LABEL=delta") && r.stderr.contains("no volume matches"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(env.store_state(), before);
+}
+
+/// An LVM root LV and a root in a plain partition: `--root VG/LV` and `--root 3`.
+#[test]
+fn root_by_vg_lv_on_a_disk_with_an_lvm_and_a_partition_root() {
+    if !common::require_root("losetup for lvm2's tools") {
+        return;
+    }
+    let env = Env::new();
+    let dir = env.path();
+    let d = lvm_disk(dir, "LABEL=root / ext4 defaults 0 1\n", true);
+    let r = env.run(&["import", s(&d.img), "--tag", "x:1"]);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    let lv = format!("{}/root", d.vg);
+    assert!(
+        r.stderr.contains(&format!("{lv} LABEL=root")) && r.stderr.contains("3 LABEL=other"),
+        "{}",
+        r.stderr
+    );
+    import(&env, &d.img, "lv:1", &["--root", &lv]);
+    assert_eq!(layer_files(&env, "lv:1")["etc/hostname"], b"lvmguest\n");
+    import(&env, &d.img, "lv:2", &["--root", "3"]);
+    assert_eq!(layer_files(&env, "lv:2")["etc/hostname"], b"otherguest\n");
+    let plan = json(env.run(&["inspect-disk", s(&d.img), "--root", &lv, "--format", "json"]));
+    assert_eq!(plan["root"], lv.as_str());
+    assert_eq!(volume(&plan, "3")["is_root"], true);
+    assert_eq!(volume(&plan, &lv)["is_root"], true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. fstab grafting against real volumes, by every device-name form.
+
+#[test]
+fn fstab_names_every_form_and_each_is_grafted_or_listed() {
+    let env = Env::new();
+    let dir = env.path();
+    let fstab = "\
+PARTLABEL=root / ext4 defaults 0 1
+PARTUUID=55555555-aaaa-4000-8000-000000000002 /mnt/partuuid ext4 defaults 0 2
+PARTLABEL=by-partlabel /mnt/partlabel ext4 defaults 0 2
+/dev/disk/by-uuid/55555555-0000-4000-8000-000000000004 /mnt/byuuid ext4 defaults 0 2
+/dev/disk/by-label/by\\x20label /mnt/bylabel ext4 defaults 0 2
+/dev/disk/by-partuuid/55555555-AAAA-4000-8000-000000000006 /mnt/bypartuuid ext4 defaults 0 2
+/dev/sda7 /mnt/sd ext4 defaults 0 2
+/dev/vda8 /mnt/vd ext4 defaults 0 2
+/dev/hda9 /mnt/hd ext4 defaults 0 2
+/dev/xvda10 /mnt/xvd ext4 defaults 0 2
+/dev/disk/by-id/ata-QEMU_HARDDISK_QM00001-part2 /mnt/byid ext4 defaults 0 2
+/dev/disk/by-path/pci-0000:00:04.0-part3 /mnt/bypath ext4 defaults 0 2
+UUID=99999999-0000-4000-8000-000000000000 /mnt/missing ext4 defaults 0 2
+server:/export /mnt/nfs nfs defaults 0 0
+/dev/sda11 none swap sw 0 0
+proc /proc proc defaults 0 0
+/dev/sda2 /mnt/noauto ext4 noauto 0 0
+";
+    let root = root_tree(dir, "fstabguest", fstab, 62);
+    let names = [
+        "partuuid",
+        "partlabel",
+        "byuuid",
+        "bylabel",
+        "bypartuuid",
+        "sd",
+        "vd",
+        "hd",
+        "xvd",
+    ];
+    let trees: Vec<PathBuf> = names.iter().map(|n| data_tree(dir, n)).collect();
+    let uuids: Vec<String> = (2..=10)
+        .map(|i| format!("55555555-0000-4000-8000-{i:012}"))
+        .collect();
+    let partuuids: Vec<String> = (2..=10)
+        .map(|i| format!("55555555-AAAA-4000-8000-{i:012}"))
+        .collect();
+    let labels = ["p2", "p3", "p4", "by label", "p6", "p7", "p8", "p9", "p10"];
+    let partlabels = [
+        "d2",
+        "by-partlabel",
+        "d4",
+        "d5",
+        "d6",
+        "d7",
+        "d8",
+        "d9",
+        "d10",
+    ];
+    let mut parts = vec![Part {
+        mib: 8,
+        fs: Fs::Ext4(&root, "55555555-0000-4000-8000-000000000001", "root"),
+        name: "root",
+        partuuid: "55555555-AAAA-4000-8000-000000000001",
+    }];
+    for i in 0..9 {
+        parts.push(Part {
+            mib: 2,
+            fs: Fs::Ext4(&trees[i], &uuids[i], labels[i]),
+            name: partlabels[i],
+            partuuid: &partuuids[i],
+        });
+    }
+    parts.push(Part {
+        mib: 1,
+        fs: Fs::Swap,
+        name: "swap",
+        partuuid: "55555555-AAAA-4000-8000-000000000011",
+    });
+    let img = gpt_disk(dir, "fstab.raw", &parts);
+    let v = inspect_disk(&env, &img, &[]);
+    assert_eq!(v["root"], "1", "{v}");
+    for (i, n) in names.iter().enumerate() {
+        let m = mount(&v, &format!("/mnt/{n}"));
+        assert_eq!(m["status"], "grafted", "/mnt/{n}: {m}");
+        assert_eq!(m["volume"], (i + 2).to_string(), "/mnt/{n}: {m}");
+    }
+    let reason = |mp: &str, status: &str| {
+        let m = mount(&v, mp);
+        assert_eq!(m["status"], status, "{mp}: {m}");
+        m["reason"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{mp}: no reason: {m}"))
+            .to_string()
+    };
+    assert!(reason("/mnt/byid", "unresolved").contains("hardware id"));
+    assert!(reason("/mnt/bypath", "unresolved").contains("bus path"));
+    assert!(reason("/mnt/missing", "unresolved").contains("UUID=99999999"));
+    assert!(reason("/mnt/nfs", "skipped").contains("network"));
+    assert!(reason("none", "skipped").contains("swap"));
+    assert!(reason("/proc", "skipped").contains("proc"));
+    assert!(reason("/mnt/noauto", "skipped").contains("noauto"));
+    assert_eq!(v["mounts"].as_array().unwrap().len(), 17);
+
+    // The human table lists the unresolved ones with their reasons too.
+    let human = env.run(&["inspect-disk", s(&img)]).ok().stdout;
+    for want in [
+        "/mnt/byid",
+        "hardware id",
+        "/mnt/bypath",
+        "/mnt/missing",
+        "noauto",
+    ] {
+        assert!(human.contains(want), "{want}: {human}");
+    }
+    let r = env.run(&["import", s(&img), "--tag", "fstab:1"]).ok();
+    assert!(
+        r.stderr.contains("/mnt/byid"),
+        "the summary lists what was not grafted: {}",
+        r.stderr
+    );
+    let files = layer_files(&env, "fstab:1");
+    for n in names {
+        assert_eq!(
+            files.get(&format!("mnt/{n}/{n}.txt")).map(Vec::as_slice),
+            Some(n.as_bytes()),
+            "/mnt/{n} grafted"
+        );
+    }
+    assert_eq!(files["etc/hostname"], b"fstabguest\n");
+    assert!(!files
+        .keys()
+        .any(|k| k.starts_with("mnt/noauto/") || k.starts_with("mnt/byid/")));
+}
