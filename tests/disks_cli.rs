@@ -1388,3 +1388,143 @@ proc /proc proc defaults 0 0
         .keys()
         .any(|k| k.starts_with("mnt/noauto/") || k.starts_with("mnt/byid/")));
 }
+
+// ---------------------------------------------------------------------------------------------
+// 2. Every format from the same raw disk, one layer.
+
+fn convert_import(env: &Env, raw: &Path, name: &str, args: &[&str]) -> String {
+    let out = env.path().join(name);
+    let mut a = vec!["convert"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&[s(raw), s(&out)]);
+    tool("qemu-img", &a);
+    let tag = format!("fmt:{}", name.replace('.', "-"));
+    import(env, &out, &tag, &[]);
+    diff_id(env, &tag)
+}
+
+#[test]
+fn more_formats_of_the_example_disk_give_the_same_layer() {
+    let env = Env::new();
+    let raw = example().join("disk.raw");
+    import(&env, &raw, "fmt:raw", &[]);
+    let want = diff_id(&env, "fmt:raw");
+    let formats: &[(&str, &[&str], &str, &str)] = &[
+        ("d.vhdx", &["-O", "vhdx"], "vhdx", ""),
+        (
+            "zstd.qcow2",
+            &["-c", "-O", "qcow2", "-o", "compression_type=zstd"],
+            "qcow2",
+            "",
+        ),
+        (
+            "v2.qcow2",
+            &["-O", "qcow2", "-o", "compat=0.10"],
+            "qcow2",
+            "v2",
+        ),
+        (
+            "fixed.vdi",
+            &["-O", "vdi", "-o", "static=on"],
+            "vdi",
+            "fixed",
+        ),
+        (
+            "flat.vmdk",
+            &["-O", "vmdk", "-o", "subformat=monolithicFlat"],
+            "vmdk",
+            "monolithicFlat",
+        ),
+    ];
+    for (name, args, format, sub) in formats {
+        let got = convert_import(&env, &raw, name, args);
+        assert_eq!(got, want, "{name}");
+        let v = inspect_disk(&env, &env.path().join(name), &[]);
+        assert_eq!(v["disk"]["format"], *format, "{name}: {v}");
+        if !sub.is_empty() {
+            assert_eq!(v["disk"]["subformat"], *sub, "{name}");
+        }
+        assert_eq!(v["disk"]["virtual_size"], 72 * MIB, "{name}");
+    }
+    // The zstd image really uses zstd: the header's compression type byte (offset 104) is 1.
+    let z = std::fs::read(env.path().join("zstd.qcow2")).unwrap();
+    assert_eq!(z[104], 1, "compression_type=zstd in the header");
+    assert_eq!(&z[4..8], &3u32.to_be_bytes());
+    let v2 = std::fs::read(env.path().join("v2.qcow2")).unwrap();
+    assert_eq!(&v2[4..8], &2u32.to_be_bytes(), "a version 2 qcow2");
+}
+
+/// A 2.5 GiB disk (sparse) whose root partition starts 2 MiB before the 2 GiB line, its big
+/// file's data beyond it: the split twoGbMaxExtent VMDKs read across their extent files.
+#[test]
+fn split_vmdks_of_a_disk_larger_than_2_gib() {
+    let env = Env::new();
+    let dir = env.path();
+    let root = root_tree(dir, "big", "LABEL=big / ext4 defaults 0 1\n", 62);
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let big: Vec<u8> = (0..16 * MIB)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(root.join("srv/big.bin"), &big).unwrap();
+    let fs = dir.join("big.ext4");
+    tool(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-b",
+            "4096",
+            "-d",
+            s(&root),
+            "-E",
+            "root_owner=0:0",
+            "-L",
+            "big",
+            s(&fs),
+            "64M",
+        ],
+    );
+    // The file's first block lies past the first 2 MiB of the filesystem, so past 2 GiB on the
+    // disk.
+    let bmap = tool("debugfs", &["-R", "bmap /srv/big.bin 0", s(&fs)]);
+    let first: u64 = bmap.trim().parse().unwrap();
+    assert!(first * 4096 >= 2 * MIB, "first block {first}");
+    let raw = dir.join("big.raw");
+    sparse_file(&raw, 2560 * MIB);
+    let start = 2046 * MIB;
+    sfdisk(
+        &raw,
+        &format!(
+            "label: gpt\nstart={}, size={}, type={LINUX_FS}\n",
+            start / 512,
+            64 * MIB / 512
+        ),
+    );
+    put(&raw, start, &fs);
+    std::fs::remove_file(&fs).unwrap();
+    import(&env, &raw, "big:raw", &[]);
+    let want = diff_id(&env, "big:raw");
+    assert_eq!(layer_files(&env, "big:raw")["srv/big.bin"], big);
+    for sub in ["twoGbMaxExtentSparse", "twoGbMaxExtentFlat"] {
+        let name = format!("{sub}.vmdk");
+        let got = convert_import(
+            &env,
+            &raw,
+            &name,
+            &["-O", "vmdk", "-o", &format!("subformat={sub}")],
+        );
+        assert_eq!(got, want, "{sub}");
+        let v = inspect_disk(&env, &dir.join(&name), &[]);
+        assert_eq!(v["disk"]["virtual_size"], 2560 * MIB, "{sub}: {v}");
+        assert_eq!(v["disk"]["subformat"], sub, "{sub}");
+        assert_eq!(volume(&v, "1")["start"], start);
+    }
+    // Two extent files each: the data crossed from the first into the second.
+    assert!(dir.join("twoGbMaxExtentFlat-f002.vmdk").exists());
+    assert!(dir.join("twoGbMaxExtentSparse-s002.vmdk").exists());
+}
