@@ -1528,3 +1528,96 @@ fn split_vmdks_of_a_disk_larger_than_2_gib() {
     assert!(dir.join("twoGbMaxExtentFlat-f002.vmdk").exists());
     assert!(dir.join("twoGbMaxExtentSparse-s002.vmdk").exists());
 }
+
+// ---------------------------------------------------------------------------------------------
+// 3. A hand-written VMDK descriptor mixing FLAT, ZERO and SPARSE extents.
+
+#[test]
+fn vmdk_descriptor_with_flat_zero_and_sparse_extents() {
+    let env = Env::new();
+    let dir = env.path();
+    let raw = example().join("disk.raw");
+    let bytes = std::fs::read(&raw).unwrap();
+    let mib = bytes.len() as u64 / MIB;
+    let zero_mib =
+        |i: u64| bytes[(i * MIB) as usize..((i + 1) * MIB) as usize] == [0u8; MIB as usize][..];
+    // A run of zero MiBs inside the root filesystem (it starts at 17 MiB) for the ZERO extent.
+    let zs = (17..mib - 1)
+        .find(|&i| zero_mib(i) && zero_mib(i + 1))
+        .expect("a 2 MiB zero run in the root filesystem");
+    let ze = (zs..mib).find(|&i| !zero_mib(i)).unwrap();
+    // Then 8 MiB from a hosted sparse extent, then the rest flat from the raw file again at an
+    // offset.
+    let (ss, se) = (ze, ze + 8);
+    assert!(se < mib);
+    let flat = dir.join("whole.raw");
+    std::os::unix::fs::symlink(&raw, &flat).unwrap();
+    let piece = dir.join("piece.raw");
+    std::fs::write(&piece, &bytes[(ss * MIB) as usize..(se * MIB) as usize]).unwrap();
+    tool(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "vmdk",
+            s(&piece),
+            s(&dir.join("mixed-s001.vmdk")),
+        ],
+    );
+    let sec = |m: u64| m * MIB / 512;
+    let desc = format!(
+        "# Disk DescriptorFile\n\
+         version=1\n\
+         CID=7a5e1c3b\n\
+         parentCID=ffffffff\n\
+         createType=\"custom\"\n\
+         \n\
+         # Extent description\n\
+         RW {} FLAT \"whole.raw\" 0\n\
+         RW {} ZERO\n\
+         RW {} SPARSE \"mixed-s001.vmdk\"\n\
+         RW {} FLAT \"whole.raw\" {}\n\
+         \n\
+         # The Disk Data Base\n\
+         #DDB\n\
+         ddb.virtualHWVersion = \"4\"\n\
+         ddb.adapterType = \"lsilogic\"\n",
+        sec(zs),
+        sec(ze - zs),
+        sec(se - ss),
+        sec(mib - se),
+        sec(se)
+    );
+    let vmdk = dir.join("mixed.vmdk");
+    std::fs::write(&vmdk, desc).unwrap();
+    let v = inspect_disk(&env, &vmdk, &[]);
+    assert_eq!(v["disk"]["format"], "vmdk", "{v}");
+    assert_eq!(v["disk"]["virtual_size"], mib * MIB);
+    assert_eq!(v["root"], "2");
+    assert_eq!(mount(&v, "/boot")["status"], "grafted");
+    import(&env, &vmdk, "mixed:1", &[]);
+    import(&env, &raw, "mixed:raw", &[]);
+    assert_eq!(diff_id(&env, "mixed:1"), diff_id(&env, "mixed:raw"));
+    // The sparse extent is really read: with other bytes in it the layer differs.
+    let mut other = bytes[(ss * MIB) as usize..(se * MIB) as usize].to_vec();
+    for b in other.iter_mut() {
+        *b ^= 0xff;
+    }
+    std::fs::write(&piece, &other).unwrap();
+    std::fs::remove_file(dir.join("mixed-s001.vmdk")).unwrap();
+    tool(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "vmdk",
+            s(&piece),
+            s(&dir.join("mixed-s001.vmdk")),
+        ],
+    );
+    let r = env.run(&["import", s(&vmdk), "--tag", "mixed:2", "--quiet"]);
+    assert!(
+        r.status != 0 || diff_id(&env, "mixed:2") != diff_id(&env, "mixed:raw"),
+        "the SPARSE extent's bytes count"
+    );
+}
