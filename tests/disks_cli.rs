@@ -712,7 +712,8 @@ fn lv_segments(lvm: &dyn Fn(&str, &[&str]) -> String, lv: &str) -> Vec<(u64, u64
 /// An LVM disk: MBR, /boot (ext4) in partition 1, a PV in partition 2 (type 8e) with VG
 /// `vg` holding `root` (12 MiB in two segments, as lvextend leaves it), `home` and `srv`;
 /// with `second_root`, another Linux root in partition 3. lvm2 writes the metadata itself
-/// (`--driverloaded n` on a loop device); the filesystems go in at the LVs' byte offsets.
+/// (`--driverloaded n` on a loop device, no metadata backups under /etc/lvm); the filesystems
+/// go in at the LVs' byte offsets.
 struct LvmDisk {
     img: PathBuf,
     vg: String,
@@ -720,8 +721,8 @@ struct LvmDisk {
     pe_start: u64,
 }
 
-fn lvm_disk(dir: &Path, root_fstab: &str, second_root: bool) -> LvmDisk {
-    let vg = format!("dc-vg{}", std::process::id());
+fn lvm_disk(dir: &Path, vg: &str, root_fstab: &str, second_root: bool) -> LvmDisk {
+    let vg = vg.to_string();
     let pv = dir.join("pv.img");
     sparse_file(&pv, 32 * MIB);
     let loopdev = tool("losetup", &["-f", "--show", s(&pv)])
@@ -735,7 +736,7 @@ fn lvm_disk(dir: &Path, root_fstab: &str, second_root: bool) -> LvmDisk {
     }
     let detach = Detach(loopdev.clone());
     let cfg = format!(
-        "--config=devices{{filter=[\"a|^{loopdev}$|\",\"r|.*|\"] obtain_device_list_from_udev=0}} activation{{udev_sync=0 udev_rules=0}}"
+        "--config=devices{{filter=[\"a|^{loopdev}$|\",\"r|.*|\"] obtain_device_list_from_udev=0}} activation{{udev_sync=0 udev_rules=0}} backup{{backup=0 archive=0}}"
     );
     let lvm = |cmd: &str, args: &[&str]| {
         let mut a: Vec<&str> = vec!["--driverloaded", "n", cfg.as_str()];
@@ -853,7 +854,7 @@ fn lvm_root_with_a_two_segment_lv() {
     }
     let env = Env::new();
     let dir = env.path();
-    let vg = format!("dc-vg{}", std::process::id());
+    let vg = format!("dc-vg{}a", std::process::id());
     let mapper = vg.replace('-', "--");
     let fstab = format!(
         "/dev/mapper/{mapper}-root / ext4 defaults 0 1\n\
@@ -861,7 +862,7 @@ fn lvm_root_with_a_two_segment_lv() {
          /dev/{vg}/home /home ext4 defaults 0 2\n\
          /dev/mapper/{mapper}-srv /srv ext4 defaults 0 2\n"
     );
-    let d = lvm_disk(dir, &fstab, false);
+    let d = lvm_disk(dir, &vg, &fstab, false);
     assert_eq!(d.vg, vg);
     let v = inspect_disk(&env, &d.img, &[]);
     assert_eq!(v["disk"]["format"], "raw", "{v}");
@@ -1237,7 +1238,8 @@ fn root_by_vg_lv_on_a_disk_with_an_lvm_and_a_partition_root() {
     }
     let env = Env::new();
     let dir = env.path();
-    let d = lvm_disk(dir, "LABEL=root / ext4 defaults 0 1\n", true);
+    let vg = format!("dc-vg{}b", std::process::id());
+    let d = lvm_disk(dir, &vg, "LABEL=root / ext4 defaults 0 1\n", true);
     let r = env.run(&["import", s(&d.img), "--tag", "x:1"]);
     assert_eq!(r.status, 1, "{}", r.stderr);
     let lv = format!("{}/root", d.vg);
