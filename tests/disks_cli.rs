@@ -882,6 +882,8 @@ fn lvm_root_with_a_two_segment_lv() {
     assert_eq!(names, vec!["1", r.as_str(), h.as_str(), sv.as_str()], "{v}");
     let root = volume(&v, &r);
     assert_eq!(root["scheme"], "lvm");
+    assert_eq!(root["part_type"], "linear");
+    assert_eq!(root["type_name"], "LVM logical volume");
     assert_eq!(root["size"], 12 * MIB);
     assert_eq!(
         root["start"],
@@ -893,6 +895,9 @@ fn lvm_root_with_a_two_segment_lv() {
     assert_eq!(volume(&v, &h)["size"], 4 * MIB);
     assert_eq!(volume(&v, &h)["label"], "home");
     assert_eq!(volume(&v, "1")["label"], "boot");
+    assert_eq!(volume(&v, "1")["type_name"], "Linux filesystem");
+    assert_eq!(volume(&v, "1")["size"], 4 * MIB);
+    assert_eq!(volume(&v, &sv)["filesystem"], "ext4");
     assert_eq!(v["root"], r.as_str());
     assert_eq!(mount(&v, "/")["volume"], r.as_str());
     for (mp, vol) in [("/boot", "1"), ("/home", h.as_str()), ("/srv", sv.as_str())] {
@@ -1129,6 +1134,9 @@ fn stream_optimized_vmdk_with_a_vmware_footer() {
     assert_eq!(v["scheme"], "gpt");
     assert_eq!(volume(&v, "1")["label"], "vroot");
     assert_eq!(volume(&v, "1")["filesystem"], "ext4");
+    assert_eq!(volume(&v, "1")["type_name"], "Linux filesystem");
+    assert_eq!(volume(&v, "1")["size"], 20 * MIB);
+    assert_eq!(volume(&v, "1")["partlabel"], "root");
     assert_eq!(v["root"], "1");
     assert_eq!(mount(&v, "/")["status"], "root");
     assert_eq!(v["guest"]["architecture"], "amd64");
@@ -1621,5 +1629,36 @@ fn vmdk_descriptor_with_flat_zero_and_sparse_extents() {
     assert!(
         r.status != 0 || diff_id(&env, "mixed:2") != diff_id(&env, "mixed:raw"),
         "the SPARSE extent's bytes count"
+    );
+}
+
+/// A partition running past the end of the disk: the message points at the table entry that
+/// says so (GPT entry 1 at LBA 2, byte 1024; MBR primary entry 1 at byte 446), not at the
+/// partition's first byte, where no table structure is.
+#[test]
+fn a_partition_past_the_end_names_its_table_entrys_offset() {
+    let env = Env::new();
+    let dir = env.path();
+    let disk = std::fs::read(example().join("disk.raw")).unwrap();
+    let gpt = dir.join("gpt_cut.raw");
+    std::fs::write(&gpt, &disk[..3 << 20]).unwrap();
+    refused(
+        &env,
+        &gpt,
+        &["GPT partition entry at offset 1024", "partition 1"],
+    );
+    let mbr = dir.join("mbr_cut.raw");
+    sparse_file(&mbr, 4 * MIB);
+    sfdisk(&mbr, "label: dos\nstart=2048, size=4096, type=83\n");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&mbr)
+        .unwrap()
+        .set_len(2 * MIB)
+        .unwrap();
+    refused(
+        &env,
+        &mbr,
+        &["MBR partition entry at offset 446", "partition 1"],
     );
 }
