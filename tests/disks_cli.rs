@@ -449,6 +449,49 @@ fn damaged_disk_corpus_one_line_bounded_nothing_stored() {
         refused(&env, &p, &[want]);
     }
 
+    // QCOW2 with 2 MiB clusters, a 2^62-byte disk and the L1 table that size needs (2^23
+    // entries, 64 MiB): consistent, but the table is not in the file.
+    let q21 = dir.join("size_2e62_l1_64mib.qcow2");
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=2M",
+            s(&q21),
+            "64M",
+        ],
+    );
+    patch(&q21, 24, &(1u64 << 62).to_be_bytes());
+    patch(&q21, 36, &(1u32 << 23).to_be_bytes());
+    refused(
+        &env,
+        &q21,
+        &[
+            "qcow2 L1 table at offset 36",
+            "l1_size 8388608",
+            "32 MiB limit",
+        ],
+    );
+
+    // VMDK: a 2^62-byte capacity (2^53 sectors).
+    let vcap = dir.join("capacity_2e62.vmdk");
+    let good = dir.join("good_sparse.vmdk");
+    tool("qemu-img", &["convert", "-O", "vmdk", s(&raw), s(&good)]);
+    std::fs::copy(&good, &vcap).unwrap();
+    patch(&vcap, 12, &(1u64 << 53).to_le_bytes());
+    refused(
+        &env,
+        &vcap,
+        &[
+            "sparse extent header at offset 12",
+            "capacity 9007199254740992 sectors",
+        ],
+    );
+
     // VHD: a 2^62-byte disk in the footer (checksum fixed).
     let vhd = dir.join("size_2e62.vhd");
     tool("qemu-img", &["convert", "-O", "vpc", s(&raw), s(&vhd)]);
@@ -1205,6 +1248,7 @@ fn several_roots_are_listed_and_root_picks_one() {
         ("PARTLABEL=pb".into(), 1),
         ("LABEL=gamma".into(), 2),
         (format!("UUID={}", uuids[0]), 0),
+        ("/dev/vda3".into(), 2),
     ];
     for (k, (sel, want)) in selectors.iter().enumerate() {
         let plan = json(env.run(&[
