@@ -87,4 +87,4 @@ if have qemu-img && have sfdisk; then
     for f in "$WORK/$t"/*; do cp "$f" "$HERE/corpus/$t/fresh-$(basename "$f")"; done
   done
 fi
-ls "$HERE/corpus/disk" "$HERE/corpus/volume" | wc -l | xargs echo "seed.sh: files in corpus/disk and corpus/volume:"
+echo "seed.sh: $(find "$HERE/corpus/disk" -type f | wc -l) files in corpus/disk, $(find "$HERE/corpus/volume" -type f | wc -l) in corpus/volume"
