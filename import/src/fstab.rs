@@ -3,9 +3,11 @@
 //!
 //! Parsing follows fstab(5): whitespace-separated fields, `#` comments, octal escapes (`\040` for
 //! a space in a mountpoint). Resolution maps the `fs_spec` forms a VM's fstab uses (UUID=,
-//! LABEL=, PARTUUID=, PARTLABEL=, /dev/disk/by-*, /dev/mapper/VG-LV, /dev/VG/LV, /dev/sdXN and
-//! its vd/hd/xvd/nvme cousins) onto the volumes found on the disk. Nothing is dropped silently:
-//! every line ends up grafted, skipped with a reason, or unresolved with a reason.
+//! LABEL=, PARTUUID=, PARTLABEL=, /dev/disk/by-{uuid,label,partuuid,partlabel},
+//! /dev/mapper/VG-LV, /dev/VG/LV, /dev/sdXN and its vd/hd/xvd/nvme cousins) onto the volumes
+//! found on the disk. /dev/disk/by-id and by-path name the VM's hardware, which an image does not
+//! record: they are unresolved, saying so. Nothing is dropped silently: every line ends up
+//! grafted, skipped with a reason, or unresolved with a reason.
 
 /// One mount line.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -187,10 +189,24 @@ pub fn classify(e: &FstabEntry) -> Disposition {
     }
     match spec {
         Some(s) => Disposition::Graft(s),
-        None => Disposition::Unresolvable(format!(
-            "cannot map device {:?} to a volume on this disk",
-            e.spec
-        )),
+        None => Disposition::Unresolvable(unresolvable_reason(&e.spec)),
+    }
+}
+
+/// Why a device name cannot be mapped to a volume of the image. `/dev/disk/by-id` and
+/// `/dev/disk/by-path` name the disk as the VM's hardware showed it (model and serial, bus
+/// position); a disk image records neither, so matching them would be a guess.
+fn unresolvable_reason(spec: &str) -> String {
+    if spec.starts_with("/dev/disk/by-id/") {
+        format!(
+            "{spec:?} names the device by hardware id (model, serial, WWN), which a disk image does not record"
+        )
+    } else if spec.starts_with("/dev/disk/by-path/") {
+        format!(
+            "{spec:?} names the device by its bus path in the VM, which a disk image does not record"
+        )
+    } else {
+        format!("cannot map device {spec:?} to a volume on this disk")
     }
 }
 
@@ -431,6 +447,37 @@ broken
         );
         assert_eq!(parse_spec("/dev/hda"), None);
         assert_eq!(
+            parse_spec("/dev/vda3"),
+            Some(DeviceSpec::Partition {
+                disk: "a".into(),
+                number: 3
+            })
+        );
+        assert_eq!(
+            parse_spec("/dev/vdc12"),
+            Some(DeviceSpec::Partition {
+                disk: "c".into(),
+                number: 12
+            })
+        );
+        assert_eq!(
+            parse_spec("/dev/hda5"),
+            Some(DeviceSpec::Partition {
+                disk: "a".into(),
+                number: 5
+            })
+        );
+        assert_eq!(
+            parse_spec("/dev/hdb1"),
+            Some(DeviceSpec::Partition {
+                disk: "b".into(),
+                number: 1
+            })
+        );
+        assert_eq!(parse_spec("/dev/vda"), None);
+        assert_eq!(parse_spec("/dev/vd1"), None);
+        assert_eq!(parse_spec("/dev/hda1x"), None);
+        assert_eq!(
             parse_spec("/dev/mmcblk0p2"),
             Some(DeviceSpec::Partition {
                 disk: "0".into(),
@@ -445,6 +492,33 @@ broken
         assert_eq!(parse_spec("/dev/disk/by-id/ata-XYZ"), None);
         assert_eq!(normalise_mountpoint("/var//log/"), "/var/log");
         assert_eq!(normalise_mountpoint("/"), "/");
+    }
+
+    #[test]
+    fn by_id_and_by_path_are_unresolved_with_the_reason() {
+        let (entries, _) = parse(
+            "/dev/disk/by-id/ata-QEMU_HARDDISK_QM00001-part2 /srv ext4 defaults 0 2\n\
+             /dev/disk/by-path/pci-0000:00:04.0-part3 /opt ext4 defaults 0 2\n\
+             /dev/disk/by-foo/x /mnt ext4 defaults 0 2\n",
+        );
+        let reasons: Vec<String> = entries
+            .iter()
+            .map(|e| match classify(e) {
+                Disposition::Unresolvable(why) => why,
+                other => panic!("{}: {other:?}", e.spec),
+            })
+            .collect();
+        assert!(
+            reasons[0].contains("by-id") && reasons[0].contains("hardware id"),
+            "{}",
+            reasons[0]
+        );
+        assert!(
+            reasons[1].contains("by-path") && reasons[1].contains("bus path"),
+            "{}",
+            reasons[1]
+        );
+        assert!(reasons[2].contains("cannot map device"), "{}", reasons[2]);
     }
 
     #[test]
