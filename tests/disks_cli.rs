@@ -1102,7 +1102,8 @@ fn parent_option_for_import_and_inspect_disk() {
     assert!(
         r.stderr.contains("child.vdi")
             && r.stderr.contains("no parent with UUID")
-            && r.stderr.contains("parent option"),
+            && r.stderr.contains("--parent FILE")
+            && !r.stderr.contains("unsupported"),
         "says how to give the parent: {}",
         r.stderr
     );

@@ -27,6 +27,9 @@ pub enum DiskError {
     },
     #[error("{file}: unsupported: {what}")]
     Unsupported { file: String, what: String },
+    /// Another file the image needs (a parent, an extent) cannot be found.
+    #[error("{file}: {what}")]
+    Missing { file: String, what: String },
 }
 
 impl DiskError {
@@ -63,6 +66,7 @@ impl From<DiskError> for io::Error {
             DiskError::Io { source, .. } => source.kind(),
             DiskError::Corrupt { .. } => io::ErrorKind::InvalidData,
             DiskError::Unsupported { .. } => io::ErrorKind::Unsupported,
+            DiskError::Missing { .. } => io::ErrorKind::NotFound,
         };
         io::Error::new(kind, e)
     }

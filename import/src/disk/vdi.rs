@@ -391,13 +391,13 @@ fn find_parent(
         for entry in entries.flatten() {
             scanned += 1;
             if scanned > MAX_SCAN {
-                return Err(DiskError::unsupported(
-                    name,
-                    format!(
-                        "differencing image: no parent with UUID {} among the first {MAX_SCAN} directory entries searched (give it with the parent option)",
+                return Err(DiskError::Missing {
+                    file: name.to_string(),
+                    what: format!(
+                        "differencing image: no parent with UUID {} among the first {MAX_SCAN} directory entries searched (give it with --parent FILE)",
                         uuid_text(want)
                     ),
-                ));
+                });
             }
             let p = entry.path();
             let is_vdi = p.extension().is_some_and(|e| e.eq_ignore_ascii_case("vdi"));
@@ -430,15 +430,15 @@ fn find_parent(
             "; the given parent {} is not a readable VDI image",
             path.display()
         ),
-        None => " (give it with the parent option)".into(),
+        None => " (give it with --parent FILE)".into(),
     };
-    Err(DiskError::unsupported(
-        name,
-        format!(
+    Err(DiskError::Missing {
+        file: name.to_string(),
+        what: format!(
             "differencing image: no parent with UUID {} among the .vdi files in {searched}{given}",
             uuid_text(want)
         ),
-    ))
+    })
 }
 
 impl BlockSource for VdiReader {

@@ -313,8 +313,7 @@ pub fn read(
                 ),
             ));
         };
-        let name = format!("{dname} partition {index}");
-        let source = window(disk, start, size, name, "GPT partition entry")?;
+        let source = window(disk, index as usize, start, size, "GPT partition entry", at)?;
         let guid = p.part_type_guid.guid.to_string().to_ascii_uppercase();
         out.push(Volume {
             index: index as usize,

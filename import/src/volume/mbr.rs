@@ -134,24 +134,25 @@ pub fn read(
     }
     let mut out = Vec::new();
     let mut extended_seen = false;
-    let make = |index: usize, e: &Entry, abs_lba: u64| -> Result<Volume, VolumeError> {
-        let start = abs_lba * SECTOR;
-        let size = u64::from(e.sectors) * SECTOR;
-        let name = format!("{dname} partition {index}");
-        let source = window(disk, start, size, name, "MBR partition entry")?;
-        Ok(Volume {
-            index,
-            source,
-            start,
-            size,
-            scheme: "mbr".into(),
-            part_type: format!("0x{:02x}", e.kind),
-            type_name: type_name(e.kind).into(),
-            partuuid: Some(format!("{signature:08x}-{index:02x}")),
-            partlabel: None,
-            lvm: None,
-        })
-    };
+    // `entry_at`: where the entry describing the partition lies (in the MBR or an EBR).
+    let make =
+        |index: usize, e: &Entry, abs_lba: u64, entry_at: u64| -> Result<Volume, VolumeError> {
+            let start = abs_lba * SECTOR;
+            let size = u64::from(e.sectors) * SECTOR;
+            let source = window(disk, index, start, size, "MBR partition entry", entry_at)?;
+            Ok(Volume {
+                index,
+                source,
+                start,
+                size,
+                scheme: "mbr".into(),
+                part_type: format!("0x{:02x}", e.kind),
+                type_name: type_name(e.kind).into(),
+                partuuid: Some(format!("{signature:08x}-{index:02x}")),
+                partlabel: None,
+                lvm: None,
+            })
+        };
     for (i, e) in &primaries {
         if e.kind == 0 || e.sectors == 0 {
             continue;
@@ -174,7 +175,8 @@ pub fn read(
             logicals(disk, e, &make, &mut out)?;
             continue;
         }
-        out.push(make(*i, e, u64::from(e.lba))?);
+        let entry_at = 446 + 16 * (*i as u64).saturating_sub(1);
+        out.push(make(*i, e, u64::from(e.lba), entry_at)?);
     }
     // Linux numbers logicals 5+ but lists primaries first; keep that order.
     out.sort_by_key(|v| v.index);
@@ -196,7 +198,7 @@ pub fn read(
 fn logicals(
     disk: &Arc<dyn BlockSource>,
     ext: &Entry,
-    make: &dyn Fn(usize, &Entry, u64) -> Result<Volume, VolumeError>,
+    make: &dyn Fn(usize, &Entry, u64, u64) -> Result<Volume, VolumeError>,
     out: &mut Vec<Volume>,
 ) -> Result<(), VolumeError> {
     let dname = disk.name();
@@ -234,7 +236,7 @@ fn logicals(
         let part = entry(&b, 0);
         let next = entry(&b, 1);
         if part.kind != 0 && part.sectors != 0 {
-            out.push(make(n + 5, &part, ebr_lba + u64::from(part.lba))?);
+            out.push(make(n + 5, &part, ebr_lba + u64::from(part.lba), at + 446)?);
         }
         if next.kind == 0 || next.lba == 0 {
             return Ok(());

@@ -129,17 +129,28 @@ pub(crate) fn read_bytes(
     })
 }
 
-/// A `Window` for a partition; a window past the end of the disk is an error naming it.
+/// A `Window` for partition `index`; one past the end of the disk is an error naming the
+/// table entry (`structure` at `entry_at`) that describes it.
 pub(crate) fn window(
     disk: &Arc<dyn BlockSource>,
+    index: usize,
     start: u64,
     len: u64,
-    name: String,
     structure: &'static str,
+    entry_at: u64,
 ) -> Result<Arc<dyn BlockSource>, VolumeError> {
-    crate::block::Window::new(disk.clone(), start, len, name)
-        .map(|w| Arc::new(w) as Arc<dyn BlockSource>)
-        .map_err(|e| VolumeError::corrupt(disk.name(), structure, start, e.to_string()))
+    let name = format!("{} partition {index}", disk.name());
+    crate::block::Window::new(disk.clone(), start, len, name).map(|w| Arc::new(w) as Arc<dyn BlockSource>).map_err(|_| {
+        VolumeError::corrupt(
+            disk.name(),
+            structure,
+            entry_at,
+            format!(
+                "partition {index} (bytes {start}+{len}) extends past the end of the disk ({} bytes)",
+                disk.len()
+            ),
+        )
+    })
 }
 
 /// Lists the volumes of `disk`: its partitions (GPT, else MBR, else the whole disk), with every
