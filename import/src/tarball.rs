@@ -437,6 +437,9 @@ fn compression(magic: &[u8]) -> Option<Compression> {
 
 /// A new file in `dir`, unlinked at once so it vanishes with its last handle (also on a crash).
 fn create_spool(dir: &Path) -> io::Result<File> {
+    // The store's temp dir, which may not exist yet: the store is opened only once the input
+    // proved readable.
+    std::fs::create_dir_all(dir)?;
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -109,13 +109,14 @@ pub fn run(ctx: &Context, a: Args) -> Result<()> {
     } else {
         None
     };
-    let store = ctx.open_store()?;
+    // The store is opened (and, the first time, created) only once the input is known to be
+    // readable: a bad disk leaves no trace, not even an empty layout.
     let opts = PlanOptions {
         root: a.root.clone(),
         disk: import::disk::DiskOptions {
             parent: a.parent.clone(),
         },
-        spool_dir: store.temp_dir(),
+        spool_dir: snapshot::store::Store::temp_dir_of(&ctx.store_root()),
     };
     let opened = plan::open(&a.source, &opts).map_err(|e| plan_error(&a.source, e))?;
     if a.dry_run {
@@ -126,6 +127,7 @@ pub fn run(ctx: &Context, a: Args) -> Result<()> {
         }
         return Ok(());
     }
+    let store = ctx.open_store()?;
     let req = ImportRequest {
         tag,
         policy: PolicyOptions {

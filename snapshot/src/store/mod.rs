@@ -281,6 +281,16 @@ impl Store {
         self.paths.tmp()
     }
 
+    /// [`Store::temp_dir`] of the store at `root`, without opening (or creating) it: a
+    /// command that may fail on its input before it stores anything spools there and opens
+    /// the store only when it has something to put in it.
+    pub fn temp_dir_of(root: &Path) -> PathBuf {
+        Paths {
+            root: root.to_path_buf(),
+        }
+        .tmp()
+    }
+
     /// A writer for a new blob; see [`BlobWriter`].
     pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
         BlobWriter::new(&self.paths, self.pins.clone())
