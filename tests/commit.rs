@@ -11,6 +11,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -188,7 +189,11 @@ fn commit_diff_export_squash_round_trip() {
     // runtime created in it).
     let tar = export(&env, "box");
     let exported = tar_tree(&tar);
-    let mut live = common::walk(&container_dir(&env, &id).join("merged"));
+    let merged = inspect(&env, "box")["GraphDriver"]["Data"]["MergedDir"]
+        .as_str()
+        .expect("MergedDir")
+        .to_string();
+    let mut live = common::walk(Path::new(&merged));
     for p in ["etc/hosts", "etc/resolv.conf"] {
         live.remove(p.as_bytes());
     }

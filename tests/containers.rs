@@ -267,7 +267,7 @@ fn root_mount_options(id: &str) -> String {
     let table = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     table
         .lines()
-        .find(|l| l.contains(&format!("{id}/merged")))
+        .find(|l| l.contains(&format!("rootfs/{id} ")))
         .unwrap_or_else(|| panic!("no root mount of {id} in:\n{table}"))
         .to_string()
 }

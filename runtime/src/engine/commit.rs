@@ -127,7 +127,7 @@ impl Engine {
             upper: dir.join("upper"),
             lower_dirs: c.config.lower_dirs.clone(),
             exclude,
-            merged: dir.join("merged"),
+            merged: self.merged_dir(&c.id),
             container: c,
         })
     }

@@ -525,6 +525,16 @@ impl Engine {
         &self.runtime
     }
 
+    /// Where container `id`'s root is mounted while it runs: beside the runtime state (a
+    /// tmpfs, /run or $XDG_RUNTIME_DIR, for root and most users), not in the container's
+    /// directory in the store. A mountpoint is made and removed at every start and exit; on
+    /// the store's disk each costs an inode allocation and a freed block (with a `discard`
+    /// mount, a synchronous discard), which a quick `run --rm` felt.
+    pub fn merged_dir(&self, id: &str) -> PathBuf {
+        let rt = self.runtime.path();
+        rt.parent().unwrap_or(rt).join("rootfs").join(id)
+    }
+
     /// A container's directory (the id must be a full 64-hex id).
     pub fn container_dir(&self, id: &str) -> Result<PathBuf, EngineError> {
         if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -565,7 +575,7 @@ impl Engine {
             c = self.load_raw(id)?;
             if c.is_live() {
                 let _ = crate::delete(&self.runtime, &c.id, true);
-                let _ = monitor::unmount(&self.container_dir(&c.id)?);
+                let _ = monitor::unmount(&self.merged_dir(&c.id));
                 c.status = Status::Exited;
                 c.exit_code.get_or_insert(255);
                 c.finished_at = Some(time::now());
@@ -706,7 +716,7 @@ impl Engine {
         let dir = self.dir.join(&id);
         std::fs::create_dir(&dir).map_err(io_err(&dir, "create"))?;
         let made = (|| {
-            for sub in ["upper", "work", "merged"] {
+            for sub in ["upper", "work"] {
                 let p = dir.join(sub);
                 std::fs::create_dir(&p).map_err(io_err(&p, "create"))?;
             }
@@ -1072,12 +1082,12 @@ impl Engine {
     /// listing sees. Returns that path; removing the files under it is the slow part, which
     /// a `--rm` monitor does after it has told its starter the exit code.
     pub(crate) fn discard(&self, id: &str) -> Result<Option<PathBuf>, EngineError> {
-        let dir = self.container_dir(id)?;
+        self.container_dir(id)?; // a full id, or NotFound
         match crate::delete(&self.runtime, id, true) {
             Ok(()) | Err(RuntimeError::Container { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        monitor::unmount(&dir)?;
+        monitor::unmount(&self.merged_dir(id))?;
         self.hide(id)
     }
 
@@ -1100,7 +1110,11 @@ impl Engine {
             return;
         };
         for e in rd.take(MAX_CONTAINERS).flatten() {
-            if e.file_name().to_string_lossy().starts_with(DISCARDED) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_prefix(DISCARDED) {
+                if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    let _ = monitor::unmount(&self.merged_dir(id));
+                }
                 let _ = remove_tree(&e.path());
             }
         }

@@ -11,7 +11,7 @@
 
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::mount::MntFlags;
@@ -29,31 +29,34 @@ const MAX_ENTRY: usize = 16 << 10;
 /// The overlay mount's option string must fit in one page.
 const MAX_MOUNT_DATA: usize = 4000;
 
-/// Unmounts `<dir>/merged` if mounted (lazily: a process still inside does not block it).
-/// A rootless user's overlay lives in its monitor's mount namespace and goes with it; on the
-/// host such a user may unmount nothing (EPERM), and has nothing to unmount.
-pub fn unmount(dir: &Path) -> Result<(), EngineError> {
-    let merged = dir.join("merged");
-    match nix::mount::umount2(&merged, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => Ok(()),
-        Err(Errno::EPERM) if !super::running_as_root() => Ok(()),
-        Err(e) => Err(io_err(&merged, "unmount")(std::io::Error::from(e))),
+/// Unmounts the container's root at `merged` if mounted (lazily: a process still inside does
+/// not block it) and removes the empty mountpoint. A rootless user's overlay lives in its
+/// monitor's mount namespace and goes with it; on the host such a user may unmount nothing
+/// (EPERM), and has nothing to unmount.
+pub fn unmount(merged: &Path) -> Result<(), EngineError> {
+    match nix::mount::umount2(merged, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+        Err(Errno::EPERM) if !super::running_as_root() => {}
+        Err(e) => return Err(io_err(merged, "unmount")(std::io::Error::from(e))),
     }
+    let _ = std::fs::remove_dir(merged);
+    Ok(())
 }
 
 /// Mounts the overlay of the lower dirs (bottom first in the config) with the container's
-/// upper and work dirs at `<dir>/merged`. Rootless, where overlay is refused, the root is a
+/// upper and work dirs at `merged` (under the runtime root, see `Engine::merged_dir`). Rootless, where overlay is refused, the root is a
 /// copy of the layers instead (see `copyroot`), kept for later starts; the note saying so
 /// comes back beside the root's path on the start that made it.
 fn mount_root(
     c: &Container,
     dir: &Path,
+    merged: PathBuf,
 ) -> Result<(std::path::PathBuf, Option<String>), EngineError> {
     if let Some(copy) = super::copyroot::existing(dir) {
         return Ok((copy, None));
     }
-    let merged = dir.join("merged");
-    unmount(dir)?;
+    unmount(&merged)?;
+    std::fs::create_dir_all(&merged).map_err(io_err(&merged, "create"))?;
     let mut lower = String::new();
     for l in c.config.lower_dirs.iter().rev() {
         let s = l.to_str().filter(|s| !s.contains([':', ',']));
@@ -342,7 +345,7 @@ fn launch(
     } else {
         super::ports::Bound::default()
     };
-    let (merged, note) = mount_root(c, dir)?;
+    let (merged, note) = mount_root(c, dir, engine.merged_dir(&c.id))?;
     super::volumes::populate(&merged, &c.config.volumes)?;
     let mut spec = super::build_spec(&c.config, dir, &merged)?;
     if let (true, Some((rows, cols)), Some(p)) =
@@ -612,7 +615,7 @@ pub fn run_with(
                 }
             };
         if !c.config.auto_remove {
-            let _ = unmount(&dir);
+            let _ = unmount(&engine.merged_dir(id));
         }
         c.pid = 0;
         c.finished_at = Some(time::now());
@@ -662,7 +665,7 @@ pub fn run_with(
         drop(status);
         let _ = crate::delete(engine.runtime_root(), id, true);
         let left = hidden.unwrap_or(dir);
-        let _ = unmount(&left);
+        let _ = unmount(&engine.merged_dir(id));
         let _ = super::remove_tree(&left);
         return 0;
     }

@@ -494,7 +494,7 @@ impl Engine {
                     "LowerDir": lower.join(":"),
                     "UpperDir": dir.join("upper"),
                     "WorkDir": dir.join("work"),
-                    "MergedDir": dir.join("merged"),
+                    "MergedDir": self.merged_dir(&c.id),
                 },
             },
             "Config": {
