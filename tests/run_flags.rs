@@ -72,6 +72,17 @@ fn the_leftovers_check_finds_a_container_by_itself() {
     assert!(has("cgroup"), "{left:?}");
     env.run(&["rm", "-f", &id]).ok();
     common::assert_containers_clean(&env, &[]);
+    // An empty group that no container of any test holds, made after the env: an orphan.
+    let orphan = "0f".repeat(32);
+    let h = common::cgroup_hierarchies()
+        .into_iter()
+        .find(|h| h.join("decant").is_dir())
+        .expect("a hierarchy with a decant group");
+    let g = h.join("decant").join(&orphan);
+    std::fs::create_dir(&g).unwrap();
+    let left = common::leftovers(&env.store(), &[], env.born);
+    std::fs::remove_dir(&g).unwrap();
+    assert_eq!(left, [format!("cgroup {}", g.display())]);
 }
 
 #[test]
@@ -456,6 +467,14 @@ fn failures_say_one_line_and_leave_a_listed_container() {
         &["run", "no-such-image"],
         "No such image: no-such-image",
     );
+    for (flag, value, says) in [
+        ("-v", "/tmp:/x:zz", "unknown option zz"),
+        ("-v", "/tmp:relative", "the container path must be absolute"),
+        ("-p", "70000:80", "invalid hostPort: 70000"),
+        ("-p", "abc", "invalid containerPort: abc"),
+    ] {
+        refused(&env, &["run", "--rm", flag, value, "ex", "true"], says);
+    }
     refused(
         &env,
         &["run", "--rm", "-u", "nosuch", "ex", "true"],
