@@ -141,6 +141,16 @@ impl Nobody {
             monitors = common::monitors_of(s);
         }
         assert!(monitors.is_empty(), "a monitor is left: pids {monitors:?}");
+        // Any process started for it: its mount table names the temp dir.
+        let mut procs = common::processes_of(s);
+        for _ in 0..40 {
+            if procs.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            procs = common::processes_of(s);
+        }
+        assert!(procs.is_empty(), "processes left: {procs:?}");
         for p in pids {
             assert!(
                 !Path::new(&format!("/proc/{p}")).exists() || zombie(*p),
@@ -464,5 +474,126 @@ fn rootless_copy_fallback_when_overlay_is_refused() {
     // rm removes the copy with the container (mode 0 directory included).
     n.run(&["rm", "-f", "cp"]).ok();
     assert!(!dir.exists(), "the container's directory is left");
+    n.assert_clean(&[]);
+}
+
+/// Not a test of its own: the UDP server of `rootless_udp_port_and_a_taken_port` runs inside a
+/// rootless container (this same binary, through `chroot` into the host root bind-mounted
+/// read-only, since busybox has no UDP server). Echoes datagrams upper-cased until `bye`.
+#[test]
+#[ignore = "run inside a container by rootless_udp_port_and_a_taken_port"]
+fn rootless_udp_echo_server() {
+    let port: u16 = std::env::var("DECANT_UDP_ECHO_PORT")
+        .expect("DECANT_UDP_ECHO_PORT: run by rootless_udp_port_and_a_taken_port only")
+        .parse()
+        .unwrap();
+    let s = std::net::UdpSocket::bind(("0.0.0.0", port)).unwrap();
+    println!("listening");
+    let mut buf = [0u8; 1500];
+    loop {
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        let msg = &buf[..n];
+        s.send_to(&msg.to_ascii_uppercase(), from).unwrap();
+        if msg == b"bye" {
+            return;
+        }
+    }
+}
+
+#[test]
+fn rootless_udp_port_and_a_taken_port() {
+    use std::net::UdpSocket;
+    use std::time::{Duration, Instant};
+    let Some(n) = Nobody::new() else {
+        return;
+    };
+    n.import();
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("free port")
+        .port();
+    let exe = std::env::current_exe().unwrap();
+    let publish = format!("127.0.0.1:{port}:5353/udp");
+    let r = n.run(&[
+        "run",
+        "-d",
+        "--name",
+        "udp",
+        "-v",
+        "/:/host:ro",
+        "-e",
+        "DECANT_UDP_ECHO_PORT=5353",
+        "-p",
+        &publish,
+        "ex",
+        "busybox",
+        "chroot",
+        "/host",
+        exe.to_str().unwrap(),
+        "--exact",
+        "rootless_udp_echo_server",
+        "--ignored",
+        "--nocapture",
+    ]);
+    assert_eq!(r.status, 0, "rootless run -p .../udp failed:\n{}", r.stderr);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = n.run(&["logs", "udp"]).ok().stdout;
+        if logs.contains("listening") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not start: {logs}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        n.run(&["port", "udp"]).ok().stdout,
+        format!("5353/udp -> 127.0.0.1:{port}\n")
+    );
+    let ask = |msg: &str| -> String {
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 1500];
+        loop {
+            c.send(msg.as_bytes()).unwrap();
+            if let Ok(n) = c.recv(&mut buf) {
+                return String::from_utf8_lossy(&buf[..n]).into_owned();
+            }
+            assert!(Instant::now() < deadline, "no UDP answer on port {port}");
+        }
+    };
+    assert_eq!(ask("hello"), "HELLO");
+    assert_eq!(ask("bye"), "BYE");
+    assert_eq!(n.run(&["wait", "udp"]).ok().stdout, "0\n");
+    n.run(&["rm", "udp"]).ok();
+    UdpSocket::bind(("127.0.0.1", port)).expect("the host port is free once the container went");
+
+    // A host port that is taken (by root here) is refused in one line, for TCP and UDP, and
+    // nothing is made.
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for (taken, proto) in [
+        (tcp.local_addr().unwrap().port(), ""),
+        (udp.local_addr().unwrap().port(), "/udp"),
+    ] {
+        let p = format!("127.0.0.1:{taken}:80{proto}");
+        let r = n.run(&["run", "-d", "-p", &p, "ex", "sleep", "1000"]);
+        assert_eq!(r.status, 125, "{p}: {} {}", r.stdout, r.stderr);
+        let want = format!("Bind for 127.0.0.1:{taken} failed: port is already allocated");
+        assert!(r.stderr.contains(&want), "{p}: {}", r.stderr);
+        // One line besides the notice every rootless run gives.
+        let other = r
+            .stderr
+            .lines()
+            .filter(|l| !l.contains("rootless: uid 65534 cannot write cgroups"))
+            .count();
+        assert_eq!(other, 1, "{}", r.stderr);
+        assert_eq!(n.run(&["ps", "-a", "-q"]).ok().stdout, "");
+    }
     n.assert_clean(&[]);
 }

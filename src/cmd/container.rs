@@ -334,7 +334,8 @@ pub fn logs(ctx: &Context, a: LogsArgs) -> Result<i32> {
                 .with_context(|| format!("invalid --tail {n}"))?,
         ),
     };
-    engine(ctx).logs(&a.container, tail, a.follow, |l| {
+    // A missing container is a 1, as `docker logs` (and every verb on a named container) says.
+    let found = engine(ctx).logs(&a.container, tail, a.follow, |l| {
         if a.timestamps {
             let mut stamped = l.clone();
             stamped.log = format!("{} {}", l.time, l.log);
@@ -343,8 +344,14 @@ pub fn logs(ctx: &Context, a: LogsArgs) -> Result<i32> {
             super::run::print_line(l);
         }
         true
-    })?;
-    Ok(0)
+    });
+    match found {
+        Err(e @ runtime::engine::EngineError::NotFound(_)) => {
+            eprintln!("decant: {e}");
+            Ok(1)
+        }
+        other => other.map(|()| 0).map_err(Into::into),
+    }
 }
 
 pub fn monitor(a: MonitorArgs) -> i32 {

@@ -52,8 +52,9 @@ pub struct CreateArgs {
     /// Mount the container's root filesystem read-only.
     #[arg(long)]
     pub read_only: bool,
-    /// Memory limit (bytes, or with b, k, m, g).
-    #[arg(short, long)]
+    /// Memory limit (bytes, or with b, k, m, g). A value such as `-1` reaches the size parser
+    /// (a 125 with the reason), not clap's "unexpected argument".
+    #[arg(short, long, allow_hyphen_values = true)]
     pub memory: Option<String>,
     /// Number of CPUs.
     #[arg(long)]

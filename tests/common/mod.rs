@@ -14,6 +14,8 @@ use std::sync::OnceLock;
 /// A temp dir with a store inside it.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// When the env was made: a cgroup made before is not this test's.
+    pub born: std::time::SystemTime,
 }
 
 pub struct Run {
@@ -48,6 +50,7 @@ impl Env {
                 .prefix("decant-e2e")
                 .tempdir()
                 .expect("tempdir"),
+            born: std::time::SystemTime::now(),
         }
     }
     pub fn path(&self) -> &Path {
@@ -295,45 +298,79 @@ pub fn container_env(import_args: &[&str]) -> Option<Env> {
     Some(env)
 }
 
-/// Every trace of the containers of `env` is gone: no record, no mount under the store, no
-/// monitor, and for each of `ids` no runtime state and no cgroup.
+/// Every trace of the containers of `env` is gone, found without being told the ids (`ids`
+/// adds the ones the test knows): no record, no mount under the store or a runtime dir, no
+/// monitor, no container process, no runtime state, no cgroup. A `--rm` monitor reports the
+/// exit before it removes the container, and another test's container may be between its
+/// cgroup and its record: what is left is asked again for 2 s before it counts.
 #[track_caller]
 pub fn assert_containers_clean(env: &Env, ids: &[String]) {
-    let store = env.store();
-    let s = store.to_str().expect("utf8 path");
-    // A monitor reports the exit before its own process ends (a `--rm` one then removes the
-    // container's files, renamed to `.removed-<id>` already): give it a moment to go.
-    let mut left = monitors_of(s);
-    for _ in 0..40 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let left = leftovers(&env.store(), ids, env.born);
         if left.is_empty() {
-            break;
+            return;
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        left = monitors_of(s);
-    }
-    assert!(left.is_empty(), "a monitor of {s} is left: pids {left:?}");
-    let left: Vec<_> = std::fs::read_dir(store.join(".decant/containers"))
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "records left: {left:?}");
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    assert!(!mounts.contains(s), "a mount is left under {s}");
-    for id in ids {
         assert!(
-            !Path::new("/run/decant/runtime").join(id).exists(),
-            "runtime state of {id} left"
+            std::time::Instant::now() < deadline,
+            "left behind by the containers of {}:\n  {}",
+            env.store().display(),
+            left.join("\n  ")
         );
-        for c in ["memory", "pids", "cpu", "freezer", "unified"] {
-            let g = Path::new("/sys/fs/cgroup").join(c).join("decant").join(id);
-            assert!(!g.exists(), "cgroup {} left", g.display());
-        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
-/// The monitors of container `id` (full id or prefix): processes named `decant-monitor` (a
-/// forked monitor) or running `__monitor`, that hold a file of that container's directory open
-/// (its log) or name it on their command line.
-pub fn monitors_of(id: &str) -> Vec<i32> {
+/// Whether `s` is a container id (64 lowercase hex digits).
+fn is_container_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The cgroup hierarchies' mount points that decant populates: every v1 one carrying a
+/// controller (named ones such as `name=systemd` are not ours) and the cgroup2 one.
+pub fn cgroup_hierarchies() -> Vec<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let mut out = Vec::new();
+    for line in mounts.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut r = right.split(' ');
+        let fstype = r.next().unwrap_or_default();
+        let opts = r.nth(1).unwrap_or_default();
+        let ours = match fstype {
+            "cgroup2" => true,
+            "cgroup" => !opts.split(',').any(|o| o.starts_with("name=")),
+            _ => false,
+        };
+        if let (true, Some(mp)) = (ours, left.split(' ').nth(4)) {
+            let mp = PathBuf::from(mp);
+            if !out.contains(&mp) {
+                out.push(mp);
+            }
+        }
+    }
+    out
+}
+
+/// Whether a container with this id exists in any e2e test's store (another test's live one).
+fn known_anywhere(id: &str) -> bool {
+    let Ok(tmp) = std::fs::read_dir(std::env::temp_dir()) else {
+        return false;
+    };
+    tmp.filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("decant-e2e"))
+        .any(|e| {
+            let c = e.path().join("store/.decant/containers");
+            c.join(id).exists() || c.join(format!(".removed-{id}")).exists()
+        })
+}
+
+/// The pids of the processes started for the store at `store`: a monitor naming it (on its
+/// command line or an open file), or a container process whose mount table names it (its
+/// root is an overlay of the store's layers).
+pub fn processes_of(store: &str) -> Vec<(i32, String)> {
+    let me = std::process::id() as i32;
     let mut found = Vec::new();
     for p in std::fs::read_dir("/proc")
         .expect("/proc")
@@ -342,28 +379,153 @@ pub fn monitors_of(id: &str) -> Vec<i32> {
         let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
-        let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
-        let cmd = std::fs::read(p.path().join("cmdline"))
-            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-            .unwrap_or_default();
-        if comm.trim_end() != "decant-monitor" && !cmd.contains("__monitor") {
+        if pid == me {
             continue;
         }
-        let holds = cmd.contains(id)
-            || std::fs::read_dir(p.path().join("fd"))
-                .map(|fds| {
-                    fds.filter_map(|f| f.ok()).any(|f| {
-                        std::fs::read_link(f.path())
-                            .map(|t| t.to_string_lossy().contains(id))
-                            .unwrap_or(false)
-                    })
-                })
-                .unwrap_or(false);
-        if holds {
-            found.push(pid);
+        let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+        // A zombie is gone but for its parent's wait.
+        if status
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        {
+            continue;
+        }
+        let monitor = is_monitor_of(&p.path(), store);
+        let inside = std::fs::read_to_string(p.path().join("mountinfo"))
+            .map(|m| m.contains(&format!("{store}/")))
+            .unwrap_or(false);
+        // Our own mount table names the store only when a mount is left (reported apart).
+        let host_ns = std::fs::read_link(p.path().join("ns/mnt")).ok()
+            == std::fs::read_link("/proc/self/ns/mnt").ok();
+        if monitor || (inside && !host_ns) {
+            found.push((pid, comm.trim_end().to_string()));
         }
     }
     found
+}
+
+/// Whether the process at `proc` is a monitor (named `decant-monitor` when forked, or running
+/// `__monitor`) that names `what` on its command line or holds a file of it open (its log).
+fn is_monitor_of(proc: &Path, what: &str) -> bool {
+    let comm = std::fs::read_to_string(proc.join("comm")).unwrap_or_default();
+    let cmd = std::fs::read(proc.join("cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .unwrap_or_default();
+    if comm.trim_end() != "decant-monitor" && !cmd.contains("__monitor") {
+        return false;
+    }
+    cmd.contains(what)
+        || std::fs::read_dir(proc.join("fd"))
+            .map(|fds| {
+                fds.filter_map(|f| f.ok()).any(|f| {
+                    std::fs::read_link(f.path())
+                        .map(|t| t.to_string_lossy().contains(what))
+                        .unwrap_or(false)
+                })
+            })
+            .unwrap_or(false)
+}
+
+/// What the containers of the store at `store` left behind, one line each (see
+/// [`assert_containers_clean`]).
+pub fn leftovers(store: &Path, ids: &[String], born: std::time::SystemTime) -> Vec<String> {
+    let s = store.to_str().expect("utf8 path");
+    let mut left = Vec::new();
+    let mut ours: Vec<String> = ids.to_vec();
+    // Records (and `.removed-<id>` ones a `--rm` monitor has yet to delete).
+    for e in std::fs::read_dir(store.join(".decant/containers"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        left.push(format!("record {name}"));
+        let id = name.trim_start_matches(".removed-");
+        if is_container_id(id) {
+            ours.push(id.to_string());
+        }
+    }
+    // Runtime state naming a bundle in the store.
+    let runtime = Path::new("/run/decant/runtime");
+    for e in std::fs::read_dir(runtime)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+    {
+        let state = std::fs::read_to_string(e.path().join("state.json")).unwrap_or_default();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if state.contains(&format!("\"{s}/")) || ids.contains(&name) {
+            left.push(format!("runtime state {}", e.path().display()));
+            ours.push(name);
+        }
+    }
+    // Processes: monitors and container processes.
+    for (pid, comm) in processes_of(s) {
+        left.push(format!("process {pid} ({comm})"));
+        if let Ok(cg) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) {
+            for l in cg.lines() {
+                if let Some(id) = l.rsplit_once("/decant/").map(|(_, id)| id) {
+                    ours.push(id.split('/').next().unwrap_or(id).to_string());
+                }
+            }
+        }
+    }
+    // Mounts under the store or a runtime dir of ours.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    for m in mounts.lines() {
+        let point = m.split(' ').nth(4).unwrap_or_default();
+        if point.starts_with(&format!("{s}/"))
+            || ours
+                .iter()
+                .any(|id| point.starts_with(&format!("{}/{id}", runtime.display())))
+        {
+            left.push(format!("mount {point}"));
+        }
+    }
+    // Groups: those of our ids, and any other that no container of any test holds (made
+    // after this env, so not a previous run's).
+    ours.sort();
+    ours.dedup();
+    for h in cgroup_hierarchies() {
+        for e in std::fs::read_dir(h.join("decant"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+        {
+            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            let id = e.file_name().to_string_lossy().into_owned();
+            let young = e
+                .metadata()
+                .map(|m| {
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.ctime().max(0) as u64)
+                        >= born - std::time::Duration::from_secs(1)
+                })
+                .unwrap_or(false);
+            let orphan = young
+                && is_container_id(&id)
+                && !known_anywhere(&id)
+                && !runtime.join(&id).exists();
+            if ours.contains(&id) || orphan {
+                left.push(format!("cgroup {}", e.path().display()));
+            }
+        }
+    }
+    left
+}
+
+/// The monitors of container `id` (full id or prefix, or a store's path).
+pub fn monitors_of(id: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok())
+        .filter_map(|p| {
+            let pid = p.file_name().to_str()?.parse::<i32>().ok()?;
+            is_monitor_of(&p.path(), id).then_some(pid)
+        })
+        .collect()
 }
 
 /// decant-init built static (as supervisor/README.md says), once per test binary, in the test

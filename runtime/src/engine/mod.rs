@@ -694,7 +694,8 @@ impl Engine {
                 }
                 if let Some(o) = existing.iter().find(|c| c.name == n) {
                     return Err(EngineError::Invalid(format!(
-                        "the container name \"{n}\" is already in use by container \"{}\"",
+                        "Conflict. The container name \"/{n}\" is already in use by container \"{}\". \
+                         You have to remove (or rename) that container to be able to reuse that name.",
                         o.id
                     )));
                 }
