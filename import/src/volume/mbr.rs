@@ -195,10 +195,14 @@ pub fn read(
 /// Walks the EBR chain of the extended partition `ext`. Each EBR's first entry is a logical
 /// partition relative to the EBR; its second points at the next EBR relative to the extended
 /// partition's start. A chain that does not move strictly forward, or is too long, is damage.
+/// Makes the volume of partition `index` from its entry, its absolute LBA and the offset of
+/// the entry describing it.
+type MakeVolume<'a> = dyn Fn(usize, &Entry, u64, u64) -> Result<Volume, VolumeError> + 'a;
+
 fn logicals(
     disk: &Arc<dyn BlockSource>,
     ext: &Entry,
-    make: &dyn Fn(usize, &Entry, u64, u64) -> Result<Volume, VolumeError>,
+    make: &MakeVolume<'_>,
     out: &mut Vec<Volume>,
 ) -> Result<(), VolumeError> {
     let dname = disk.name();
