@@ -142,7 +142,15 @@ fn container_verb(r: anyhow::Result<i32>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A usage error is decant's own error: 125, as Docker's CLI (clap would exit 2); help
+    // and version go to stdout and exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 125 } else { 0 });
+        }
+    };
     let ctx = cmd::Context { store: cli.store };
     let result = match cli.command {
         Command::Import(a) => cmd::import::run(&ctx, a),

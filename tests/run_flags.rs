@@ -515,3 +515,24 @@ fn failures_say_one_line_and_leave_a_listed_container() {
         common::assert_containers_clean(&env, &[]);
     }
 }
+
+/// A usage error is decant's own error: 125 as Docker's CLI, one clap message on stderr; help
+/// exits 0 on stdout. No container environment needed.
+#[test]
+fn usage_errors_exit_125_and_help_0() {
+    let env = Env::new();
+    for args in [
+        &["run", "--bogus", "img"][..],
+        &["run"][..],
+        &["ps", "--no-such-flag"][..],
+        &["import"][..],
+    ] {
+        let r = env.run(args);
+        assert_eq!(r.status, 125, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("error:"), "{args:?}: {}", r.stderr);
+        assert!(r.stdout.is_empty(), "{args:?}: {}", r.stdout);
+    }
+    let r = env.run(&["run", "--help"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("Usage: decant run"), "{}", r.stdout);
+}

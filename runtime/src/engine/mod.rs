@@ -1143,13 +1143,13 @@ impl Engine {
         let path = self.container_dir(&c.id)?.join(LOG);
         let f = std::fs::File::open(&path).map_err(io_err(&path, "open"))?;
         let mut reader = LogReader::new(f);
-        let mut first = Vec::new();
+        let mut first = std::collections::VecDeque::new();
         let keep = tail.map(|t| t.min(MAX_TAIL));
         while let Some(l) = reader.next_line().map_err(io_err(&path, "read"))? {
-            first.push(l);
+            first.push_back(l);
             if let Some(k) = keep {
                 if first.len() > k {
-                    first.remove(0);
+                    first.pop_front();
                 }
             }
         }
