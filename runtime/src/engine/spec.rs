@@ -412,9 +412,9 @@ pub fn build_spec(c: &ContainerConfig, dir: &Path, rootfs: &Path) -> Result<Spec
             linux.set_seccomp(None);
             linux.set_masked_paths(None);
             linux.set_readonly_paths(None);
-            if !rootless {
-                linux.set_devices(Some(host_devices(Path::new("/dev"))));
-            }
+            // Rootless, the runtime binds each node from the host (mknod is refused in a
+            // user namespace); opening one still takes the user's own rights on it.
+            linux.set_devices(Some(host_devices(Path::new("/dev"))));
         } else {
             linux.set_seccomp(Some(crate::security::seccomp::seccomp_for_capabilities(
                 &caps,
@@ -675,9 +675,8 @@ mod tests {
         assert!(nodes
             .iter()
             .any(|d| d.path() == Path::new("/dev/console") || d.typ() == LinuxDeviceType::B));
-        if !super::super::rootless() {
-            assert_eq!(linux.devices().as_ref(), Some(&nodes));
-        }
+        // (Not compared with `nodes`: another process may add a loop device in between.)
+        assert!(linux.devices().as_ref().is_some_and(|d| !d.is_empty()));
         assert!(host_devices(&t.path().join("missing")).is_empty());
     }
 }
