@@ -387,20 +387,28 @@ fn privileged_lifts_the_defaults() {
     // /proc/sys is not a read-only bind of its own: it is part of /proc.
     assert_eq!(val(&out, "procsys"), "0", "{out}");
 
-    // The host's nodes are in /dev (not its pts/shm/mqueue subtrees).
-    let (out, _) = sh(&env, &["--privileged"], "busybox ls /dev");
-    let inside: Vec<&str> = out.split_whitespace().collect();
-    for e in std::fs::read_dir("/dev")
+    // The host's nodes are in /dev (not its pts/shm/mqueue subtrees). Listed before the run:
+    // a node another process adds meanwhile (a new loop device) is not expected.
+    let host: Vec<String> = std::fs::read_dir("/dev")
         .expect("/dev")
         .filter_map(|e| e.ok())
-    {
-        let meta = std::fs::symlink_metadata(e.path()).expect("stat");
-        let ft = meta.file_type();
-        if ft.is_block_device() || ft.is_char_device() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            assert!(inside.contains(&n.as_str()), "/dev/{n} missing: {inside:?}");
-        }
+        .filter(|e| {
+            std::fs::symlink_metadata(e.path())
+                .is_ok_and(|m| m.file_type().is_block_device() || m.file_type().is_char_device())
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let (out, _) = sh(
+        &env,
+        &["--privileged"],
+        "busybox ls /dev; echo pts=$(busybox ls /dev/pts)",
+    );
+    let inside: Vec<&str> = out.split_whitespace().collect();
+    for n in &host {
+        assert!(inside.contains(&n.as_str()), "/dev/{n} missing: {inside:?}");
     }
+    // /dev/pts is the container's own devpts instance: no host pty shows there.
+    assert_eq!(val(&out, "pts"), "ptmx", "{out}");
 
     let id = detached(&env, &["--privileged"]);
     assert_eq!(inspect(&env, &id)["HostConfig"]["Privileged"], true);

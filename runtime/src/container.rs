@@ -182,9 +182,10 @@ fn make_cgroup(
     };
     if let Some(r) = resources {
         // The device list goes to the v1 devices hierarchy when there is one (root). Rootless
-        // v1 has none writable: nothing is written, and the container cannot mknod or open a
-        // host device anyway (its /dev holds only bind-mounted standard nodes). On v2 it is
-        // not enforced (see security::devices).
+        // v1 has none writable: nothing is written, and none is needed: in a user namespace
+        // mknod is refused, and a node bound from the host (the standard ones; every one
+        // with --privileged) opens only with the user's own rights on it. On v2 it is not
+        // enforced (see security::devices).
         let mut r = r.clone();
         if let Some(devices) = r.devices().clone() {
             r.set_devices(Some(crate::security::devices::effective_rules(&devices)));
