@@ -163,43 +163,39 @@ fn needs_limits(r: &LinuxResources) -> bool {
         || r.unified().as_ref().is_some_and(|v| !v.is_empty())
 }
 
-/// The container's cgroup: mandatory when the spec asks for limits, best effort otherwise.
+/// The container's cgroup: mandatory when the spec asks for limits, best effort otherwise;
+/// once the group exists, a device list that cannot be written is an error too (the
+/// container would otherwise run with every host device open to it).
 fn make_cgroup(
     id: &str,
     resources: Option<&LinuxResources>,
 ) -> Result<Option<Box<dyn CgroupManager>>, RuntimeError> {
     let needed = resources.is_some_and(needs_limits);
-    let attempt = || -> Result<Box<dyn CgroupManager>, cgroups::CgroupError> {
-        let m = cgroups::manager_for(id)?;
-        m.create()?;
-        if let Some(r) = resources {
-            // As runc does: whatever the spec's device rules say, the standard nodes the
-            // runtime creates in /dev (null, zero, full, tty, random, urandom, ptmx, pts) stay
-            // usable, or a deny-all spec could not even make /dev/null.
-            let mut r = r.clone();
-            let mut devices = r.devices().clone().unwrap_or_default();
-            devices.extend(
-                crate::security::default_devices()
-                    .into_iter()
-                    .filter(|d| d.allow()),
-            );
-            r.set_devices(Some(devices));
-            let r = &r;
-            if let Err(e) = m.apply(r) {
-                let _ = m.destroy();
-                return Err(e);
-            }
-        }
-        Ok(m)
+    let fail = |source| RuntimeError::Cgroup {
+        id: id.to_string(),
+        source,
     };
-    match attempt() {
-        Ok(m) => Ok(Some(m)),
-        Err(source) if needed => Err(RuntimeError::Cgroup {
-            id: id.to_string(),
-            source,
-        }),
-        Err(_) => Ok(None),
+    let m = match cgroups::manager_for(id).and_then(|m| m.create().map(|()| m)) {
+        Ok(m) => m,
+        Err(source) if needed => return Err(fail(source)),
+        Err(_) => return Ok(None),
+    };
+    if let Some(r) = resources {
+        // The device list goes to the v1 devices hierarchy when there is one (root). Rootless
+        // v1 has none writable: nothing is written, and none is needed: in a user namespace
+        // mknod is refused, and a node bound from the host (the standard ones; every one
+        // with --privileged) opens only with the user's own rights on it. On v2 it is not
+        // enforced (see security::devices).
+        let mut r = r.clone();
+        if let Some(devices) = r.devices().clone() {
+            r.set_devices(Some(crate::security::devices::effective_rules(&devices)));
+        }
+        if let Err(source) = m.apply(&r) {
+            let _ = m.destroy();
+            return Err(fail(source));
+        }
     }
+    Ok(Some(m))
 }
 
 /// Kills and reaps a child on the error paths; disarmed on success.

@@ -409,3 +409,74 @@ fn hostile_profiles_are_refused() {
     p.set_syscalls(Some(big));
     assert!(security::seccomp::compile_for(&p, "x86_64").is_err());
 }
+
+#[test]
+fn device_rules_start_from_deny_all_and_keep_the_standard_nodes() {
+    use oci_spec::runtime::LinuxDeviceType;
+    use runtime::security::devices::{allow_all_devices, effective_rules, v1_line};
+    let lines = |rules: &[oci_spec::runtime::LinuxDeviceCgroup]| -> Vec<(bool, String)> {
+        rules
+            .iter()
+            .map(|d| (d.allow(), v1_line(d).expect("line")))
+            .collect()
+    };
+    let default = lines(&effective_rules(&security::default_devices()));
+    assert_eq!(default.first(), Some(&(false, "a".to_string())));
+    for want in [
+        "c 1:3 rwm",
+        "c 1:9 rwm",
+        "c 5:2 rwm",
+        "c 136:* rwm",
+        "b *:* m",
+    ] {
+        assert!(
+            default.contains(&(true, want.to_string())),
+            "{want} in {default:?}"
+        );
+    }
+    // Podman's default leaves /dev/net/tun out; no rule opens a block device.
+    assert!(!default.iter().any(|(a, l)| *a && l.starts_with("c 10:200")));
+    assert!(!default
+        .iter()
+        .any(|(a, l)| *a && l.starts_with('b') && l != "b *:* m"));
+    // A list of allow rules alone would leave the inherited `a *:* rwm`: a deny-all comes
+    // first.
+    let only_allow: Vec<_> = security::default_devices()
+        .into_iter()
+        .filter(|d| d.allow())
+        .collect();
+    assert_eq!(
+        lines(&effective_rules(&only_allow)).first(),
+        Some(&(false, "a".to_string()))
+    );
+    // --privileged: the allow-all stays first, nothing denies.
+    let all = lines(&effective_rules(&allow_all_devices()));
+    assert_eq!(all.first(), Some(&(true, "a".to_string())));
+    assert!(all.iter().all(|(a, _)| *a), "{all:?}");
+    assert_eq!(
+        allow_all_devices()[0].typ(),
+        Some(LinuxDeviceType::A),
+        "allow-all is type a"
+    );
+    assert!(effective_rules(&[]).is_empty());
+}
+
+#[test]
+fn all_capabilities_stay_within_the_callers_bounding_set() {
+    let all = security::all_capabilities();
+    let mask = security::caps::mask(&all.bounding().clone().expect("bounding")).expect("mask");
+    let bnd = u64::from_str_radix(&status_field("CapBnd:"), 16).expect("CapBnd");
+    assert_eq!(mask & !bnd, 0, "{mask:x} asks for more than {bnd:x}");
+    // Every capability of the bounding set the kernel knows is in it.
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .expect("cap_last_cap")
+        .trim()
+        .parse()
+        .expect("number");
+    let known = if last >= 63 {
+        u64::MAX
+    } else {
+        (1u64 << (last + 1)) - 1
+    };
+    assert_eq!(mask, bnd & known);
+}

@@ -231,6 +231,58 @@ fn identity(path: &str) -> Vec<oci_spec::runtime::LinuxIdMapping> {
         .collect()
 }
 
+/// At most this many host device nodes are passed to a --privileged container.
+const MAX_HOST_DEVICES: usize = 4096;
+
+/// Nodes the runtime makes itself in every container's /dev (or links to its own devpts):
+/// the host's are not copied over them.
+const OWN_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty", "ptmx"];
+
+/// The character and block nodes at the top level of the host's `dev` (Podman's
+/// --privileged; the pts, shm and mqueue subtrees are the container's own), with their
+/// numbers, modes and owners. Unreadable entries are skipped: this is the host's view.
+fn host_devices(dev: &Path) -> Vec<oci_spec::runtime::LinuxDevice> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(dir) = std::fs::read_dir(dev) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in dir.filter_map(Result::ok) {
+        if out.len() >= MAX_HOST_DEVICES {
+            break;
+        }
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if OWN_NODES.contains(&name) {
+            continue;
+        }
+        // symlink_metadata: a link (/dev/core, /dev/fd) is not a node.
+        let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        let ft = meta.file_type();
+        let typ = if ft.is_char_device() {
+            oci_spec::runtime::LinuxDeviceType::C
+        } else if ft.is_block_device() {
+            oci_spec::runtime::LinuxDeviceType::B
+        } else {
+            continue;
+        };
+        let rdev = meta.rdev();
+        let mut d = oci_spec::runtime::LinuxDevice::default();
+        d.set_path(Path::new("/dev").join(name));
+        d.set_typ(typ);
+        d.set_major(libc::major(rdev) as i64);
+        d.set_minor(libc::minor(rdev) as i64);
+        d.set_file_mode(Some(meta.mode() & 0o7777));
+        d.set_uid(Some(meta.uid()));
+        d.set_gid(Some(meta.gid()));
+        out.push(d);
+    }
+    out.sort_by(|a, b| a.path().cmp(b.path()));
+    out
+}
+
 /// The spec for container `c` whose directory is `dir` and whose root is mounted at `rootfs`.
 pub fn build_spec(c: &ContainerConfig, dir: &Path, rootfs: &Path) -> Result<Spec, EngineError> {
     // The rootless monitor is uid 0 in its own user namespace: the container still gets a
@@ -332,6 +384,16 @@ pub fn build_spec(c: &ContainerConfig, dir: &Path, rootfs: &Path) -> Result<Spec
         }
         mounts.push(mount(&b.container, "bind", &b.host, &opts));
     }
+    if c.privileged {
+        // Podman's --privileged: the container's own sysfs, writable.
+        for m in mounts
+            .iter_mut()
+            .filter(|m| m.destination() == Path::new("/sys"))
+        {
+            let opts = m.options().clone().unwrap_or_default();
+            m.set_options(Some(opts.into_iter().filter(|o| o != "ro").collect()));
+        }
+    }
     spec.set_mounts(Some(mounts));
 
     let caps = capabilities(c)?;
@@ -350,13 +412,22 @@ pub fn build_spec(c: &ContainerConfig, dir: &Path, rootfs: &Path) -> Result<Spec
             linux.set_seccomp(None);
             linux.set_masked_paths(None);
             linux.set_readonly_paths(None);
+            // Rootless, the runtime binds each node from the host (mknod is refused in a
+            // user namespace); opening one still takes the user's own rights on it.
+            linux.set_devices(Some(host_devices(Path::new("/dev"))));
         } else {
             linux.set_seccomp(Some(crate::security::seccomp::seccomp_for_capabilities(
                 &caps,
             )));
         }
-        if c.memory.is_some() || c.cpus.is_some() || c.pids_limit.is_some() {
+        {
             let mut r = LinuxResources::default();
+            // The devices cgroup list (enforced on v1 as root; see security::devices).
+            r.set_devices(Some(if c.privileged {
+                crate::security::devices::allow_all_devices()
+            } else {
+                crate::security::default_devices()
+            }));
             if let Some(m) = c.memory {
                 let mut mem = LinuxMemory::default();
                 mem.set_limit(Some(m));
@@ -543,5 +614,69 @@ mod tests {
             }),
             Err(EngineError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn device_list_sysfs_and_host_nodes_follow_privileged() {
+        use oci_spec::runtime::LinuxDeviceType;
+        let t = tempfile::tempdir().unwrap();
+        let spec = |privileged| {
+            let c = ContainerConfig {
+                cmd: vec!["sh".into()],
+                privileged,
+                ..Default::default()
+            };
+            build_spec(&c, t.path(), &t.path().join("merged")).unwrap()
+        };
+        let sys_opts = |s: &Spec| {
+            s.mounts()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|m| m.destination() == Path::new("/sys"))
+                .unwrap()
+                .options()
+                .clone()
+                .unwrap()
+        };
+        let s = spec(false);
+        let linux = s.linux().as_ref().unwrap();
+        let devices = linux
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .clone()
+            .unwrap();
+        assert_eq!(devices, crate::security::default_devices());
+        assert!(!devices[0].allow() && devices[0].typ() == Some(LinuxDeviceType::A));
+        assert!(sys_opts(&s).contains(&"ro".to_string()));
+        assert!(linux.devices().is_none());
+        assert!(linux.seccomp().is_some() && linux.masked_paths().is_some());
+
+        let s = spec(true);
+        let linux = s.linux().as_ref().unwrap();
+        let devices = linux
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .clone()
+            .unwrap();
+        assert_eq!(devices, crate::security::devices::allow_all_devices());
+        assert!(!sys_opts(&s).contains(&"ro".to_string()));
+        assert!(linux.seccomp().is_none() && linux.masked_paths().is_none());
+        // Host nodes: never the ones the runtime makes itself, never a link or a directory.
+        let nodes = host_devices(Path::new("/dev"));
+        assert!(nodes.iter().all(|d| {
+            let name = d.path().file_name().unwrap().to_str().unwrap();
+            !OWN_NODES.contains(&name) && d.path().parent() == Some(Path::new("/dev"))
+        }));
+        assert!(nodes
+            .iter()
+            .any(|d| d.path() == Path::new("/dev/console") || d.typ() == LinuxDeviceType::B));
+        // (Not compared with `nodes`: another process may add a loop device in between.)
+        assert!(linux.devices().as_ref().is_some_and(|d| !d.is_empty()));
+        assert!(host_devices(&t.path().join("missing")).is_empty());
     }
 }

@@ -39,10 +39,17 @@ pub fn default_capabilities() -> LinuxCapabilities {
     caps
 }
 
-/// Every capability the running kernel knows (`--privileged`).
+/// Every capability the running kernel knows that this process may still pass on
+/// (`--privileged`): the kernel's set (up to /proc/sys/kernel/cap_last_cap) intersected with
+/// our bounding set. A caller whose bounding set lacks one (a host or a CI runner that dropped
+/// CAP_SYS_RESOURCE, say) could not raise it in the container: asking for it made capset
+/// fail with EPERM.
 pub fn all_capabilities() -> LinuxCapabilities {
-    let set: Capabilities = caps::runtime::thread_all_supported()
-        .into_iter()
+    let supported = caps::runtime::thread_all_supported();
+    let bounding = caps::read(None, CapSet::Bounding).unwrap_or_else(|_| supported.clone());
+    let set: Capabilities = supported
+        .intersection(&bounding)
+        .copied()
         .filter_map(from_kernel)
         .collect();
     let mut caps = LinuxCapabilities::default();

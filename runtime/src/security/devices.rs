@@ -23,9 +23,11 @@ fn rule(
     d
 }
 
-/// runc's default list: deny everything, then allow mknod of any node (opening one still needs
-/// its own rule) and read/write on null, zero, full, random, urandom, tty, console, ptmx, the
-/// pty slaves and /dev/net/tun.
+/// The default list: deny everything, then allow mknod of any node (opening one still needs
+/// its own rule, and mknod itself needs CAP_MKNOD, which the default set lacks) and
+/// read/write on null, zero, full, random, urandom, tty, console, ptmx and the pty slaves.
+/// /dev/net/tun (c 10:200) is left out as Podman's default leaves it out: a container that
+/// needs it gets it with --privileged.
 pub fn default_devices() -> Vec<LinuxDeviceCgroup> {
     use LinuxDeviceType::{A, B, C};
     vec![
@@ -41,8 +43,30 @@ pub fn default_devices() -> Vec<LinuxDeviceCgroup> {
         rule(true, C, Some(5), Some(1), "rwm"),
         rule(true, C, Some(5), Some(2), "rwm"),
         rule(true, C, Some(136), None, "rwm"),
-        rule(true, C, Some(10), Some(200), "rwm"),
     ]
+}
+
+/// `--privileged`: every device, as Podman's `a *:* rwm`.
+pub fn allow_all_devices() -> Vec<LinuxDeviceCgroup> {
+    vec![rule(true, LinuxDeviceType::A, None, None, "rwm")]
+}
+
+/// What the runtime writes for a spec's list: a deny-all first unless the list starts with
+/// an `a` rule of its own (a v1 group inherits its parent's `a *:* rwm`, so a list of allow
+/// rules alone would restrict nothing), then the spec's rules in order, then (as runc does)
+/// the default allow rules, so the standard nodes the runtime creates in /dev stay usable
+/// whatever the spec says. An empty list stays empty: nothing is restricted.
+pub fn effective_rules(spec: &[LinuxDeviceCgroup]) -> Vec<LinuxDeviceCgroup> {
+    let Some(first) = spec.first() else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(spec.len() + 13);
+    if first.typ() != Some(LinuxDeviceType::A) {
+        out.push(rule(false, LinuxDeviceType::A, None, None, "rwm"));
+    }
+    out.extend(spec.iter().cloned());
+    out.extend(default_devices().into_iter().filter(|d| d.allow()));
+    out
 }
 
 /// The line for devices.allow/devices.deny ("c 1:3 rwm"), or an error naming the bad field.
