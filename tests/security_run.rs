@@ -98,6 +98,25 @@ fn minor(dev: u64) -> u64 {
 /// reading: its name, major and minor. (Not every node opens here: a sandbox may refuse the
 /// disk itself; a loop device does.)
 fn openable_block_device() -> (String, u64, u64) {
+    let found = openable_block_devices();
+    if !found.is_empty() {
+        return found.into_iter().next().expect("one");
+    }
+    // A machine without one yet: `losetup -f` asks loop-control for a free device, which
+    // makes its node.
+    let made = std::process::Command::new("losetup").arg("-f").output();
+    assert!(
+        made.as_ref().is_ok_and(|o| o.status.success()),
+        "no block device in /dev opens for reading and `losetup -f` made none: {made:?}"
+    );
+    openable_block_devices()
+        .into_iter()
+        .next()
+        .expect("no block device in /dev opens for reading (modprobe loop makes /dev/loop0)")
+}
+
+/// The block devices of /dev that this process can open for reading, by name.
+fn openable_block_devices() -> Vec<(String, u64, u64)> {
     let mut found: Vec<(String, u64, u64)> = std::fs::read_dir("/dev")
         .expect("/dev")
         .filter_map(|e| e.ok())
@@ -117,9 +136,6 @@ fn openable_block_device() -> (String, u64, u64) {
         .collect();
     found.sort();
     found
-        .into_iter()
-        .next()
-        .expect("no block device in /dev opens for reading (modprobe loop makes /dev/loop0)")
 }
 
 /// A detached `sleep 60` container with `flags`; its id.
