@@ -495,35 +495,9 @@ fn a_debian_vm_boots_its_own_services() {
     if !common::require_root("debootstrap, containers") {
         return;
     }
-    let work = Path::new("/var/tmp/decant-bench");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/make-vm.sh");
-    let lock = std::fs::File::create("/var/tmp/decant-bench.lock").unwrap();
-    lock.lock().unwrap();
-    // The filesystems only: the disk images in other formats are the benchmarks' business.
-    tool(
-        "env",
-        &[
-            "EXT4_ONLY=1",
-            "bash",
-            script.to_str().unwrap(),
-            work.to_str().unwrap(),
-        ],
-    );
-    drop(lock);
+    let work = Path::new(common::debian_vm::WORK);
     let env = Env::new();
-    let disk = work.join("rootfs.ext4");
-    env.run(&[
-        "import",
-        "-q",
-        "--compression",
-        "zstd",
-        "--level",
-        "1",
-        "-t",
-        "deb",
-        disk.to_str().unwrap(),
-    ])
-    .ok();
+    common::debian_vm::import(&env, "deb");
     let id = run_with_init(
         &env,
         &static_init(),

@@ -2,6 +2,7 @@
 //! drives the real peers (skopeo, umoci, oci-image-tool, mkfs.ext4, qemu-img) around it.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod debian_vm;
 pub mod registry;
 pub mod strip;
 
