@@ -64,6 +64,7 @@ fn debian() -> Option<&'static Env> {
                 .prefix("store")
                 .tempdir_in(&root)
                 .expect("tempdir"),
+            born: std::time::SystemTime::now(),
         };
         let t = Instant::now();
         debian_vm::import(&env, "deb");
@@ -330,10 +331,10 @@ fn env_workdir_users_by_name_and_hostname() {
             "deb",
             "sh",
             "-c",
-            "echo \"$FOO\"; echo \"$PATH\"; pwd; hostname; cat /etc/hostname; id -u",
+            "echo \"$FOO\"; echo \"$PATH\"; pwd; hostname; cat /etc/hostname; id -u; echo \"$HOME\"",
         ])
         .ok();
-    let want = format!("bar baz\n{path}\n/srv\ndebbox\ndebbox\n0\n");
+    let want = format!("bar baz\n{path}\n/srv\ndebbox\ndebbox\n0\n/root\n");
     assert_eq!(r.stdout, want);
     // Users by name, from the image's own /etc/passwd and /etc/group.
     let n = c.name("www");
@@ -348,10 +349,11 @@ fn env_workdir_users_by_name_and_hostname() {
             "deb",
             "sh",
             "-c",
-            "id -u; id -g; id -un",
+            "id -u; id -g; id -un; echo \"$HOME\"",
         ])
         .ok();
-    assert_eq!(r.stdout, "33\n33\nwww-data\n");
+    // HOME from the passwd entry, as Docker sets it.
+    assert_eq!(r.stdout, "33\n33\nwww-data\n/var/www\n");
     let n = c.name("nobody");
     let r = c.run(&[
         "run",
