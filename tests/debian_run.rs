@@ -18,7 +18,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -874,66 +874,28 @@ fn pause_freezes_and_unpause_resumes() {
     c.done();
 }
 
-/// Decant as nobody (uid 65534) through setpriv, with its own HOME, store (XDG_DATA_HOME) and
-/// runtime dir under `dir`, as tests/rootless.rs runs it.
-fn as_nobody(dir: &Path, args: &[&str]) -> Run {
-    let home = dir.join("home");
-    let o = Command::new("setpriv")
-        .env_clear()
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            env!("CARGO_BIN_EXE_decant"),
-        ])
-        .args(args)
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("HOME", &home)
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_RUNTIME_DIR", dir.join("run"))
-        .current_dir(&home)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("setpriv could not run ({e}); util-linux provides it"));
-    Run {
-        status: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
 #[test]
 fn rootless_run_of_the_debian_image() {
     let Some(c) = Case::new("rootless") else {
         return;
     };
-    let dir = tempfile::Builder::new()
-        .prefix("decant-deb-rootless")
-        .tempdir()
-        .expect("tempdir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    for (d, mode) in [("home", 0o755), ("run", 0o700)] {
-        let p = dir.path().join(d);
-        std::fs::create_dir(&p).expect("mkdir");
-        std::os::unix::fs::chown(&p, Some(65534), Some(65534)).expect("chown");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
-    }
+    let dirs = common::user::UserDirs::new(
+        "decant-deb-rootless",
+        common::user::NOBODY,
+        common::user::NOBODY,
+    );
     // nobody imports the cached VM disk itself (it is world-readable).
     let disk = debian_vm::rootfs_ext4().to_str().expect("utf8 path");
-    let r = as_nobody(dir.path(), &["import", "-q", "-t", "deb", disk]);
+    let r = dirs.run(&["import", "-q", "-t", "deb", disk]);
     assert_eq!(r.status, 0, "rootless import: {}", r.stderr);
-    let r = as_nobody(
-        dir.path(),
-        &[
-            "run",
-            "--rm",
-            "deb",
-            "sh",
-            "-c",
-            "id -u; cat /etc/os-release",
-        ],
-    );
+    let r = dirs.run(&[
+        "run",
+        "--rm",
+        "deb",
+        "sh",
+        "-c",
+        "id -u; cat /etc/os-release",
+    ]);
     assert_eq!(r.status, 0, "rootless run: {}", r.stderr);
     assert_eq!(r.stdout.lines().next(), Some("0"), "{}", r.stdout);
     assert!(
@@ -943,7 +905,7 @@ fn rootless_run_of_the_debian_image() {
         r.stdout
     );
     // Nothing of it is left: no record, no state, no mount, no monitor.
-    let s = dir.path().to_str().expect("utf8 path");
+    let s = dirs.path().to_str().expect("utf8 path");
     let mut monitors = common::monitors_of(s);
     for _ in 0..40 {
         if monitors.is_empty() {
@@ -953,12 +915,12 @@ fn rootless_run_of_the_debian_image() {
         monitors = common::monitors_of(s);
     }
     assert!(monitors.is_empty(), "a monitor is left: {monitors:?}");
-    let records = dir.path().join("home/data/decant/.decant/containers");
+    let records = dirs.store().join(".decant/containers");
     let left: Vec<_> = std::fs::read_dir(&records)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "records left: {left:?}");
-    let state: Vec<_> = std::fs::read_dir(dir.path().join("run/decant/runtime"))
+    let state: Vec<_> = std::fs::read_dir(dirs.path().join("run/decant/runtime"))
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(state.is_empty(), "runtime state left: {state:?}");

@@ -7,19 +7,16 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use common::Run;
 
-const NOBODY: u32 = 65534;
+use common::user::UserDirs;
 
-/// A temp dir for a user that is not root: `home/` (also XDG_DATA_HOME's parent) and `run/`
-/// (XDG_RUNTIME_DIR, mode 0700), both owned by nobody, and a readable copy of the example
-/// root filesystem to import.
+/// A temp dir for `nobody` (see `common::user`) and a readable copy of the example root
+/// filesystem to import.
 struct Nobody {
-    dir: tempfile::TempDir,
+    dirs: UserDirs,
 }
 
 impl Nobody {
@@ -27,30 +24,21 @@ impl Nobody {
         if !common::require_root("setpriv to nobody needs root") {
             return None;
         }
-        let dir = tempfile::Builder::new()
-            .prefix("decant-rootless")
-            .tempdir()
-            .expect("tempdir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod tempdir");
-        for (d, mode) in [("home", 0o755), ("run", 0o700)] {
-            let p = dir.path().join(d);
-            std::fs::create_dir(&p).expect("mkdir");
-            std::os::unix::fs::chown(&p, Some(NOBODY), Some(NOBODY)).expect("chown");
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
-        }
-        let img = dir.path().join("root.ext4");
-        std::fs::copy(common::example().join("root.ext4"), &img).expect("copy root.ext4");
-        std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        Some(Nobody { dir })
+        let dirs = UserDirs::new(
+            "decant-rootless",
+            common::user::NOBODY,
+            common::user::NOBODY,
+        );
+        dirs.example_copy();
+        Some(Nobody { dirs })
     }
 
     fn path(&self) -> &Path {
-        self.dir.path()
+        self.dirs.path()
     }
 
     fn store(&self) -> PathBuf {
-        self.path().join("home/data/decant")
+        self.dirs.store()
     }
 
     fn runtime_dir(&self) -> PathBuf {
@@ -60,45 +48,17 @@ impl Nobody {
     /// Runs decant as nobody with a clean environment (no DECANT_ROOT: the store is found
     /// through XDG_DATA_HOME, as a user's would be).
     fn run(&self, args: &[&str]) -> Run {
-        self.run_in(args, true)
+        self.dirs.run(args)
     }
 
     /// As `run`, with or without XDG_RUNTIME_DIR (without it the state goes under the store).
     fn run_in(&self, args: &[&str], runtime_dir: bool) -> Run {
-        self.run_env(args, runtime_dir, &[])
+        self.dirs.run_env(args, runtime_dir, &[])
     }
 
     /// As `run_in`, with the variables `env` added.
     fn run_env(&self, args: &[&str], runtime_dir: bool, env: &[(&str, &str)]) -> Run {
-        let home = self.path().join("home");
-        let mut cmd = Command::new("setpriv");
-        // First: env_clear also drops what was set on the command before it.
-        cmd.env_clear();
-        if runtime_dir {
-            cmd.env("XDG_RUNTIME_DIR", self.path().join("run"));
-        }
-        cmd.envs(env.iter().copied());
-        let o = cmd
-            .args([
-                &format!("--reuid={NOBODY}"),
-                &format!("--regid={NOBODY}"),
-                "--clear-groups",
-                "--",
-                env!("CARGO_BIN_EXE_decant"),
-            ])
-            .args(args)
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("HOME", &home)
-            .env("XDG_DATA_HOME", home.join("data"))
-            .current_dir(&home)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("setpriv could not run ({e}); util-linux provides it"));
-        Run {
-            status: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
+        self.dirs.run_env(args, runtime_dir, env)
     }
 
     fn import(&self) {

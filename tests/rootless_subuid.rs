@@ -20,10 +20,9 @@ const RANGE: u32 = 65536;
 struct SubUser {
     name: String,
     uid: u32,
-    gid: u32,
     start: u32,
     line: String,
-    dir: tempfile::TempDir,
+    dirs: common::user::UserDirs,
 }
 
 /// Removes `line` (one whole line) from `file`, leaving every other byte as it was.
@@ -92,28 +91,15 @@ impl SubUser {
         let (uid, gid) = (ids("-u"), ids("-g"));
         let start = 1_000_000_000 + (pid % 20_000) * RANGE;
         let line = format!("{name}:{start}:{RANGE}");
-        let dir = tempfile::Builder::new()
-            .prefix("decant-subuid")
-            .tempdir()
-            .expect("tempdir");
         let u = SubUser {
             name,
             uid,
-            gid,
             start,
             line,
-            dir,
+            dirs: common::user::UserDirs::new("decant-subuid", uid, gid),
         };
         for f in ["/etc/subuid", "/etc/subgid"] {
             append_line(f, &u.line);
-        }
-        std::fs::set_permissions(u.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod tempdir");
-        for (d, mode) in [("home", 0o755), ("run", 0o700)] {
-            let p = u.path().join(d);
-            std::fs::create_dir(&p).expect("mkdir");
-            std::os::unix::fs::chown(&p, Some(uid), Some(gid)).expect("chown");
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
         }
         // The example root with a web root owned by www-data (33), as Debian's.
         let rootfs = u.path().join("rootfs");
@@ -160,39 +146,15 @@ impl SubUser {
     }
 
     fn path(&self) -> &Path {
-        self.dir.path()
+        self.dirs.path()
     }
 
     fn store(&self) -> PathBuf {
-        self.path().join("home/data/decant")
+        self.dirs.store()
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        let home = self.path().join("home");
-        let mut cmd = Command::new("setpriv");
-        cmd.env_clear();
-        let o = cmd
-            .args([
-                &format!("--reuid={}", self.uid),
-                &format!("--regid={}", self.gid),
-                "--clear-groups",
-                "--",
-                env!("CARGO_BIN_EXE_decant"),
-            ])
-            .args(args)
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("HOME", &home)
-            .env("XDG_DATA_HOME", home.join("data"))
-            .env("XDG_RUNTIME_DIR", self.path().join("run"))
-            .current_dir(&home)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("setpriv could not run ({e}); util-linux provides it"));
-        Run {
-            status: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
+        self.dirs.run(args)
     }
 }
 

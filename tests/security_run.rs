@@ -440,46 +440,16 @@ fn rootless_privileged_gets_the_host_nodes_bound() {
     if !common::require_root("setpriv to nobody needs root") {
         return;
     }
-    const NOBODY: u32 = 65534;
-    let dir = tempfile::Builder::new()
-        .prefix("decant-sec-rootless")
-        .tempdir()
-        .expect("tempdir");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    for (d, mode) in [("home", 0o755), ("run", 0o700)] {
-        let p = dir.path().join(d);
-        std::fs::create_dir(&p).expect("mkdir");
-        std::os::unix::fs::chown(&p, Some(NOBODY), Some(NOBODY)).expect("chown");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
-    }
-    let img = dir.path().join("root.ext4");
-    std::fs::copy(common::example().join("root.ext4"), &img).expect("copy root.ext4");
-    std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let home = dir.path().join("home");
+    let dirs = common::user::UserDirs::new(
+        "decant-sec-rootless",
+        common::user::NOBODY,
+        common::user::NOBODY,
+    );
+    let img = dirs.example_copy();
     let run = |args: &[&str]| {
-        let o = std::process::Command::new("setpriv")
-            .env_clear()
-            .args([
-                &format!("--reuid={NOBODY}"),
-                &format!("--regid={NOBODY}"),
-                "--clear-groups",
-                "--",
-                env!("CARGO_BIN_EXE_decant"),
-            ])
-            .args(args)
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("HOME", &home)
-            .env("XDG_DATA_HOME", home.join("data"))
-            .env("XDG_RUNTIME_DIR", dir.path().join("run"))
-            .current_dir(&home)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("setpriv (util-linux) could not run");
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert!(o.status.success(), "{args:?}: {out}{err}");
-        out
+        let r = dirs.run(args);
+        assert_eq!(r.status, 0, "{args:?}: {}{}", r.stdout, r.stderr);
+        r.stdout
     };
     run(&["import", "-t", "ex", img.to_str().expect("utf8")]);
     let (name, major, minor) = openable_block_device();
@@ -501,7 +471,7 @@ fn rootless_privileged_gets_the_host_nodes_bound() {
     assert_eq!(run(&["ps", "-a", "-q"]).trim(), "");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(
-        !mounts.contains(dir.path().to_str().expect("utf8")),
+        !mounts.contains(dirs.path().to_str().expect("utf8")),
         "a mount is left"
     );
 }

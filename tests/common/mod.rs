@@ -5,6 +5,7 @@
 pub mod debian_vm;
 pub mod registry;
 pub mod strip;
+pub mod user;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
