@@ -19,19 +19,6 @@ fn inspect(env: &Env, name: &str) -> serde_json::Value {
     v[0].clone()
 }
 
-/// The container's log once `ready` says so (10 s at most).
-fn wait_log(env: &Env, name: &str, ready: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let logs = env.run(&["logs", name]).ok().stdout;
-        if ready(&logs) {
-            return logs;
-        }
-        assert!(Instant::now() < deadline, "logs of {name}: {logs:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// One line on stderr, 125, and nothing left in the store.
 #[track_caller]
 fn refused(env: &Env, args: &[&str], says: &str) {
@@ -225,11 +212,11 @@ fn stop_signal_and_kill_s_reach_a_trap() {
         TRAPPER,
     ])
     .ok();
-    wait_log(&env, "t", |l| l.contains("ready"));
+    common::wait_log(&env, "t", |l| l.contains("ready"));
     assert_eq!(inspect(&env, "t")["Config"]["StopSignal"], "USR2");
     // kill -s USR1: the trap runs, the container lives on.
     env.run(&["kill", "-s", "USR1", "t"]).ok();
-    wait_log(&env, "t", |l| l.contains("got USR1"));
+    common::wait_log(&env, "t", |l| l.contains("got USR1"));
     assert_eq!(inspect(&env, "t")["State"]["Status"], "running");
     // stop sends the stop signal: the trap exits 7, long before the timeout.
     let t = Instant::now();
@@ -266,7 +253,7 @@ fn stop_timeout_is_how_long_stop_waits_before_sigkill() {
         "echo ready; while true; do sleep 0.1; done",
     ])
     .ok();
-    wait_log(&env, "slow", |l| l.contains("ready"));
+    common::wait_log(&env, "slow", |l| l.contains("ready"));
     let t = Instant::now();
     env.run(&["stop", "slow"]).ok();
     let took = t.elapsed();
@@ -277,7 +264,7 @@ fn stop_timeout_is_how_long_stop_waits_before_sigkill() {
     assert_eq!(inspect(&env, "slow")["State"]["ExitCode"], 137);
     // -t on stop overrides it.
     env.run(&["start", "slow"]).ok();
-    wait_log(&env, "slow", |l| l.matches("ready").count() == 2);
+    common::wait_log(&env, "slow", |l| l.matches("ready").count() == 2);
     let t = Instant::now();
     env.run(&["stop", "-t", "0", "slow"]).ok();
     assert!(

@@ -18,20 +18,7 @@ fn inspect(env: &Env, name: &str) -> serde_json::Value {
 
 /// Waits until the container's log holds `n` lines.
 fn wait_log_lines(env: &Env, name: &str, n: usize) -> String {
-    wait_log(env, name, |logs| logs.lines().count() >= n)
-}
-
-/// The container's log once `ready` says so (10 s at most).
-fn wait_log(env: &Env, name: &str, ready: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let logs = env.run(&["logs", name]).ok().stdout;
-        if ready(&logs) {
-            return logs;
-        }
-        assert!(Instant::now() < deadline, "logs of {name}: {logs:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_log(env, name, |logs| logs.lines().count() >= n)
 }
 
 #[test]
@@ -291,7 +278,7 @@ fn udp_through_a_published_port() {
     ])
     .ok();
     // The test harness prints "running 1 test" first; the server's line comes after.
-    let logs = wait_log(&env, "udp", |l| l.contains("listening"));
+    let logs = common::wait_log(&env, "udp", |l| l.contains("listening"));
     assert!(logs.contains("listening"), "{logs}");
     assert_eq!(
         env.run(&["port", "udp"]).ok().stdout,

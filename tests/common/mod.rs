@@ -401,9 +401,12 @@ pub fn processes_of(store: &str) -> Vec<(i32, String)> {
         let inside = std::fs::read_to_string(p.path().join("mountinfo"))
             .map(|m| m.contains(&format!("{store}/")))
             .unwrap_or(false);
-        // Our own mount table names the store only when a mount is left (reported apart).
-        let host_ns = std::fs::read_link(p.path().join("ns/mnt")).ok()
-            == std::fs::read_link("/proc/self/ns/mnt").ok();
+        // Our own mount table names the store only when a mount is left (reported apart);
+        // the machine's init's may too, as container roots are mounted under /run, whose
+        // mounts propagate to it.
+        let ns = std::fs::read_link(p.path().join("ns/mnt")).ok();
+        let host_ns = ns == std::fs::read_link("/proc/self/ns/mnt").ok()
+            || ns == std::fs::read_link("/proc/1/ns/mnt").ok();
         if monitor || (inside && !host_ns) {
             found.push((pid, comm.trim_end().to_string()));
         }
@@ -477,14 +480,17 @@ pub fn leftovers(store: &Path, ids: &[String], born: std::time::SystemTime) -> V
             }
         }
     }
-    // Mounts under the store or a runtime dir of ours.
+    // Mounts under the store, a runtime dir of ours, or a container root of ours (mounted
+    // beside the runtime state, `<runtime root>/../rootfs/<id>`).
+    let rootfs = runtime.parent().unwrap_or(&runtime).join("rootfs");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     for m in mounts.lines() {
         let point = m.split(' ').nth(4).unwrap_or_default();
         if point.starts_with(&format!("{s}/"))
-            || ours
-                .iter()
-                .any(|id| point.starts_with(&format!("{}/{id}", runtime.display())))
+            || ours.iter().any(|id| {
+                point.starts_with(&format!("{}/{id}", runtime.display()))
+                    || point == format!("{}/{id}", rootfs.display())
+            })
         {
             left.push(format!("mount {point}"));
         }
@@ -579,4 +585,21 @@ pub fn run_with_init(env: &Env, init: &Path, args: &[&str]) -> Run {
             .output()
             .expect("spawn decant"),
     )
+}
+
+/// The container's log once `ready` says so (10 s at most).
+#[track_caller]
+pub fn wait_log(env: &Env, name: &str, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let logs = env.run(&["logs", name]).ok().stdout;
+        if ready(&logs) {
+            return logs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "logs of {name}: {logs:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
