@@ -482,7 +482,7 @@ pub fn leftovers(store: &Path, ids: &[String], born: std::time::SystemTime) -> V
     }
     // Mounts under the store, a runtime dir of ours, or a container root of ours (mounted
     // beside the runtime state, `<runtime root>/../rootfs/<id>`).
-    let rootfs = runtime.parent().unwrap_or(&runtime).join("rootfs");
+    let rootfs = runtime.parent().unwrap_or(runtime).join("rootfs");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     for m in mounts.lines() {
         let point = m.split(' ').nth(4).unwrap_or_default();
