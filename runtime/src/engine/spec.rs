@@ -89,15 +89,19 @@ fn entries(bytes: &[u8]) -> impl Iterator<Item = Vec<&str>> {
 /// as Docker does: numbers pass through, names must exist; the user's supplementary groups
 /// come from /etc/group.
 /// The home directory of `uid` in the image's /etc/passwd; "/" when it has none (Docker's
-/// default), "/root" for root without an entry.
-fn home_of(root: &Path, uid: u32) -> Result<String, EngineError> {
-    let passwd = read_in_root(root, "/etc/passwd")?.unwrap_or_default();
+/// default), "/root" for root without an entry. A passwd that cannot be read gives the
+/// default too: HOME is a convenience, never a reason to refuse a start.
+fn home_of(root: &Path, uid: u32) -> String {
+    let passwd = read_in_root(root, "/etc/passwd")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let want = uid.to_string();
     let home = entries(&passwd)
         .find(|f| f.get(2) == Some(&want.as_str()))
         .and_then(|f| f.get(5).map(|h| h.to_string()))
         .filter(|h| h.starts_with('/'));
-    Ok(home.unwrap_or_else(|| if uid == 0 { "/root" } else { "/" }.to_string()))
+    home.unwrap_or_else(|| if uid == 0 { "/root" } else { "/" }.to_string())
 }
 
 pub fn resolve_user(root: &Path, spec: &str) -> Result<User, EngineError> {
@@ -348,7 +352,7 @@ pub fn build_spec(c: &ContainerConfig, dir: &Path, rootfs: &Path) -> Result<Spec
     };
     // As Docker: HOME from the user's passwd entry unless the image or `-e` set it.
     if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", home_of(rootfs, user.uid())?));
+        env.push(format!("HOME={}", home_of(rootfs, user.uid())));
     }
     if let Some(p) = spec.process_mut() {
         p.set_env(Some(env));
@@ -531,11 +535,12 @@ mod tests {
         assert!(resolve_user(t.path(), "bad").is_err());
         assert!(resolve_user(t.path(), "alice:nogroup").is_err());
         // HOME as Docker: the passwd entry's, else "/" ("/root" for root).
-        assert_eq!(home_of(t.path(), 1000).unwrap(), "/home/alice");
-        assert_eq!(home_of(t.path(), 0).unwrap(), "/root");
-        assert_eq!(home_of(t.path(), 4242).unwrap(), "/");
+        assert_eq!(home_of(t.path(), 1000), "/home/alice");
+        assert_eq!(home_of(t.path(), 0), "/root");
+        assert_eq!(home_of(t.path(), 4242), "/");
         let empty = tempfile::tempdir().unwrap();
-        assert_eq!(home_of(empty.path(), 0).unwrap(), "/root");
+        assert_eq!(home_of(empty.path(), 0), "/root");
+        assert_eq!(home_of(&empty.path().join("missing"), 7), "/");
     }
 
     #[test]
