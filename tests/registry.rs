@@ -440,11 +440,13 @@ fn errors_are_one_line_and_leave_the_store_alone() {
     let fresh = Env::new();
     dec(&fresh, &["images"]).ok();
     let before = fresh.store_state();
-    // A registry that is down.
-    let down = format!("127.0.0.1:{}/x:t", {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    });
+    // A registry that is down: port 1 (tcpmux), where nothing listens. A port freed from an
+    // ephemeral bind could be taken meanwhile by another test's registry.
+    let down = "127.0.0.1:1/x:t".to_string();
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:1").is_err(),
+        "something listens on 127.0.0.1:1"
+    );
     one_line_error(
         &dec(&fresh, &["pull", "--tls-verify=false", &down]),
         "cannot reach",
