@@ -484,11 +484,16 @@ fn choose_root(file: &str, found: &[Found], selector: Option<&str>) -> Result<us
                 return Ok(readable[0]);
             }
             if readable.is_empty() {
+                // The error names the file once, in front; each reason says "it" for a
+                // bare filesystem.
                 let what = found
                     .iter()
                     .map(|f| match &f.report.error {
-                        Some(e) => e.clone(),
-                        None => probe_message(file, f),
+                        Some(e) => e
+                            .strip_prefix(&format!("{file}: "))
+                            .unwrap_or(e)
+                            .to_string(),
+                        None => probe_message(f),
                     })
                     .collect::<Vec<_>>()
                     .join("; ");
@@ -517,10 +522,14 @@ fn choose_root(file: &str, found: &[Found], selector: Option<&str>) -> Result<us
     }
 }
 
-fn probe_message(file: &str, f: &Found) -> String {
+fn probe_message(f: &Found) -> String {
     let what = &f.report.filesystem;
     if f.report.scheme == "none" {
-        format!("{file} holds {what}; decant reads ext2/3/4 filesystems")
+        if what == "unknown" {
+            "it holds no filesystem signature decant knows".to_string()
+        } else {
+            format!("it holds {what}; decant reads ext2/3/4 filesystems")
+        }
     } else {
         format!("volume {} holds {what}", f.report.name)
     }

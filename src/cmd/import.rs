@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Args as ClapArgs;
 use import::job::{self, ImportReport, ImportRequest};
-use import::plan::{self, Plan, PlanError, PlanOptions};
+use import::plan::{self, Plan, PlanOptions};
 use import::policy::PolicyOptions;
 use snapshot::layer::{Compression, LayerOptions};
 use snapshot::store::Reference;
@@ -118,7 +118,7 @@ pub fn run(ctx: &Context, a: Args) -> Result<()> {
         },
         spool_dir: snapshot::store::Store::temp_dir_of(&ctx.store_root()),
     };
-    let opened = plan::open(&a.source, &opts).map_err(|e| plan_error(&a.source, e))?;
+    let opened = plan::open(&a.source, &opts).map_err(|e| naming_source(&a.source, e.into()))?;
     if a.dry_run {
         if json {
             println!("{}", serde_json::to_string_pretty(&opened.plan)?);
@@ -215,29 +215,6 @@ fn naming_source(source: &Path, e: anyhow::Error) -> anyhow::Error {
     } else {
         e.context(format!("importing {name}"))
     }
-}
-
-/// `naming_source`, and for "no filesystem decant can read" the per-volume reasons without the
-/// file's name again (the plan names it before each reason of a bare filesystem).
-fn plan_error(source: &Path, e: PlanError) -> anyhow::Error {
-    if let PlanError::NothingReadable { file, found } = &e {
-        let reasons: Vec<String> = found
-            .split("; ")
-            .map(|r| {
-                let r = r.strip_prefix(&format!("{file}: ")).unwrap_or(r);
-                match r.strip_prefix(&format!("{file} holds ")) {
-                    Some("unknown") => "it holds no filesystem signature decant knows".into(),
-                    Some(what) => format!("it holds {what}"),
-                    None => r.to_string(),
-                }
-            })
-            .collect();
-        return anyhow::anyhow!(
-            "{file}: no filesystem decant can read: {}",
-            reasons.join("; ")
-        );
-    }
-    naming_source(source, e.into())
 }
 
 /// `(partition dump, 48.0 MiB)`, `(qcow2 v3, 72.0 MiB virtual, gpt partition table)`.

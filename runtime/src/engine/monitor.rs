@@ -44,9 +44,10 @@ pub fn unmount(merged: &Path) -> Result<(), EngineError> {
 }
 
 /// Mounts the overlay of the lower dirs (bottom first in the config) with the container's
-/// upper and work dirs at `merged` (under the runtime root, see `Engine::merged_dir`). Rootless, where overlay is refused, the root is a
-/// copy of the layers instead (see `copyroot`), kept for later starts; the note saying so
-/// comes back beside the root's path on the start that made it.
+/// upper and work dirs at `merged` (under the runtime root, see `Engine::merged_dir`).
+/// Rootless, where overlay is refused, the root is a copy of the layers instead (see
+/// `copyroot`), kept for later starts; the note saying so comes back beside the root's path
+/// on the start that made it.
 fn mount_root(
     c: &Container,
     dir: &Path,

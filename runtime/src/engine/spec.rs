@@ -85,9 +85,6 @@ fn entries(bytes: &[u8]) -> impl Iterator<Item = Vec<&str>> {
         .map(|l| l.split(':').collect())
 }
 
-/// Resolves `USER[:GROUP]` (names or numbers) against the root's /etc/passwd and /etc/group
-/// as Docker does: numbers pass through, names must exist; the user's supplementary groups
-/// come from /etc/group.
 /// The home directory of `uid` in the image's /etc/passwd; "/" when it has none (Docker's
 /// default), "/root" for root without an entry. A passwd that cannot be read gives the
 /// default too: HOME is a convenience, never a reason to refuse a start.
@@ -104,6 +101,9 @@ fn home_of(root: &Path, uid: u32) -> String {
     home.unwrap_or_else(|| if uid == 0 { "/root" } else { "/" }.to_string())
 }
 
+/// Resolves `USER[:GROUP]` (names or numbers) against the root's /etc/passwd and /etc/group
+/// as Docker does: numbers pass through, names must exist; the user's supplementary groups
+/// come from /etc/group.
 pub fn resolve_user(root: &Path, spec: &str) -> Result<User, EngineError> {
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
